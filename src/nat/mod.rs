@@ -1,0 +1,52 @@
+//! SNAT and DNAT: the public address pool, per-worker port slices, mapping modes, quotas.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// How a public port is shared between flows (RFC 4787 section 4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MappingMode {
+    /// One public port per inside (address, port), whatever the destination (RFC 4787 REQ-1).
+    #[default]
+    EndpointIndependent,
+    /// The same public port may be reused toward different destinations: one public address
+    /// carries far more than 64k flows.
+    AddressAndPortDependent,
+}
+
+/// SNAT settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    /// Addresses flows are SNATed to (in Azure: the outside NIC's private IP configurations).
+    pub public_addrs: Vec<Ipv4Addr>,
+    /// Inclusive port range used on each public address (also the ICMP query id range).
+    pub port_min: u16,
+    pub port_max: u16,
+    pub mapping: MappingMode,
+    /// Most SNAT ports (EIM) or sessions (APDM) one inside host may hold (RFC 6888); None: no cap.
+    pub per_host_quota: Option<u32>,
+    /// Seconds a freed port rests before it is handed out again.
+    pub reuse_cooldown: u32,
+    /// Destinations that are forwarded without SNAT (Azure Firewall: RFC 1918 and RFC 6598).
+    pub exempt: Vec<Ipv4Net>,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        NatConfig {
+            public_addrs: Vec::new(),
+            port_min: 1024,
+            port_max: 65535,
+            mapping: MappingMode::default(),
+            per_host_quota: None,
+            reuse_cooldown: 2,
+            exempt: vec![
+                "10.0.0.0/8".parse().expect("literal"),
+                "172.16.0.0/12".parse().expect("literal"),
+                "192.168.0.0/16".parse().expect("literal"),
+                "100.64.0.0/10".parse().expect("literal"),
+            ],
+        }
+    }
+}

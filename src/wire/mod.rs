@@ -1,0 +1,5 @@
+//! Zero-copy packet views over `&[u8]` / `&mut [u8]`.
+//!
+//! Contract: every constructor is checked (`new_checked` returns an error for any input that is
+//! too short or inconsistent), and after a successful check no accessor can panic. Nothing here
+//! allocates. Checksums are updated incrementally (RFC 1624) on every rewrite.
