@@ -479,7 +479,7 @@ impl Worker {
             }
         };
         let f = self.flows.get_mut(idx);
-        f.rule = rule;
+        f.rule = rule as u16;
         f.snat_idx = snat_idx;
         if p.proto == proto::TCP {
             f.tcp = TcpTrack::opened();
@@ -550,7 +550,6 @@ impl Worker {
         }
         let f = self.flows.get_mut(idx);
         f.packets[dir as usize] = f.packets[dir as usize].wrapping_add(1);
-        f.bytes[dir as usize] += (p.end - p.l3) as u64;
         self.flows.touch(idx, class, now);
         Verdict::Forward { tx_if, next_hop }
     }

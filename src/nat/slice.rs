@@ -32,9 +32,10 @@ impl PortSlice {
         }
         PortSlice {
             base,
-            users: vec![0; count as usize],
+            // Written, not calloc'ed: the pages are faulted in now, not on the packet path.
+            users: (0..count).map(|_| 0).collect(),
             ring,
-            freed_at: vec![0; count as usize],
+            freed_at: (0..count).map(|_| 0).collect(),
             head: 0,
             free: n,
         }
