@@ -57,7 +57,9 @@ fn config(max_flows: u32, public: usize) -> EngineConfig {
         routes: vec![],
         inside_prefixes: vec![net("198.18.0.0/15")],
         nat: NatConfig {
-            public_addrs: (0..public).map(|i| Ipv4Addr::new(203, 0, 113, 100 + i as u8)).collect(),
+            public_addrs: (0..public)
+                .map(|i| Ipv4Addr::new(203, 0, 113, 100 + i as u8))
+                .collect(),
             mapping: MappingMode::EndpointIndependent,
             reuse_cooldown: 0,
             ..NatConfig::default()
@@ -105,7 +107,13 @@ fn patch(buf: &mut [u8], tpl: &[u8], i: u32) {
 fn populated(n: u32) -> Worker {
     // 1M flows need 16+ public addresses of 64k ports each under EIM.
     let public = (n as usize / 60_000 + 1).min(40);
-    let mut w = Worker::new(Arc::new(config(n + 1024, public)), Arc::new(AllowAll), 0, 1, 7);
+    let mut w = Worker::new(
+        Arc::new(config(n + 1024, public)),
+        Arc::new(AllowAll),
+        0,
+        1,
+        7,
+    );
     let tpl = template();
     let mut buf = vec![0u8; 2048];
     for i in 0..n {
@@ -119,7 +127,11 @@ fn populated(n: u32) -> Worker {
 
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 4096
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
 }
 
 fn fast_path(c: &mut Criterion) {
@@ -136,7 +148,9 @@ fn fast_path(c: &mut Criterion) {
             std::mem::size_of::<tollgate::conntrack::Flow>()
         );
         // Visit flows in a scrambled order so the table is exercised like real traffic.
-        let order: Vec<u32> = (0..n).map(|i| (u64::from(i) * 2_654_435_761 % u64::from(n)) as u32).collect();
+        let order: Vec<u32> = (0..n)
+            .map(|i| (u64::from(i) * 2_654_435_761 % u64::from(n)) as u32)
+            .collect();
         let tpl = template();
         let mut buf = vec![0u8; 2048];
         let mut k = 0usize;
@@ -195,20 +209,36 @@ fn allocation(c: &mut Criterion) {
         let remote = Ipv4Addr::new(203, 0, 113, 10);
         let filled = size * pct / 100;
         for i in 0..filled {
-            let k = FlowKey::new(Ipv4Addr::from(0xc612_0000 | (i >> 10)), remote, (i & 1023) as u16, 443, 6);
+            let k = FlowKey::new(
+                Ipv4Addr::from(0xc612_0000 | (i >> 10)),
+                remote,
+                (i & 1023) as u16,
+                443,
+                6,
+            );
             pool.allocate(&k, 0, |_, _| false).unwrap();
         }
         assert_eq!(pool.utilisation(0, 6).0, filled);
         let mut i = 0u32;
-        g.bench_with_input(BenchmarkId::new("eim_alloc_release", format!("{pct}%")), &pct, |b, _| {
-            b.iter(|| {
-                i = i.wrapping_add(1);
-                let k = FlowKey::new(Ipv4Addr::new(198, 19, 255, 1), remote, (i % 60000) as u16, 443, 6);
-                let gnt = pool.allocate(&k, 0, |_, _| false).unwrap();
-                pool.release(&k, gnt.addr_idx, gnt.port, 0);
-                black_box(gnt)
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("eim_alloc_release", format!("{pct}%")),
+            &pct,
+            |b, _| {
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    let k = FlowKey::new(
+                        Ipv4Addr::new(198, 19, 255, 1),
+                        remote,
+                        (i % 60000) as u16,
+                        443,
+                        6,
+                    );
+                    let gnt = pool.allocate(&k, 0, |_, _| false).unwrap();
+                    pool.release(&k, gnt.addr_idx, gnt.port, 0);
+                    black_box(gnt)
+                })
+            },
+        );
     }
     g.finish();
 }

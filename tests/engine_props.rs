@@ -6,7 +6,16 @@ use engine_util::*;
 use proptest::prelude::*;
 use tollgate::datapath::Verdict;
 
-fn build(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+fn build(
+    proto: u8,
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    ttl: u8,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = eth().ipv4(src, dst, ttl);
     let mut v = Vec::new();
     if proto == 6 {

@@ -143,7 +143,10 @@ impl Flow {
 /// its last packet, at most that plus the relink granularity and one tick.
 #[inline]
 fn deadline(relinked: u32, class: TimeoutClass, t: &Timeouts) -> Nanos {
-    (u64::from(relinked) << TICK_SHIFT) + u64::from(class.seconds(t)) * NS + RELINK_GRANULARITY + TICK
+    (u64::from(relinked) << TICK_SHIFT)
+        + u64::from(class.seconds(t)) * NS
+        + RELINK_GRANULARITY
+        + TICK
 }
 
 #[derive(Clone, Copy, Debug)]

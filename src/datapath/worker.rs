@@ -460,8 +460,9 @@ impl Worker {
             };
             (FlowKey::new(reply_src, p.src, sport, dport, p.proto), 0)
         };
-        if self.flows.contains(&reply) {
-            // Only possible without SNAT: another flow already answers on this tuple.
+        // A granted SNAT port was checked free toward this destination; without SNAT another
+        // flow may already answer on this tuple.
+        if !snat && self.flows.contains(&reply) {
             return Verdict::Drop(DropReason::Unsolicited);
         }
         let class = match p.proto {

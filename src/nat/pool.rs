@@ -105,13 +105,11 @@ impl SnatPool {
             cooldown: u64::from(cfg.reuse_cooldown) * 1_000_000_000,
             rng,
             hasher,
-            eim: crate::conntrack::prefaulted(
-                if cfg.mapping == MappingMode::EndpointIndependent {
-                    expected_flows
-                } else {
-                    0
-                },
-            ),
+            eim: crate::conntrack::prefaulted(if cfg.mapping == MappingMode::EndpointIndependent {
+                expected_flows
+            } else {
+                0
+            }),
             held: HashMap::with_capacity_and_hasher(4096, hasher),
         }
     }
