@@ -6,6 +6,7 @@ use engine_util::*;
 use proptest::prelude::*;
 use tollgate::datapath::Verdict;
 
+#[allow(clippy::too_many_arguments)]
 fn build(
     proto: u8,
     src: [u8; 4],
