@@ -104,15 +104,21 @@ fn patch(buf: &mut [u8], tpl: &[u8], i: u32) {
     buf[34..36].copy_from_slice(&port.to_be_bytes());
 }
 
-fn populated(n: u32) -> Worker {
+fn populated(n: u32, huge: bool) -> Worker {
     // 1M flows need 16+ public addresses of 64k ports each under EIM.
     let public = (n as usize / 60_000 + 1).min(40);
-    let mut w = Worker::new(
+    let advise: Option<&dyn Fn(usize, usize)> = if huge {
+        Some(&tollgate::io::mem::advise_hugepages)
+    } else {
+        None
+    };
+    let mut w = Worker::with_advice(
         Arc::new(config(n + 1024, public)),
         Arc::new(AllowAll),
         0,
         1,
         7,
+        advise,
     );
     let tpl = template();
     let mut buf = vec![0u8; 2048];
@@ -137,9 +143,14 @@ fn rss_bytes() -> u64 {
 fn fast_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("fast_path");
     g.throughput(Throughput::Elements(1));
-    for &n in &[1_000u32, 65_536, 1_000_000] {
+    for &(n, huge) in &[
+        (1_000u32, false),
+        (65_536, false),
+        (1_000_000, false),
+        (1_000_000, true),
+    ] {
         let before = rss_bytes();
-        let mut w = populated(n);
+        let mut w = populated(n, huge);
         let after = rss_bytes();
         eprintln!(
             "flows={n}: resident memory {:.1} MiB, {} bytes per flow (Flow struct {} bytes)",
@@ -154,7 +165,12 @@ fn fast_path(c: &mut Criterion) {
         let tpl = template();
         let mut buf = vec![0u8; 2048];
         let mut k = 0usize;
-        g.bench_with_input(BenchmarkId::new("established_udp", n), &n, |b, _| {
+        let name = if huge {
+            "established_udp_hugepages"
+        } else {
+            "established_udp"
+        };
+        g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter(|| {
                 patch(&mut buf, &tpl, order[k]);
                 k = (k + 1) % order.len();

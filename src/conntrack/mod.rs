@@ -32,6 +32,7 @@ impl Default for Timeouts {
     }
 }
 
+mod index;
 mod key;
 mod table;
 pub mod tcp;

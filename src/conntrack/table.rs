@@ -6,6 +6,8 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use super::index::FlowIndex;
+
 use super::key::FlowKey;
 use super::tcp::{Dir, TcpTrack};
 use super::Timeouts;
@@ -168,7 +170,7 @@ pub struct FlowTable {
     flows: Vec<Flow>,
     free: Vec<u32>,
     /// Entries are `slab index << 1 | direction`.
-    index: HashTable<u32>,
+    index: FlowIndex,
     hasher: foldhash::fast::FixedState,
     lists: [List; TimeoutClass::COUNT],
     timeouts: Timeouts,
@@ -190,8 +192,26 @@ impl FlowTable {
     /// The slab is filled (and so faulted in) here, once: the packet path never takes a page
     /// fault or an allocation to admit a flow.
     pub fn new(max: u32, seed: u64, timeouts: Timeouts) -> Self {
+        Self::with_advice(max, seed, timeouts, None)
+    }
+
+    /// Like [`FlowTable::new`]; `advise(addr, bytes)` sees each large region before it is
+    /// first written, so the I/O layer can back it with huge pages (fewer TLB misses).
+    pub fn with_advice(
+        max: u32,
+        seed: u64,
+        timeouts: Timeouts,
+        advise: Option<&dyn Fn(usize, usize)>,
+    ) -> Self {
         let max = max.max(1);
-        let mut flows = vec![Flow::DEAD; max as usize];
+        let mut flows: Vec<Flow> = Vec::with_capacity(max as usize);
+        if let Some(a) = advise {
+            a(
+                flows.as_mut_ptr() as usize,
+                max as usize * std::mem::size_of::<Flow>(),
+            );
+        }
+        flows.resize(max as usize, Flow::DEAD);
         for (i, f) in flows.iter_mut().enumerate() {
             f.prev = i as u32;
             f.next = i as u32;
@@ -199,7 +219,7 @@ impl FlowTable {
         FlowTable {
             flows,
             free: (0..max).rev().collect(),
-            index: prefaulted(2 * max as usize),
+            index: FlowIndex::new(2 * max as usize, advise),
             hasher: foldhash::fast::FixedState::with_seed(seed),
             lists: [List {
                 head: NIL,
@@ -233,8 +253,8 @@ impl FlowTable {
     }
 
     #[inline]
-    fn hash(&self, k: &FlowKey) -> u64 {
-        self.hasher.hash_one(k.words())
+    fn hash(&self, k: &FlowKey) -> u32 {
+        (self.hasher.hash_one(k.words()) >> 32) as u32
     }
 
     /// Finds the flow a packet with tuple `k` belongs to, and its direction.
@@ -242,10 +262,10 @@ impl FlowTable {
     pub fn lookup(&self, k: &FlowKey) -> Option<(u32, Dir)> {
         let flows = &self.flows;
         self.index
-            .find(self.hash(k), |&e| {
+            .find(self.hash(k), |e| {
                 flows[(e >> 1) as usize].key(dir_of(e)) == k
             })
-            .map(|&e| (e >> 1, dir_of(e)))
+            .map(|e| (e >> 1, dir_of(e)))
     }
 
     /// True if some flow already uses tuple `k` in either direction.
@@ -284,15 +304,9 @@ impl FlowTable {
         };
         self.flows[idx as usize] = flow;
         let (ho, hr) = (self.hash(&orig), self.hash(&reply));
-        let flows = &self.flows;
-        let hasher = &self.hasher;
-        let rehash = |&e: &u32| hasher.hash_one(flows[(e >> 1) as usize].key(dir_of(e)).words());
-        self.index.insert_unique(ho, idx << 1, rehash);
+        self.index.insert(ho, idx << 1);
         if reply != orig {
-            let flows = &self.flows;
-            let rehash =
-                |&e: &u32| hasher.hash_one(flows[(e >> 1) as usize].key(dir_of(e)).words());
-            self.index.insert_unique(hr, (idx << 1) | 1, rehash);
+            self.index.insert(hr, (idx << 1) | 1);
         }
         self.push_back(idx, class);
         Ok(idx)
@@ -331,9 +345,7 @@ impl FlowTable {
 
     fn unindex(&mut self, k: &FlowKey, entry: u32) {
         let h = self.hash(k);
-        if let Ok(e) = self.index.find_entry(h, |&e| e == entry) {
-            e.remove();
-        }
+        self.index.remove(h, entry);
     }
 
     /// The oldest flow whose timeout has passed, if any, in any class.
