@@ -268,10 +268,30 @@ impl Worker {
             return None;
         }
         let ip = Ipv4Packet::new_checked(frame.get(e.l3_offset..)?).ok()?;
-        if !self.is_public(ip.dst()) || ip.frag_offset() != 0 {
+        if ip.frag_offset() != 0 {
             return None;
         }
         let l4 = ip.payload();
+        let (sport, dport) = match (ip.protocol(), l4) {
+            (proto::TCP | proto::UDP, [a, b, c, d, ..]) => {
+                (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
+            }
+            _ => (0, 0),
+        };
+        // DNAT flows live on worker 0: their public port is outside the SNAT slices.
+        if self
+            .policy
+            .dnat_targets()
+            .contains(&(ip.src(), sport, ip.protocol()))
+        {
+            return Some(0);
+        }
+        if !self.is_public(ip.dst()) {
+            return None;
+        }
+        if matches!(ip.protocol(), proto::TCP | proto::UDP) && !self.in_snat_range(dport) {
+            return Some(0);
+        }
         let port = match ip.protocol() {
             proto::TCP | proto::UDP if l4.len() >= 4 => u16::from_be_bytes([l4[2], l4[3]]),
             proto::ICMP if l4.len() >= 8 => {

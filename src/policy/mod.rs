@@ -78,4 +78,9 @@ pub trait Policy: Send + Sync {
     fn decide_app(&self, q: &FlowQuery, app: AppProto, fqdn: Option<&str>) -> Decision;
     /// The names of a rule, for logs.
     fn describe(&self, rule: RuleId) -> Option<RuleRef<'_>>;
+    /// Every DNAT target (translated address, port, protocol). With several workers, the
+    /// datapath steers a DNAT flow's both directions to one worker by these.
+    fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
+        &[]
+    }
 }
