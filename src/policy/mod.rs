@@ -6,6 +6,13 @@
 
 use std::net::Ipv4Addr;
 
+pub mod bitset;
+pub mod fqdn;
+mod ruleset;
+
+pub use fqdn::{FqdnError, FqdnPattern};
+pub use ruleset::{app_l4, reference, Action, FieldMatch, Protocols, RuleKind, RuleSpec, Ruleset};
+
 /// IP protocol numbers the classifier distinguishes.
 pub mod proto {
     pub const ICMP: u8 = 1;
@@ -47,7 +54,11 @@ pub enum Decision {
     /// A deny rule matched (`Some`), or nothing matched and the default deny applies (`None`).
     Deny { rule: Option<RuleId> },
     /// A DNAT rule matched: rewrite the destination to `to:to_port`.
-    Dnat { rule: RuleId, to: Ipv4Addr, to_port: u16 },
+    Dnat {
+        rule: RuleId,
+        to: Ipv4Addr,
+        to_port: u16,
+    },
     /// Only application rules can decide: hold the first payload, read SNI / Host, then call
     /// [`Policy::decide_app`].
     Inspect,
@@ -74,4 +85,12 @@ pub trait Policy: Send + Sync {
     fn decide_app(&self, q: &FlowQuery, app: AppProto, fqdn: Option<&str>) -> Decision;
     /// The names of a rule, for logs.
     fn describe(&self, rule: RuleId) -> Option<RuleRef<'_>>;
+    /// Whether the rule belongs to a collection in audit mode: a [`Decision::Deny`] naming it is
+    /// to be logged as "would deny" and the flow let through (treated as allowed).
+    fn is_audit(&self, _rule: RuleId) -> bool {
+        false
+    }
 }
+
+#[cfg(test)]
+mod tests;
