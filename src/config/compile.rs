@@ -189,10 +189,16 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Loaded, ConfigErrors> {
     let raw: Raw = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let msg = e.message().trim().to_string();
-            let msg = msg.replace('`', "\"");
-            ctx.err(span, msg);
+            let unknown = super::keys::unknown_keys(text);
+            let serde_unknown = e.message().starts_with("unknown field");
+            for (span, msg) in &unknown {
+                ctx.err(span.clone(), msg.clone());
+            }
+            if unknown.is_empty() || !serde_unknown {
+                let span = e.span().unwrap_or(0..0);
+                let msg = e.message().trim().replace('`', "\"");
+                ctx.err(span, msg);
+            }
             return Err(fail(ctx));
         }
     };

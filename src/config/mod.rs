@@ -5,6 +5,7 @@
 //! problem found (each with its position), never a partial configuration.
 
 mod compile;
+mod keys;
 mod schema;
 
 use std::fmt;
