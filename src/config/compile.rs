@@ -805,6 +805,12 @@ fn app_rule(ctx: &mut Ctx, r: &RawRule, spec: &mut RuleSpec) {
 
 fn dnat_rule(ctx: &mut Ctx, r: &RawRule, spec: &mut RuleSpec, snat: &[Ipv4Addr]) {
     for d in &r.destinations {
+        if d.get_ref().trim() == "*" {
+            ctx.err(
+                d.span(),
+                "a dnat rule's destination must be one of the snat addresses, not \"*\"",
+            );
+        }
         if let Ok(n) = d
             .get_ref()
             .trim()
