@@ -124,7 +124,13 @@ fn bench(c: &mut Criterion) {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
         let rs = rules(n, &mut rng);
         let fl = flows(&rs, &mut rng);
+        let t0 = std::time::Instant::now();
         let set = Ruleset::compile(rs, vec![Ipv4Addr::new(203, 0, 113, 1)]);
+        eprintln!(
+            "compile {n} rules: {:?}, {} KiB of rule sets",
+            t0.elapsed(),
+            set.compiled_bytes() / 1024
+        );
         let mut i = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(n), &set, |b, set| {
             b.iter(|| {

@@ -348,3 +348,25 @@ fn check_exit_codes() {
     assert_eq!(check_report(&args(dir.join("missing.toml"), false)).0, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn unknown_keys_do_not_hide_other_errors() {
+    let t = net_rule("    colour = \"red\"\n    sources = [\"10.0.0.1/8\"]\n    destinations = [\"*\"]\n    protocols = [\"icmp\"]\n");
+    assert_eq!(
+        diags(&t),
+        vec![
+            "t.toml:24:5: error: unknown key \"colour\" in [group.collection.rule]; expected one of: name, sources, source_ip_groups, destinations, destination_ip_groups, destination_fqdns, protocols, destination_ports, fqdns, fqdn_tags, translated_address, translated_port",
+            "t.toml:25:16: error: the prefix \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+        ]
+    );
+}
+
+#[test]
+fn wrong_type_is_reported_with_position() {
+    let d = diags("[conntrack]\nmax_flows = \"many\"\n");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("t.toml:15:13: error: invalid type: string \"many\", expected i64"),
+        "{d:#?}"
+    );
+}

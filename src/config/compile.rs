@@ -186,19 +186,15 @@ pub(super) fn load(text: &str, origin: &str) -> Result<Loaded, ConfigErrors> {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
+    for (span, msg) in super::keys::unknown_keys(text) {
+        ctx.err(span, msg);
+    }
     let raw: Raw = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let unknown = super::keys::unknown_keys(text);
-            let serde_unknown = e.message().starts_with("unknown field");
-            for (span, msg) in &unknown {
-                ctx.err(span.clone(), msg.clone());
-            }
-            if unknown.is_empty() || !serde_unknown {
-                let span = e.span().unwrap_or(0..0);
-                let msg = e.message().trim().replace('`', "\"");
-                ctx.err(span, msg);
-            }
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().trim().replace('`', "\"");
+            ctx.err(span, msg);
             return Err(fail(ctx));
         }
     };

@@ -1,5 +1,8 @@
 //! The TOML schema as serde types (see docs/config-schema.md). Values that are validated later
 //! keep their byte span so every diagnostic can name file:line:col.
+//!
+//! Unknown keys are not rejected by serde (it would stop at the first one and hide every other
+//! error): `keys::unknown_keys` walks the document and reports each of them, and the load fails.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +12,6 @@ use toml::Spanned;
 pub type S<T> = Spanned<T>;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Raw {
     #[serde(default)]
     pub appliance: RawAppliance,
@@ -28,7 +30,6 @@ pub struct Raw {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAppliance {
     #[serde(default)]
     pub inside_prefixes: Vec<S<String>>,
@@ -38,7 +39,6 @@ pub struct RawAppliance {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawInterface {
     pub name: S<String>,
     pub role: S<String>,
@@ -49,7 +49,6 @@ pub struct RawInterface {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub prefix: S<String>,
     pub via: S<String>,
@@ -57,7 +56,6 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSnat {
     #[serde(default)]
     pub addresses: Vec<S<String>>,
@@ -71,7 +69,6 @@ pub struct RawSnat {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConntrack {
     pub max_flows: Option<S<i64>>,
     #[serde(default)]
@@ -79,7 +76,6 @@ pub struct RawConntrack {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     pub tcp_syn: Option<u32>,
     pub tcp_established: Option<u32>,
@@ -91,7 +87,6 @@ pub struct RawTimeouts {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawGroup {
     pub name: S<String>,
     pub priority: S<i64>,
@@ -100,7 +95,6 @@ pub struct RawGroup {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawCollection {
     pub name: S<String>,
     pub priority: S<i64>,
@@ -112,7 +106,6 @@ pub struct RawCollection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: S<String>,
     #[serde(default)]
@@ -139,7 +132,6 @@ pub struct RawRule {
 
 /// The embedded FQDN tag table (`data/fqdn-tags.toml`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TagFile {
     pub tags: BTreeMap<String, Vec<String>>,
 }
