@@ -3,7 +3,8 @@
 //! Patterns are exact names (`mcr.microsoft.com`), left-most wildcards (`*.contoso.com`) or `*`
 //! (every name). A wildcard matches one or more labels in its place, at any depth, as Azure
 //! Firewall does: `*.contoso.com` matches `a.contoso.com` and `a.b.contoso.com`, not
-//! `contoso.com`. Matching is ASCII case-insensitive and tolerates one trailing dot.
+//! `contoso.com`. Matching is ASCII case-insensitive and tolerates one trailing dot and a
+//! `:port` suffix (as in an HTTP Host header).
 //! Lookups never allocate.
 
 use std::cmp::Ordering;
@@ -82,7 +83,7 @@ impl FqdnPattern {
 
     /// Whether the pattern matches `name` (reference implementation, allocation allowed).
     pub fn matches(&self, name: &str) -> bool {
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let name = normalize_host(name).to_ascii_lowercase();
         if name.is_empty() {
             return false;
         }
@@ -145,6 +146,15 @@ pub struct FqdnTrie {
 
 /// Most candidate sets a lookup yields: one wildcard per label plus the exact match.
 pub const MAX_CANDIDATES: usize = 130;
+
+/// The name without a `:port` suffix (an HTTP Host header) and without one trailing dot.
+pub fn normalize_host(name: &str) -> &str {
+    let name = match name.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => name,
+    };
+    name.strip_suffix('.').unwrap_or(name)
+}
 
 fn cmp_label(stored: &str, query: &str) -> Ordering {
     let a = stored.as_bytes();
@@ -212,7 +222,7 @@ impl FqdnTrie {
 
     /// Calls `f` with every set of rules whose pattern matches `name`.
     pub fn for_each_match(&self, name: &str, mut f: impl FnMut(SetId)) {
-        let name = name.strip_suffix('.').unwrap_or(name);
+        let name = normalize_host(name);
         if name.is_empty() || self.nodes.is_empty() {
             return;
         }
@@ -281,6 +291,7 @@ mod tests {
             "com",
             "other.net",
             "x.a.b.contoso.com",
+            "x.contoso.com:8080",
         ] {
             let mut got = Vec::new();
             t.for_each_match(name, |s| {
