@@ -98,19 +98,37 @@ impl SetArena {
             *o = s as usize;
         }
         let data = &self.data[..];
+        let mut sw = [0u64; MAX_SETS];
+        let mut dense = [false; MAX_SETS];
         for s in 0..self.summary {
+            // Summary bits a set with every data word non-zero has in this summary word.
+            let tail = self.words - s * 64;
+            let full = if tail >= 64 {
+                !0u64
+            } else {
+                (1u64 << tail) - 1
+            };
             let mut m = !0u64;
-            for o in &off[..n] {
-                m &= data.get(o + s).copied().unwrap_or(0);
+            for i in 0..n {
+                sw[i] = data.get(off[i] + s).copied().unwrap_or(0);
+                dense[i] = sw[i] == full;
+                m &= sw[i];
             }
             while m != 0 {
                 let b = m.trailing_zeros();
                 let below = (1u64 << b) - 1;
                 let mut acc = !0u64;
                 for i in 0..n {
-                    let sw = data.get(off[i] + s).copied().unwrap_or(0);
-                    let pos = off[i] + self.summary + base[i] + (sw & below).count_ones() as usize;
-                    acc &= data.get(pos).copied().unwrap_or(0);
+                    // Rank of data word b among this set's stored words (all stored: b itself).
+                    let rank = if dense[i] {
+                        b as usize
+                    } else {
+                        (sw[i] & below).count_ones() as usize
+                    };
+                    acc &= data
+                        .get(off[i] + self.summary + base[i] + rank)
+                        .copied()
+                        .unwrap_or(0);
                     if acc == 0 {
                         break;
                     }
@@ -122,7 +140,7 @@ impl SetArena {
                 m &= m - 1;
             }
             for i in 0..n {
-                base[i] += data.get(off[i] + s).copied().unwrap_or(0).count_ones() as usize;
+                base[i] += sw[i].count_ones() as usize;
             }
         }
         None
