@@ -893,7 +893,31 @@ fn covers(a: &RuleSpec, b: &RuleSpec) -> bool {
     }
 }
 
+/// The lowest and highest address a list of prefixes covers (`(1, 0)`: empty).
+fn hull(nets: &[Ipv4Net]) -> (u32, u32) {
+    nets.iter().fold((1, 0), |(lo, hi), n| {
+        let (a, b) = (u32::from(n.network()), u32::from(n.broadcast()));
+        if lo > hi {
+            (a, b)
+        } else {
+            (lo.min(a), hi.max(b))
+        }
+    })
+}
+
 fn analyze(ctx: &mut Ctx, rules: &[RuleOut]) {
+    // Application rules have no destinations: their hull is the whole space.
+    let hulls: Vec<((u32, u32), (u32, u32))> = rules
+        .iter()
+        .map(|r| {
+            let d = if r.spec.kind == RuleKind::Application {
+                (0, u32::MAX)
+            } else {
+                hull(&r.spec.destinations)
+            };
+            (hull(&r.spec.sources), d)
+        })
+        .collect();
     for (i, b) in rules.iter().enumerate() {
         let spec = &b.spec;
         if !spec.destination_fqdns.is_empty() {
@@ -924,7 +948,16 @@ fn analyze(ctx: &mut Ctx, rules: &[RuleOut]) {
         if empty {
             continue;
         }
-        if let Some(a) = rules[..i].iter().find(|a| covers(&a.spec, spec)) {
+        // Cheap necessary condition first: the earlier rule's address hulls contain this one's.
+        let (bs, bd) = (hulls[i].0, hulls[i].1);
+        let found = rules[..i].iter().zip(&hulls[..i]).find(|(a, h)| {
+            h.0 .0 <= bs.0
+                && bs.1 <= h.0 .1
+                && h.1 .0 <= bd.0
+                && bd.1 <= h.1 .1
+                && covers(&a.spec, spec)
+        });
+        if let Some((a, _)) = found {
             let (l, c) = ctx.idx.line_col(a.name_span.start);
             ctx.warn(
                 b.name_span.clone(),
