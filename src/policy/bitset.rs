@@ -114,6 +114,26 @@ impl SetArena {
                 dense[i] = sw[i] == full;
                 m &= sw[i];
             }
+            if m == full && dense[..n].iter().all(|&d| d) {
+                // Every set stores every data word here: AND the runs directly.
+                let cnt = full.count_ones() as usize;
+                let mut runs: [&[u64]; MAX_SETS] = [&[]; MAX_SETS];
+                for i in 0..n {
+                    let start = off[i] + self.summary + base[i];
+                    runs[i] = data.get(start..start + cnt).unwrap_or(&[]);
+                }
+                for k in 0..cnt {
+                    let mut acc = !0u64;
+                    for r in &runs[..n] {
+                        acc &= r.get(k).copied().unwrap_or(0);
+                    }
+                    if acc != 0 {
+                        let w = s * 64 + k;
+                        return u32::try_from(w * 64 + acc.trailing_zeros() as usize).ok();
+                    }
+                }
+                m = 0;
+            }
             while m != 0 {
                 let b = m.trailing_zeros();
                 let below = (1u64 << b) - 1;
