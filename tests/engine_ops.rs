@@ -144,3 +144,43 @@ fn a_reload_cuts_flows_the_new_rules_deny_and_keeps_the_others() {
     assert!(matches!(v, Verdict::Forward { .. }));
     assert_eq!(w.flow_count(), 1);
 }
+
+/// TEST ONLY: every flow hits deny rule 9, which sits in an audit-mode collection.
+#[derive(Debug)]
+struct AuditTestPolicy;
+
+impl tollgate::policy::Policy for AuditTestPolicy {
+    fn decide(&self, _: &tollgate::policy::FlowQuery) -> tollgate::policy::Decision {
+        tollgate::policy::Decision::Deny { rule: Some(9) }
+    }
+    fn decide_app(
+        &self,
+        _: &tollgate::policy::FlowQuery,
+        _: tollgate::policy::AppProto,
+        _: Option<&str>,
+    ) -> tollgate::policy::Decision {
+        tollgate::policy::Decision::Deny { rule: Some(9) }
+    }
+    fn describe(&self, _: u32) -> Option<tollgate::policy::RuleRef<'_>> {
+        None
+    }
+    fn is_audit(&self, rule: u32) -> bool {
+        rule == 9
+    }
+}
+
+#[test]
+fn audit_mode_logs_would_deny_and_lets_the_flow_pass() {
+    let mut w = Worker::new(Arc::new(lab_config()), Arc::new(AuditTestPolicy), 0, 1, 1);
+    let (sink, mut rx) = events::channel(16, 100);
+    w.set_event_sink(sink);
+    let (v, _) = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, SERVER, 443, "S", b""),
+    );
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let e = rx.pop().unwrap();
+    assert_eq!((e.action, e.rule), (Action::Audit, Some(9)));
+}

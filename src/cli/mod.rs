@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check;
+pub mod explain;
+
 /// Tollgate: a userspace firewall and SNAT router for egress behind a user-defined route.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
@@ -17,6 +20,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the drop reasons the dataplane counts.
     Reasons,
+    /// Validate a configuration file: print every error and warning with FILE:LINE:COL.
+    Check(check::CheckArgs),
+    /// Show how the configuration decides one flow, and which rules almost matched.
+    Explain(explain::ExplainArgs),
 }
 
 /// Runs the command line; the exit code is documented in the README.
@@ -29,5 +36,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Check(a) => check::run(&a),
+        Command::Explain(a) => explain::run(&a),
     }
 }

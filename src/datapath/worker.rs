@@ -529,8 +529,14 @@ impl Worker {
             };
         }
         let mut inspect_kind = 0u8;
+        let mut audit = false;
         let (rule, reply_src, mut reply_sport) = match decision {
             Decision::Allow { rule } => (rule, p.dst, p.dport),
+            // An audit-mode collection would deny: log it as such and let the flow through.
+            Decision::Deny { rule: Some(r) } if self.policy.is_audit(r) => {
+                audit = true;
+                (r, p.dst, p.dport)
+            }
             Decision::Dnat { rule, to, to_port } => (rule, to, to_port),
             Decision::Deny { rule: Some(r) } => {
                 let e = DecisionEvent::new(now, key, Action::Deny);
@@ -631,8 +637,15 @@ impl Worker {
         if inspect_kind == 0 {
             let dnat = reply_src != p.dst
                 || reply_sport != if p.proto == proto::ICMP { 0 } else { p.dport };
-            let mut e =
-                DecisionEvent::new(now, key, if dnat { Action::Dnat } else { Action::Allow });
+            let mut e = DecisionEvent::new(
+                now,
+                key,
+                match (audit, dnat) {
+                    (true, _) => Action::Audit,
+                    (false, true) => Action::Dnat,
+                    (false, false) => Action::Allow,
+                },
+            );
             e.rule = Some(rule);
             e.snat = snat.then(|| (reply.dst(), reply.dport()));
             e.dnat = dnat.then(|| (reply.src(), reply.sport()));
@@ -768,7 +781,17 @@ impl Worker {
             };
         let mut e = DecisionEvent::new(now, f.orig, Action::Allow).with_name(name);
         e.app = app;
-        match decision {
+        let audited = match decision {
+            Decision::Deny { rule: Some(r) } if self.policy.is_audit(r) => Some(r),
+            _ => None,
+        };
+        if audited.is_some() {
+            e.action = Action::Audit;
+        }
+        match audited
+            .map(|rule| Decision::Allow { rule })
+            .unwrap_or(decision)
+        {
             Decision::Allow { rule } => {
                 e.rule = Some(rule);
                 e.snat = (f.reply.dst() != f.orig.src()).then(|| (f.reply.dst(), f.reply.dport()));
