@@ -47,7 +47,11 @@ pub enum Decision {
     /// A deny rule matched (`Some`), or nothing matched and the default deny applies (`None`).
     Deny { rule: Option<RuleId> },
     /// A DNAT rule matched: rewrite the destination to `to:to_port`.
-    Dnat { rule: RuleId, to: Ipv4Addr, to_port: u16 },
+    Dnat {
+        rule: RuleId,
+        to: Ipv4Addr,
+        to_port: u16,
+    },
     /// Only application rules can decide: hold the first payload, read SNI / Host, then call
     /// [`Policy::decide_app`].
     Inspect,
