@@ -31,3 +31,11 @@ impl Default for Timeouts {
         }
     }
 }
+
+mod key;
+mod table;
+pub mod tcp;
+
+pub use key::FlowKey;
+pub use table::{Flow, FlowTable, InsertError, TimeoutClass};
+pub use tcp::{Dir, TcpState, TcpTrack};

@@ -5,10 +5,17 @@
 //! verdict: forward the (rewritten) frame, send the reply built in its place, or leave it.
 
 mod config;
+mod counters;
+mod frag;
 mod reason;
+mod route;
+mod worker;
 
 pub use config::{EngineConfig, Iface, IfaceId, IfaceRole, Route};
+pub use counters::Counters;
 pub use reason::DropReason;
+pub use route::RouteTable;
+pub use worker::Worker;
 
 use std::net::Ipv4Addr;
 

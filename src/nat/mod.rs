@@ -50,3 +50,49 @@ impl Default for NatConfig {
         }
     }
 }
+
+mod pool;
+mod rng;
+mod slice;
+
+pub use pool::{AllocError, Grant, SnatPool};
+pub use rng::Rng;
+pub use slice::PortSlice;
+
+impl NatConfig {
+    /// Ports in the configured range.
+    pub fn port_count(&self) -> u32 {
+        u32::from(self.port_max.saturating_sub(self.port_min)) + 1
+    }
+
+    /// The slice `[base, base + count)` of the port range owned by worker `w` of `n`:
+    /// contiguous chunks, so a return packet's destination port names its worker.
+    pub fn worker_range(&self, w: usize, n: usize) -> (u16, u16) {
+        let n = n.max(1) as u32;
+        let total = self.port_count();
+        let chunk = total / n;
+        let base = u32::from(self.port_min) + chunk * w as u32;
+        let count = if w as u32 == n - 1 {
+            total - chunk * (n - 1)
+        } else {
+            chunk
+        };
+        (base as u16, count.min(u32::from(u16::MAX)) as u16)
+    }
+
+    /// The worker that owns `port`, or None if the port is outside the SNAT range.
+    #[inline]
+    pub fn owner_of_port(&self, port: u16, n: usize) -> Option<usize> {
+        if port < self.port_min || port > self.port_max {
+            return None;
+        }
+        let chunk = (self.port_count() / n.max(1) as u32).max(1);
+        Some((u32::from(port - self.port_min) / chunk).min(n as u32 - 1) as usize)
+    }
+
+    /// True if traffic to `dst` is forwarded without SNAT.
+    #[inline]
+    pub fn is_exempt(&self, dst: Ipv4Addr) -> bool {
+        self.exempt.iter().any(|n| n.contains(&dst))
+    }
+}

@@ -3,3 +3,11 @@
 //! Contract: every constructor is checked (`new_checked` returns an error for any input that is
 //! too short or inconsistent), and after a successful check no accessor can panic. Nothing here
 //! allocates. Checksums are updated incrementally (RFC 1624) on every rewrite.
+
+pub mod checksum;
+mod error;
+pub mod ethernet;
+pub mod ipv4;
+pub mod l4;
+
+pub use error::WireError;

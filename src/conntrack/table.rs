@@ -1,0 +1,439 @@
+//! The per-worker flow table: a slab of flows, one hash index holding both directions of each
+//! flow, and intrusive LRU lists (one per timeout class) so expiry is O(1) and needs no
+//! scavenger thread. Everything is allocated up front: inserting never allocates.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use super::key::FlowKey;
+use super::tcp::{Dir, TcpTrack};
+use super::Timeouts;
+use crate::datapath::Nanos;
+
+const NIL: u32 = u32::MAX;
+const NS: u64 = 1_000_000_000;
+/// A touched flow moves to its list's tail at most this often: bounded lateness (a flow lives
+/// between its timeout and its timeout plus this) in exchange for not writing three cache
+/// lines on every packet.
+const RELINK_GRANULARITY: Nanos = NS;
+
+/// The timeout class of a flow; each class is one LRU list with one timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TimeoutClass {
+    TcpSyn,
+    TcpEstablished,
+    TcpClosing,
+    TcpTimeWait,
+    TcpClosed,
+    Udp,
+    Icmp,
+}
+
+impl TimeoutClass {
+    pub const COUNT: usize = 7;
+    pub const ALL: [TimeoutClass; Self::COUNT] = [
+        TimeoutClass::TcpSyn,
+        TimeoutClass::TcpEstablished,
+        TimeoutClass::TcpClosing,
+        TimeoutClass::TcpTimeWait,
+        TimeoutClass::TcpClosed,
+        TimeoutClass::Udp,
+        TimeoutClass::Icmp,
+    ];
+
+    /// The class for a TCP flow in `t`'s state.
+    pub fn of_tcp(t: &TcpTrack) -> Self {
+        use super::tcp::TcpState::*;
+        match t.state {
+            SynSent => TimeoutClass::TcpSyn,
+            Established => TimeoutClass::TcpEstablished,
+            Closing => TimeoutClass::TcpClosing,
+            TimeWait => TimeoutClass::TcpTimeWait,
+            Closed => TimeoutClass::TcpClosed,
+        }
+    }
+
+    fn seconds(self, t: &Timeouts) -> u32 {
+        match self {
+            TimeoutClass::TcpSyn => t.tcp_syn,
+            TimeoutClass::TcpEstablished => t.tcp_established,
+            TimeoutClass::TcpClosing => t.tcp_closing,
+            TimeoutClass::TcpTimeWait => t.tcp_time_wait,
+            TimeoutClass::TcpClosed => t.tcp_rst,
+            TimeoutClass::Udp => t.udp,
+            TimeoutClass::Icmp => t.icmp,
+        }
+    }
+}
+
+/// One tracked flow: the tuple of its first packet (`orig`) and the tuple its answers arrive
+/// with (`reply`). A packet matching `orig` is rewritten to look like `reply` reversed, and the
+/// other way round: SNAT, DNAT, both (hairpin) or neither (SNAT-exempt) fall out of this.
+#[derive(Clone, Copy, Debug)]
+pub struct Flow {
+    pub orig: FlowKey,
+    pub reply: FlowKey,
+    /// When the flow was last moved to its list's tail.
+    relinked_at: Nanos,
+    /// When the flow was created.
+    pub created_at: Nanos,
+    prev: u32,
+    next: u32,
+    /// The rule that allowed the flow.
+    pub rule: u32,
+    pub packets: [u32; 2],
+    pub bytes: [u64; 2],
+    pub tcp: TcpTrack,
+    class: TimeoutClass,
+    /// Index of the SNAT address (when `reply.dst()` is one), for the port allocator.
+    pub snat_idx: u8,
+    /// Application-inspection state owned by the datapath (0 = none).
+    pub inspect: u8,
+}
+
+impl Flow {
+    pub fn class(&self) -> TimeoutClass {
+        self.class
+    }
+    /// The key for direction `d`.
+    #[inline]
+    pub fn key(&self, d: Dir) -> &FlowKey {
+        match d {
+            Dir::Orig => &self.orig,
+            Dir::Reply => &self.reply,
+        }
+    }
+    /// Seconds of idleness left at `now` (approximate to the relink granularity).
+    pub fn expires_in(&self, now: Nanos, t: &Timeouts) -> u64 {
+        let deadline = self.relinked_at + u64::from(self.class.seconds(t)) * NS;
+        deadline.saturating_sub(now) / NS
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+/// Why a flow could not be inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    #[error("the flow table is full")]
+    Full,
+}
+
+/// The flow table of one worker. Not shared: no locks.
+pub struct FlowTable {
+    flows: Vec<Flow>,
+    free: Vec<u32>,
+    /// Entries are `slab index << 1 | direction`.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+    lists: [List; TimeoutClass::COUNT],
+    timeouts: Timeouts,
+    max: u32,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("len", &self.len())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl FlowTable {
+    /// A table for at most `max` flows, with a hash seeded by `seed` (attackers choose tuples).
+    pub fn new(max: u32, seed: u64, timeouts: Timeouts) -> Self {
+        let max = max.max(1);
+        FlowTable {
+            flows: Vec::with_capacity(max as usize),
+            free: Vec::with_capacity(max as usize),
+            index: HashTable::with_capacity(2 * max as usize),
+            hasher: foldhash::fast::FixedState::with_seed(seed),
+            lists: [List {
+                head: NIL,
+                tail: NIL,
+                len: 0,
+            }; TimeoutClass::COUNT],
+            timeouts,
+            max,
+        }
+    }
+
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+    }
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+    /// Flows currently tracked.
+    pub fn len(&self) -> usize {
+        self.flows.len() - self.free.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn capacity(&self) -> usize {
+        self.max as usize
+    }
+    /// Flows per timeout class.
+    pub fn class_len(&self, c: TimeoutClass) -> usize {
+        self.lists[c as usize].len as usize
+    }
+
+    #[inline]
+    fn hash(&self, k: &FlowKey) -> u64 {
+        self.hasher.hash_one(k.words())
+    }
+
+    /// Finds the flow a packet with tuple `k` belongs to, and its direction.
+    #[inline]
+    pub fn lookup(&self, k: &FlowKey) -> Option<(u32, Dir)> {
+        let flows = &self.flows;
+        self.index
+            .find(self.hash(k), |&e| {
+                flows[(e >> 1) as usize].key(dir_of(e)) == k
+            })
+            .map(|&e| (e >> 1, dir_of(e)))
+    }
+
+    /// True if some flow already uses tuple `k` in either direction.
+    #[inline]
+    pub fn contains(&self, k: &FlowKey) -> bool {
+        self.lookup(k).is_some()
+    }
+
+    #[inline]
+    pub fn get(&self, idx: u32) -> &Flow {
+        &self.flows[idx as usize]
+    }
+    #[inline]
+    pub fn get_mut(&mut self, idx: u32) -> &mut Flow {
+        &mut self.flows[idx as usize]
+    }
+
+    /// Inserts a flow. The caller guarantees neither tuple is present (it looked them up).
+    pub fn insert(
+        &mut self,
+        orig: FlowKey,
+        reply: FlowKey,
+        class: TimeoutClass,
+        now: Nanos,
+    ) -> Result<u32, InsertError> {
+        let flow = Flow {
+            orig,
+            reply,
+            relinked_at: now,
+            created_at: now,
+            prev: NIL,
+            next: NIL,
+            rule: 0,
+            packets: [0; 2],
+            bytes: [0; 2],
+            tcp: TcpTrack::default(),
+            class,
+            snat_idx: 0,
+            inspect: 0,
+        };
+        let idx = if let Some(i) = self.free.pop() {
+            self.flows[i as usize] = flow;
+            i
+        } else if self.flows.len() < self.max as usize {
+            self.flows.push(flow);
+            (self.flows.len() - 1) as u32
+        } else {
+            return Err(InsertError::Full);
+        };
+        let (ho, hr) = (self.hash(&orig), self.hash(&reply));
+        let flows = &self.flows;
+        let hasher = &self.hasher;
+        let rehash = |&e: &u32| hasher.hash_one(flows[(e >> 1) as usize].key(dir_of(e)).words());
+        self.index.insert_unique(ho, idx << 1, rehash);
+        if reply != orig {
+            let flows = &self.flows;
+            let rehash =
+                |&e: &u32| hasher.hash_one(flows[(e >> 1) as usize].key(dir_of(e)).words());
+            self.index.insert_unique(hr, (idx << 1) | 1, rehash);
+        }
+        self.push_back(idx, class);
+        Ok(idx)
+    }
+
+    /// Records activity: moves the flow to the tail of `class`'s list when its class changed
+    /// or its position is older than the relink granularity.
+    #[inline]
+    pub fn touch(&mut self, idx: u32, class: TimeoutClass, now: Nanos) {
+        let f = &self.flows[idx as usize];
+        if f.class == class && now.saturating_sub(f.relinked_at) < RELINK_GRANULARITY {
+            return;
+        }
+        self.unlink(idx);
+        let f = &mut self.flows[idx as usize];
+        f.relinked_at = now;
+        f.class = class;
+        self.push_back(idx, class);
+    }
+
+    /// Removes the flow and returns a copy of it (the caller releases its NAT resources).
+    pub fn remove(&mut self, idx: u32) -> Flow {
+        self.unlink(idx);
+        let f = self.flows[idx as usize];
+        self.unindex(&f.orig, idx << 1);
+        if f.reply != f.orig {
+            self.unindex(&f.reply, (idx << 1) | 1);
+        }
+        self.free.push(idx);
+        // Mark the slot dead so iteration skips it.
+        self.flows[idx as usize].prev = idx;
+        self.flows[idx as usize].next = idx;
+        f
+    }
+
+    fn unindex(&mut self, k: &FlowKey, entry: u32) {
+        let h = self.hash(k);
+        if let Ok(e) = self.index.find_entry(h, |&e| e == entry) {
+            e.remove();
+        }
+    }
+
+    /// The oldest flow whose timeout has passed, if any, in any class.
+    pub fn oldest_expired(&self, now: Nanos) -> Option<u32> {
+        for c in TimeoutClass::ALL {
+            let head = self.lists[c as usize].head;
+            if head == NIL {
+                continue;
+            }
+            let f = &self.flows[head as usize];
+            let deadline =
+                f.relinked_at + u64::from(c.seconds(&self.timeouts)) * NS + RELINK_GRANULARITY;
+            if deadline <= now {
+                return Some(head);
+            }
+        }
+        None
+    }
+
+    /// Live flows, for the flow view and tests (not for the packet path).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
+        self.flows
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| !(f.prev == *i as u32 && f.next == *i as u32))
+            .map(|(i, f)| (i as u32, f))
+    }
+
+    fn push_back(&mut self, idx: u32, class: TimeoutClass) {
+        let l = &mut self.lists[class as usize];
+        let old_tail = l.tail;
+        l.tail = idx;
+        if old_tail == NIL {
+            l.head = idx;
+        }
+        l.len += 1;
+        let f = &mut self.flows[idx as usize];
+        f.prev = old_tail;
+        f.next = NIL;
+        f.class = class;
+        if old_tail != NIL {
+            self.flows[old_tail as usize].next = idx;
+        }
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let (prev, next, class) = {
+            let f = &self.flows[idx as usize];
+            (f.prev, f.next, f.class)
+        };
+        let l = &mut self.lists[class as usize];
+        if prev == NIL {
+            l.head = next;
+        } else {
+            self.flows[prev as usize].next = next;
+        }
+        if next == NIL {
+            l.tail = prev;
+        } else {
+            self.flows[next as usize].prev = prev;
+        }
+        l.len -= 1;
+    }
+}
+
+#[inline]
+fn dir_of(e: u32) -> Dir {
+    if e & 1 == 0 {
+        Dir::Orig
+    } else {
+        Dir::Reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn k(a: u8, p: u16) -> FlowKey {
+        FlowKey::new(
+            Ipv4Addr::new(198, 18, 0, a),
+            Ipv4Addr::new(203, 0, 113, 10),
+            p,
+            80,
+            6,
+        )
+    }
+
+    #[test]
+    fn insert_lookup_remove_both_directions() {
+        let mut t = FlowTable::new(4, 1, Timeouts::default());
+        let o = k(11, 1000);
+        let r = FlowKey::new(
+            Ipv4Addr::new(203, 0, 113, 10),
+            Ipv4Addr::new(203, 0, 113, 1),
+            80,
+            5000,
+            6,
+        );
+        let i = t.insert(o, r, TimeoutClass::TcpSyn, 0).unwrap();
+        assert_eq!(t.lookup(&o), Some((i, Dir::Orig)));
+        assert_eq!(t.lookup(&r), Some((i, Dir::Reply)));
+        assert_eq!(t.len(), 1);
+        t.remove(i);
+        assert_eq!(t.lookup(&o), None);
+        assert_eq!(t.lookup(&r), None);
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.iter().count(), 0);
+    }
+
+    #[test]
+    fn full_table_refuses_and_expiry_order_is_lru() {
+        let to = Timeouts {
+            udp: 10,
+            ..Timeouts::default()
+        };
+        let mut t = FlowTable::new(2, 1, to);
+        let a = t
+            .insert(k(1, 1), k(1, 1).reversed(), TimeoutClass::Udp, 0)
+            .unwrap();
+        let b = t
+            .insert(k(2, 1), k(2, 1).reversed(), TimeoutClass::Udp, 0)
+            .unwrap();
+        assert_eq!(
+            t.insert(k(3, 1), k(3, 1).reversed(), TimeoutClass::Udp, 0),
+            Err(InsertError::Full)
+        );
+        // a is refreshed at 5 s: b becomes the oldest.
+        t.touch(a, TimeoutClass::Udp, 5 * NS);
+        assert_eq!(t.oldest_expired(10 * NS), None);
+        assert_eq!(t.oldest_expired(11 * NS + 1), Some(b));
+        t.remove(b);
+        assert_eq!(t.oldest_expired(11 * NS + 1), None);
+        assert_eq!(t.oldest_expired(16 * NS + 1), Some(a));
+    }
+}

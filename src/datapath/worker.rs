@@ -1,0 +1,887 @@
+//! The worker: one flow table, one slice of the SNAT port space, and `process`.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::counters::{bump, Counters};
+use super::frag::FragCache;
+use super::route::RouteTable;
+use super::{DropReason, EngineConfig, IfaceId, Nanos, Packet, Verdict};
+use crate::conntrack::{Dir, FlowKey, FlowTable, TcpTrack, TimeoutClass};
+use crate::nat::{AllocError, SnatPool};
+use crate::policy::{proto, Decision, FlowQuery, Policy};
+use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::l4::{icmp_is_error, icmp_type, tcp_flags, IcmpMessage, TcpSegment, UdpDatagram};
+use crate::wire::{checksum, WireError};
+
+/// Expired flows reclaimed per new flow: keeps expiry amortised without a scavenger thread.
+const EXPIRE_PER_NEW_FLOW: usize = 2;
+
+/// What the first pass over a packet learned.
+#[derive(Clone, Copy, Debug)]
+struct Parsed {
+    l3: usize,
+    l4: usize,
+    end: usize,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    icmp: Icmp,
+    /// First fragment of a fragmented datagram (its later fragments need the translation).
+    first_frag: bool,
+    ident: u16,
+    df: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Icmp {
+    None,
+    EchoRequest,
+    EchoReply,
+    Error,
+}
+
+/// One dataplane worker. Owns its state; shares nothing mutable with other workers.
+pub struct Worker {
+    cfg: Arc<EngineConfig>,
+    policy: Arc<dyn Policy>,
+    index: usize,
+    workers: usize,
+    flows: FlowTable,
+    snat: SnatPool,
+    routes: RouteTable,
+    frags: FragCache,
+    counters: Arc<Counters>,
+    local_addrs: Vec<Ipv4Addr>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("index", &self.index)
+            .field("flows", &self.flows)
+            .finish()
+    }
+}
+
+fn wire_reason(e: WireError) -> DropReason {
+    match e {
+        WireError::Truncated => DropReason::Truncated,
+        WireError::BadVersion | WireError::BadHeaderLength | WireError::BadTotalLength => {
+            DropReason::BadIpHeader
+        }
+        WireError::BadDataOffset | WireError::BadUdpLength => DropReason::BadL4Header,
+    }
+}
+
+impl Worker {
+    /// Worker `index` of `workers`, with its own flow table and port slices.
+    pub fn new(
+        cfg: Arc<EngineConfig>,
+        policy: Arc<dyn Policy>,
+        index: usize,
+        workers: usize,
+        seed: u64,
+    ) -> Self {
+        let max = cfg.max_flows_per_worker;
+        let seed = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let local_addrs = cfg
+            .interfaces
+            .iter()
+            .flat_map(|i| i.addrs.iter().copied())
+            .collect();
+        Worker {
+            flows: FlowTable::new(max, seed, cfg.timeouts),
+            snat: SnatPool::new(&cfg.nat, index, workers, max as usize, seed.rotate_left(17)),
+            routes: RouteTable::from_config(&cfg),
+            frags: FragCache::new(),
+            counters: Arc::new(Counters::default()),
+            local_addrs,
+            cfg,
+            policy,
+            index,
+            workers: workers.max(1),
+        }
+    }
+
+    /// This worker's counters (shared with the control plane for scraping).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+    /// Tracked flows.
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+    /// The SNAT allocator (utilisation, holders).
+    pub fn snat(&self) -> &SnatPool {
+        &self.snat
+    }
+    pub fn config(&self) -> &Arc<EngineConfig> {
+        &self.cfg
+    }
+    /// Swaps in a new policy for new flows (between batches).
+    pub fn set_policy(&mut self, p: Arc<dyn Policy>) {
+        self.policy = p;
+    }
+
+    /// Frames the worker wants sent besides the verdicts (released held segments, resets).
+    /// Returns (length, interface, next hop) of a frame written into `buf`.
+    pub fn poll_transmit(&mut self, _buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
+        None
+    }
+
+    /// Reclaims up to `budget` expired flows; the I/O loop calls this between batches.
+    pub fn housekeeping(&mut self, now: Nanos, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            match self.flows.oldest_expired(now) {
+                Some(idx) => {
+                    self.remove_flow(idx, now);
+                    bump(&self.counters.flows_expired, 1);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
+    fn remove_flow(&mut self, idx: u32, now: Nanos) {
+        let f = self.flows.remove(idx);
+        if f.reply.dst() != f.orig.src() {
+            self.snat.release(&f.orig, f.snat_idx, f.reply.dport(), now);
+        }
+    }
+
+    #[inline]
+    fn is_local(&self, a: Ipv4Addr) -> bool {
+        self.local_addrs.contains(&a)
+    }
+    #[inline]
+    fn is_public(&self, a: Ipv4Addr) -> bool {
+        self.cfg.nat.public_addrs.contains(&a)
+    }
+    #[inline]
+    fn is_inside(&self, a: Ipv4Addr) -> bool {
+        self.cfg.inside_prefixes.iter().any(|n| n.contains(&a))
+    }
+
+    /// The worker that owns the flow of a frame arriving from outside, when its destination
+    /// port (or ICMP id) lies in the SNAT range; None when any worker may take it.
+    pub fn owner_of(&self, frame: &[u8]) -> Option<usize> {
+        if self.workers == 1 {
+            return None;
+        }
+        let e = ethernet::parse(frame).ok()?;
+        if e.ethertype != ETHERTYPE_IPV4 {
+            return None;
+        }
+        let ip = Ipv4Packet::new_checked(frame.get(e.l3_offset..)?).ok()?;
+        if !self.is_public(ip.dst()) || ip.frag_offset() != 0 {
+            return None;
+        }
+        let l4 = ip.payload();
+        let port = match ip.protocol() {
+            proto::TCP | proto::UDP if l4.len() >= 4 => u16::from_be_bytes([l4[2], l4[3]]),
+            proto::ICMP if l4.len() >= 8 => {
+                if l4[0] == icmp_type::ECHO_REPLY {
+                    u16::from_be_bytes([l4[4], l4[5]])
+                } else if icmp_is_error(l4[0]) {
+                    // The quoted packet left from our public port: its source port.
+                    let q = &l4[8..];
+                    let ihl = usize::from(q.first()? & 0x0f) * 4;
+                    let qp = q.get(ihl..ihl + 6)?;
+                    if q.get(9) == Some(&proto::ICMP) {
+                        u16::from_be_bytes([qp[4], qp[5]])
+                    } else {
+                        u16::from_be_bytes([qp[0], qp[1]])
+                    }
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        };
+        self.cfg.nat.owner_of_port(port, self.workers)
+    }
+
+    /// Decides and rewrites one frame. Never panics, whatever the bytes.
+    pub fn process(&mut self, now: Nanos, pkt: &mut Packet<'_>) -> Verdict {
+        bump(&self.counters.rx_packets, 1);
+        bump(&self.counters.rx_bytes, pkt.len as u64);
+        let v = self.decide(now, pkt);
+        match v {
+            Verdict::Forward { .. } => {
+                bump(&self.counters.tx_packets, 1);
+                bump(&self.counters.tx_bytes, pkt.len as u64);
+            }
+            Verdict::Reply { .. } => bump(&self.counters.replies, 1),
+            Verdict::Local => bump(&self.counters.local, 1),
+            Verdict::Drop(r) => bump(&self.counters.drops[r as usize], 1),
+            Verdict::Held => {}
+        }
+        v
+    }
+
+    fn decide(&mut self, now: Nanos, pkt: &mut Packet<'_>) -> Verdict {
+        let eth = match ethernet::parse(pkt.frame()) {
+            Ok(e) => e,
+            Err(_) => return Verdict::Drop(DropReason::Truncated),
+        };
+        match eth.ethertype {
+            ETHERTYPE_IPV4 => {}
+            ETHERTYPE_ARP => return Verdict::Local,
+            ETHERTYPE_IPV6 => return Verdict::Drop(DropReason::Ipv6),
+            _ => return Verdict::Drop(DropReason::UnsupportedEthertype),
+        }
+        let p = match self.parse(pkt, eth.l3_offset) {
+            Ok(p) => p,
+            Err(v) => return v,
+        };
+        // Trim Ethernet padding: the frame ends where the IP packet does.
+        pkt.len = p.end;
+        if p.dst.is_multicast() || p.dst.is_broadcast() {
+            return Verdict::Local;
+        }
+        if self.is_local(p.dst) && !self.is_public(p.dst) {
+            return Verdict::Local;
+        }
+        if p.icmp == Icmp::Error {
+            return self.icmp_error(pkt, &p);
+        }
+        if p.l4 == 0 {
+            return self.later_fragment(now, pkt, &p);
+        }
+        let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
+        if let Some((idx, dir)) = self.flows.lookup(&key) {
+            return self.forward_tracked(now, pkt, &p, idx, dir);
+        }
+        self.new_flow(now, pkt, &p, key)
+    }
+
+    /// Validates the IPv4 and transport headers. `l4 == 0` marks a non-first fragment.
+    fn parse(&self, pkt: &Packet<'_>, l3: usize) -> Result<Parsed, Verdict> {
+        let drop = |r| Err(Verdict::Drop(r));
+        let frame = pkt.frame();
+        let ip =
+            Ipv4Packet::new_checked(&frame[l3..]).map_err(|e| Verdict::Drop(wire_reason(e)))?;
+        if !ip.verify_checksum() {
+            return drop(DropReason::BadIpChecksum);
+        }
+        let mut p = Parsed {
+            l3,
+            l4: l3 + ip.header_len(),
+            end: l3 + ip.total_len(),
+            src: ip.src(),
+            dst: ip.dst(),
+            proto: ip.protocol(),
+            ttl: ip.ttl(),
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            icmp: Icmp::None,
+            first_frag: ip.is_fragment() && ip.frag_offset() == 0,
+            ident: ip.ident(),
+            df: ip.dont_frag(),
+        };
+        if ip.frag_offset() != 0 {
+            // RFC 1858: a fragment at offset 8 can only exist to overwrite TCP header fields.
+            if ip.frag_offset() == 8 && p.proto == proto::TCP {
+                return drop(DropReason::FragmentOverlap);
+            }
+            p.l4 = 0;
+            return Ok(p);
+        }
+        let l4 = ip.payload();
+        match p.proto {
+            proto::TCP => {
+                let t = TcpSegment::new_checked(l4).map_err(|e| Verdict::Drop(wire_reason(e)))?;
+                p.sport = t.src_port();
+                p.dport = t.dst_port();
+                p.tcp_flags = t.flags();
+            }
+            proto::UDP => {
+                // A first fragment carries only part of the datagram the UDP length covers.
+                if p.first_frag {
+                    if l4.len() < 8 {
+                        return drop(DropReason::Truncated);
+                    }
+                    p.sport = u16::from_be_bytes([l4[0], l4[1]]);
+                    p.dport = u16::from_be_bytes([l4[2], l4[3]]);
+                } else {
+                    let u =
+                        UdpDatagram::new_checked(l4).map_err(|e| Verdict::Drop(wire_reason(e)))?;
+                    p.sport = u.src_port();
+                    p.dport = u.dst_port();
+                }
+            }
+            proto::ICMP => {
+                let m = IcmpMessage::new_checked(l4).map_err(|e| Verdict::Drop(wire_reason(e)))?;
+                match m.msg_type() {
+                    icmp_type::ECHO_REQUEST => {
+                        p.icmp = Icmp::EchoRequest;
+                        p.sport = m.echo_id();
+                    }
+                    icmp_type::ECHO_REPLY => {
+                        p.icmp = Icmp::EchoReply;
+                        p.dport = m.echo_id();
+                    }
+                    t if icmp_is_error(t) => p.icmp = Icmp::Error,
+                    _ => {
+                        if self.is_local(p.dst) {
+                            return Err(Verdict::Local);
+                        }
+                        return drop(DropReason::UnsupportedIcmp);
+                    }
+                }
+            }
+            _ => {
+                if self.is_local(p.dst) {
+                    return Err(Verdict::Local);
+                }
+                return drop(DropReason::UnsupportedProtocol);
+            }
+        }
+        Ok(p)
+    }
+
+    fn new_flow(&mut self, now: Nanos, pkt: &mut Packet<'_>, p: &Parsed, key: FlowKey) -> Verdict {
+        for _ in 0..EXPIRE_PER_NEW_FLOW {
+            match self.flows.oldest_expired(now) {
+                Some(idx) => {
+                    self.remove_flow(idx, now);
+                    bump(&self.counters.flows_expired, 1);
+                }
+                None => break,
+            }
+        }
+        let from_inside = self.is_inside(p.src);
+        let to_public = self.is_public(p.dst);
+        if !from_inside && !to_public {
+            if p.proto == proto::TCP && p.tcp_flags & tcp_flags::SYN == 0 {
+                return Verdict::Drop(DropReason::TcpNonSyn);
+            }
+            return Verdict::Drop(if self.is_inside(p.dst) {
+                DropReason::Unsolicited
+            } else {
+                DropReason::UnknownSource
+            });
+        }
+        if p.proto == proto::TCP
+            && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) != tcp_flags::SYN
+        {
+            if to_public && !self.in_snat_range(p.dport) {
+                return Verdict::Local;
+            }
+            return Verdict::Drop(DropReason::TcpNonSyn);
+        }
+        if p.proto == proto::ICMP && p.icmp != Icmp::EchoRequest {
+            return if to_public {
+                Verdict::Local
+            } else {
+                Verdict::Drop(DropReason::Unsolicited)
+            };
+        }
+        if p.ttl <= 1 {
+            return self.icmp_reply(
+                pkt,
+                p,
+                icmp_type::TIME_EXCEEDED,
+                0,
+                0,
+                DropReason::TtlExceeded,
+            );
+        }
+        let q = FlowQuery {
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto,
+            sport: p.sport,
+            dport: p.dport,
+        };
+        let decision = self.policy.decide(&q);
+        // Traffic to a public address is only ever admitted by a DNAT rule.
+        if to_public && !matches!(decision, Decision::Dnat { .. }) {
+            let port = if p.proto == proto::ICMP { 0 } else { p.dport };
+            return if p.proto == proto::ICMP || !self.in_snat_range(port) {
+                Verdict::Local
+            } else {
+                Verdict::Drop(DropReason::Unsolicited)
+            };
+        }
+        let (rule, reply_src, mut reply_sport) = match decision {
+            Decision::Allow { rule } => (rule, p.dst, p.dport),
+            Decision::Dnat { rule, to, to_port } => (rule, to, to_port),
+            Decision::Deny { rule: Some(_) } => return Verdict::Drop(DropReason::RuleDeny),
+            Decision::Deny { rule: None } | Decision::Inspect => {
+                return Verdict::Drop(DropReason::DefaultDeny)
+            }
+        };
+        if p.proto == proto::ICMP {
+            reply_sport = 0;
+        }
+        // SNAT unless the flow arrives from outside (DNAT) or goes to an exempt prefix.
+        let snat = from_inside && !self.cfg.nat.is_exempt(reply_src);
+        let (reply, snat_idx) = if snat {
+            let flows = &self.flows;
+            let (rs, rsp, proto_) = (reply_src, reply_sport, p.proto);
+            let taken = |addr: Ipv4Addr, port: u16| {
+                flows.contains(&FlowKey::new(rs, addr, rsp, port, proto_))
+            };
+            match self.snat.allocate(&key, now, taken) {
+                Ok(g) => (
+                    FlowKey::new(reply_src, g.addr, reply_sport, g.port, p.proto),
+                    g.addr_idx,
+                ),
+                Err(e) => {
+                    let r = match e {
+                        AllocError::OutOfPorts => DropReason::OutOfPorts,
+                        AllocError::HostQuota => DropReason::HostQuota,
+                    };
+                    if self.cfg.icmp_on_exhaustion {
+                        return self.icmp_reply(pkt, p, icmp_type::DEST_UNREACHABLE, 13, 0, r);
+                    }
+                    return Verdict::Drop(r);
+                }
+            }
+        } else {
+            let (sport, dport) = if p.proto == proto::ICMP {
+                (0, p.sport)
+            } else {
+                (reply_sport, p.sport)
+            };
+            (FlowKey::new(reply_src, p.src, sport, dport, p.proto), 0)
+        };
+        if self.flows.contains(&reply) {
+            // Only possible without SNAT: another flow already answers on this tuple.
+            return Verdict::Drop(DropReason::Unsolicited);
+        }
+        let class = match p.proto {
+            proto::TCP => TimeoutClass::TcpSyn,
+            proto::UDP => TimeoutClass::Udp,
+            _ => TimeoutClass::Icmp,
+        };
+        let idx = match self.flows.insert(key, reply, class, now) {
+            Ok(i) => i,
+            Err(_) => {
+                if snat {
+                    self.snat.release(&key, snat_idx, reply.dport(), now);
+                }
+                return Verdict::Drop(DropReason::MaxFlows);
+            }
+        };
+        let f = self.flows.get_mut(idx);
+        f.rule = rule;
+        f.snat_idx = snat_idx;
+        if p.proto == proto::TCP {
+            f.tcp = TcpTrack::opened();
+        }
+        bump(&self.counters.flows_created, 1);
+        self.forward_tracked(now, pkt, p, idx, Dir::Orig)
+    }
+
+    #[inline]
+    fn in_snat_range(&self, port: u16) -> bool {
+        port >= self.cfg.nat.port_min && port <= self.cfg.nat.port_max
+    }
+
+    fn forward_tracked(
+        &mut self,
+        now: Nanos,
+        pkt: &mut Packet<'_>,
+        p: &Parsed,
+        idx: u32,
+        dir: Dir,
+    ) -> Verdict {
+        if p.ttl <= 1 {
+            return self.icmp_reply(
+                pkt,
+                p,
+                icmp_type::TIME_EXCEEDED,
+                0,
+                0,
+                DropReason::TtlExceeded,
+            );
+        }
+        let f = self.flows.get(idx);
+        let after = match dir {
+            Dir::Orig => f.reply.reversed(),
+            Dir::Reply => f.orig.reversed(),
+        };
+        let Some((tx_if, next_hop)) = self.routes.lookup(after.dst()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let mtu = usize::from(
+            self.cfg
+                .interfaces
+                .get(usize::from(tx_if))
+                .map_or(1500, |i| i.mtu),
+        );
+        if p.end - p.l3 > mtu {
+            if p.df {
+                return self.icmp_reply(
+                    pkt,
+                    p,
+                    icmp_type::DEST_UNREACHABLE,
+                    4,
+                    mtu as u16,
+                    DropReason::FragNeeded,
+                );
+            }
+            return Verdict::Drop(DropReason::FragNeeded);
+        }
+        let mut class = f.class();
+        if p.proto == proto::TCP {
+            let f = self.flows.get_mut(idx);
+            f.tcp.on_segment(dir, p.tcp_flags);
+            class = TimeoutClass::of_tcp(&f.tcp);
+        }
+        self.rewrite(pkt, p, &after);
+        if p.first_frag {
+            self.frags.insert(p, after.src(), after.dst(), now);
+        }
+        let f = self.flows.get_mut(idx);
+        f.packets[dir as usize] = f.packets[dir as usize].wrapping_add(1);
+        f.bytes[dir as usize] += (p.end - p.l3) as u64;
+        self.flows.touch(idx, class, now);
+        Verdict::Forward { tx_if, next_hop }
+    }
+
+    /// Rewrites addresses, ports (or ICMP id) and TTL so the packet reads as `after`.
+    fn rewrite(&self, pkt: &mut Packet<'_>, p: &Parsed, after: &FlowKey) {
+        let (l3, l4, end) = (p.l3, p.l4, p.end);
+        let (old_src, old_dst) = (u32::from(p.src), u32::from(p.dst));
+        let (new_src, new_dst) = (u32::from(after.src()), u32::from(after.dst()));
+        {
+            let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[l3..end]) else {
+                return;
+            };
+            if new_src != old_src {
+                ip.set_src(after.src());
+            }
+            if new_dst != old_dst {
+                ip.set_dst(after.dst());
+            }
+            ip.decrement_ttl();
+        }
+        let seg = &mut pkt.buf[l4..end];
+        match p.proto {
+            proto::TCP => {
+                let Ok(mut t) = TcpSegment::new_checked(seg) else {
+                    return;
+                };
+                if new_src != old_src || after.sport() != p.sport {
+                    t.rewrite_src(old_src, new_src, after.sport());
+                }
+                if new_dst != old_dst || after.dport() != p.dport {
+                    t.rewrite_dst(old_dst, new_dst, after.dport());
+                }
+                if let Some(clamp) = self.cfg.mss_clamp {
+                    if t.flags() & tcp_flags::SYN != 0 {
+                        t.clamp_mss(clamp);
+                    }
+                }
+            }
+            proto::UDP => {
+                if seg.len() < 8 {
+                    return;
+                }
+                // First fragments fail the length check; the header rewrite is the same.
+                let mut u = UdpView(seg);
+                if new_src != old_src || after.sport() != p.sport {
+                    u.rewrite(0, old_src, new_src, after.sport());
+                }
+                if new_dst != old_dst || after.dport() != p.dport {
+                    u.rewrite(2, old_dst, new_dst, after.dport());
+                }
+            }
+            proto::ICMP => {
+                let Ok(mut m) = IcmpMessage::new_checked(seg) else {
+                    return;
+                };
+                let id = if p.icmp == Icmp::EchoRequest {
+                    after.sport()
+                } else {
+                    after.dport()
+                };
+                if id != m.echo_id() {
+                    m.set_echo_id(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A non-first fragment: translate its addresses as its first fragment's were.
+    fn later_fragment(&mut self, now: Nanos, pkt: &mut Packet<'_>, p: &Parsed) -> Verdict {
+        let Some((src, dst)) = self.frags.lookup(p, now) else {
+            return Verdict::Drop(DropReason::FragmentNoFlow);
+        };
+        if p.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let Some((tx_if, next_hop)) = self.routes.lookup(dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[p.l3..p.end]) {
+            if src != p.src {
+                ip.set_src(src);
+            }
+            if dst != p.dst {
+                ip.set_dst(dst);
+            }
+            ip.decrement_ttl();
+        }
+        Verdict::Forward { tx_if, next_hop }
+    }
+
+    /// Translates an ICMP error (RFC 5508): the outer header and the quoted packet, without
+    /// refreshing or removing the flow it names.
+    fn icmp_error(&mut self, pkt: &mut Packet<'_>, p: &Parsed) -> Verdict {
+        if p.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let (q_off, q) = {
+            let body = &pkt.buf[p.l4 + 8..p.end];
+            match Quoted::parse(body) {
+                Some(q) => (p.l4 + 8, q),
+                None => return Verdict::Drop(DropReason::BadL4Header),
+            }
+        };
+        // A packet answering the quoted one has the quoted tuple swapped.
+        let key = FlowKey::new(q.dst, q.src, q.dport, q.sport, q.proto);
+        let Some((idx, dir)) = self.flows.lookup(&key) else {
+            return Verdict::Drop(DropReason::IcmpErrorNoFlow);
+        };
+        let f = *self.flows.get(idx);
+        // The quoted packet went the other way; restore it as its sender sent it.
+        let sent = match dir {
+            Dir::Orig => f.reply,
+            Dir::Reply => f.orig,
+        };
+        let far = match dir {
+            Dir::Orig => f.orig.dst(),
+            Dir::Reply => f.reply.src(),
+        };
+        let new_outer_dst = sent.src();
+        let new_outer_src = if p.src == far {
+            match dir {
+                Dir::Orig => f.reply.dst(),
+                Dir::Reply => f.orig.dst(),
+            }
+        } else {
+            p.src
+        };
+        let Some((tx_if, next_hop)) = self.routes.lookup(new_outer_dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        q.rewrite(&mut pkt.buf[q_off..p.end], &sent);
+        if let Ok(mut m) = IcmpMessage::new_checked(&mut pkt.buf[p.l4..p.end]) {
+            m.fill_checksum();
+        }
+        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[p.l3..p.end]) {
+            if new_outer_src != p.src {
+                ip.set_src(new_outer_src);
+            }
+            if new_outer_dst != p.dst {
+                ip.set_dst(new_outer_dst);
+            }
+            ip.decrement_ttl();
+        }
+        Verdict::Forward { tx_if, next_hop }
+    }
+
+    /// Replaces the packet with an ICMP error about it, sent back to its source. Counted under
+    /// `reason` whether or not the reply can be sent.
+    fn icmp_reply(
+        &mut self,
+        pkt: &mut Packet<'_>,
+        p: &Parsed,
+        typ: u8,
+        code: u8,
+        mtu: u16,
+        reason: DropReason,
+    ) -> Verdict {
+        // Never an error about an error, a fragment tail, or to a non-unicast source.
+        if p.icmp == Icmp::Error
+            || p.l4 == 0
+            || p.src.is_multicast()
+            || p.src.is_broadcast()
+            || p.src.is_unspecified()
+        {
+            return Verdict::Drop(reason);
+        }
+        let Some((tx_if, next_hop)) = self.routes.lookup(p.src) else {
+            return Verdict::Drop(reason);
+        };
+        let source = if self.is_inside(p.src) {
+            self.cfg.icmp_source
+        } else {
+            self.cfg
+                .nat
+                .public_addrs
+                .first()
+                .copied()
+                .unwrap_or(self.cfg.icmp_source)
+        };
+        let quote_len = (p.l4 - p.l3 + 8).min(p.end - p.l3);
+        let total = 20 + 8 + quote_len;
+        if p.l3 + total > pkt.buf.len() {
+            return Verdict::Drop(reason);
+        }
+        // The packet is still dropped: count it under its reason; the reply is counted too.
+        bump(&self.counters.drops[reason as usize], 1);
+        let mut quote = [0u8; 68];
+        quote[..quote_len].copy_from_slice(&pkt.buf[p.l3..p.l3 + quote_len]);
+        let out = &mut pkt.buf[p.l3..p.l3 + total];
+        ipv4::emit_header(out, source, p.src, proto::ICMP, total as u16, 64);
+        let icmp = &mut out[20..];
+        icmp[0] = typ;
+        icmp[1] = code;
+        icmp[2..8].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+        icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+        icmp[8..8 + quote_len].copy_from_slice(&quote[..quote_len]);
+        let c = checksum::checksum(icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        pkt.len = p.l3 + total;
+        ethernet::swap_macs(pkt.buf);
+        Verdict::Reply { tx_if, next_hop }
+    }
+}
+
+/// UDP header rewrite that works on first fragments too (no length check).
+struct UdpView<'a>(&'a mut [u8]);
+
+impl UdpView<'_> {
+    /// Rewrites the port at `off` (0 = source, 2 = destination) and folds the address change.
+    fn rewrite(&mut self, off: usize, old_addr: u32, new_addr: u32, port: u16) {
+        let b = &mut *self.0;
+        let old_port = u16::from_be_bytes([b[off], b[off + 1]]);
+        let c = u16::from_be_bytes([b[6], b[7]]);
+        if c != 0 {
+            let mut n =
+                checksum::update16(checksum::update32(c, old_addr, new_addr), old_port, port);
+            if n == 0 {
+                n = 0xffff;
+            }
+            b[6..8].copy_from_slice(&n.to_be_bytes());
+        }
+        b[off..off + 2].copy_from_slice(&port.to_be_bytes());
+    }
+}
+
+/// The packet quoted inside an ICMP error: its header and the first 8 bytes of transport.
+#[derive(Clone, Copy, Debug)]
+struct Quoted {
+    ihl: usize,
+    len: usize,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    echo: Option<u8>,
+}
+
+impl Quoted {
+    fn parse(b: &[u8]) -> Option<Quoted> {
+        if b.len() < 28 || b[0] >> 4 != 4 {
+            return None;
+        }
+        let ihl = usize::from(b[0] & 0x0f) * 4;
+        if ihl < 20 || b.len() < ihl + 8 {
+            return None;
+        }
+        let src = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
+        let dst = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
+        let proto = b[9];
+        let t = &b[ihl..];
+        let (sport, dport, echo) = match proto {
+            proto::TCP | proto::UDP => (
+                u16::from_be_bytes([t[0], t[1]]),
+                u16::from_be_bytes([t[2], t[3]]),
+                None,
+            ),
+            proto::ICMP => {
+                let id = u16::from_be_bytes([t[4], t[5]]);
+                match t[0] {
+                    icmp_type::ECHO_REQUEST => (id, 0, Some(t[0])),
+                    icmp_type::ECHO_REPLY => (0, id, Some(t[0])),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(Quoted {
+            ihl,
+            len: b.len(),
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            echo,
+        })
+    }
+
+    /// Rewrites the quoted header to read as `to`, keeping its checksums consistent.
+    fn rewrite(&self, b: &mut [u8], to: &FlowKey) {
+        if b.len() < self.len {
+            return;
+        }
+        let mut hc = u16::from_be_bytes([b[10], b[11]]);
+        let (os, od) = (u32::from(self.src), u32::from(self.dst));
+        let (ns, nd) = (u32::from(to.src()), u32::from(to.dst()));
+        hc = checksum::update32(checksum::update32(hc, os, ns), od, nd);
+        b[10..12].copy_from_slice(&hc.to_be_bytes());
+        b[12..16].copy_from_slice(&to.src().octets());
+        b[16..20].copy_from_slice(&to.dst().octets());
+        let t = &mut b[self.ihl..];
+        match self.proto {
+            proto::UDP | proto::TCP => {
+                // The quoted transport checksum is only present for UDP within 8 bytes, and for
+                // TCP when more than 8 bytes were quoted.
+                let coff = if self.proto == proto::UDP { 6 } else { 16 };
+                if t.len() >= coff + 2 {
+                    let c = u16::from_be_bytes([t[coff], t[coff + 1]]);
+                    if !(self.proto == proto::UDP && c == 0) {
+                        let mut n = checksum::update32(checksum::update32(c, os, ns), od, nd);
+                        n = checksum::update16(n, self.sport, to.sport());
+                        n = checksum::update16(n, self.dport, to.dport());
+                        t[coff..coff + 2].copy_from_slice(&n.to_be_bytes());
+                    }
+                }
+                t[0..2].copy_from_slice(&to.sport().to_be_bytes());
+                t[2..4].copy_from_slice(&to.dport().to_be_bytes());
+            }
+            _ => {
+                let (old, new) = match self.echo {
+                    Some(icmp_type::ECHO_REQUEST) => (self.sport, to.sport()),
+                    _ => (self.dport, to.dport()),
+                };
+                let c = checksum::update16(u16::from_be_bytes([t[2], t[3]]), old, new);
+                t[2..4].copy_from_slice(&c.to_be_bytes());
+                t[4..6].copy_from_slice(&new.to_be_bytes());
+            }
+        }
+    }
+}
+
+impl super::frag::FragId for Parsed {
+    fn frag_key(&self) -> (u32, u32, u16, u8) {
+        (
+            u32::from(self.src),
+            u32::from(self.dst),
+            self.ident,
+            self.proto,
+        )
+    }
+}

@@ -1,0 +1,297 @@
+//! One worker's SNAT allocator over all public addresses.
+
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+
+use hashbrown::{HashMap, HashTable};
+
+use super::rng::Rng;
+use super::slice::PortSlice;
+use super::{MappingMode, NatConfig};
+use crate::conntrack::FlowKey;
+use crate::datapath::Nanos;
+use crate::policy::proto;
+
+/// Random probes among busy ports before an APDM allocation falls back to a full scan.
+const APDM_PROBES: u32 = 32;
+
+/// Why no SNAT mapping could be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("no SNAT port is left on any public address")]
+    OutOfPorts,
+    #[error("the inside host holds its whole port quota")]
+    HostQuota,
+}
+
+/// A granted SNAT mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub addr_idx: u8,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Endpoint-independent mapping: inside (address, port, protocol) -> public port.
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    inside: u32,
+    port: u16,
+    proto: u8,
+    addr_idx: u8,
+    public_port: u16,
+    refs: u32,
+}
+
+fn proto_slot(p: u8) -> usize {
+    match p {
+        proto::TCP => 0,
+        proto::UDP => 1,
+        _ => 2,
+    }
+}
+
+/// Per-address, per-protocol port slices owned by one worker.
+pub struct SnatPool {
+    addrs: Vec<Ipv4Addr>,
+    /// `slices[addr][proto_slot]`.
+    slices: Vec<[PortSlice; 3]>,
+    mode: MappingMode,
+    quota: Option<u32>,
+    cooldown: Nanos,
+    rng: Rng,
+    hasher: foldhash::fast::FixedState,
+    eim: HashTable<Mapping>,
+    held: HashMap<u32, u32, foldhash::fast::FixedState>,
+}
+
+impl std::fmt::Debug for SnatPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnatPool")
+            .field("addrs", &self.addrs)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl SnatPool {
+    /// The pool of worker `worker` of `workers`; `expected_flows` sizes the mapping tables.
+    pub fn new(
+        cfg: &NatConfig,
+        worker: usize,
+        workers: usize,
+        expected_flows: usize,
+        seed: u64,
+    ) -> Self {
+        let mut rng = Rng::new(seed);
+        let (base, count) = cfg.worker_range(worker, workers);
+        let slices = cfg
+            .public_addrs
+            .iter()
+            .map(|_| {
+                [
+                    PortSlice::new(base, count, &mut rng),
+                    PortSlice::new(base, count, &mut rng),
+                    PortSlice::new(base, count, &mut rng),
+                ]
+            })
+            .collect();
+        let hasher = foldhash::fast::FixedState::with_seed(rng.next_u64());
+        SnatPool {
+            addrs: cfg.public_addrs.clone(),
+            slices,
+            mode: cfg.mapping,
+            quota: cfg.per_host_quota,
+            cooldown: u64::from(cfg.reuse_cooldown) * 1_000_000_000,
+            rng,
+            hasher,
+            eim: HashTable::with_capacity(if cfg.mapping == MappingMode::EndpointIndependent {
+                expected_flows.min(1 << 20)
+            } else {
+                0
+            }),
+            held: HashMap::with_capacity_and_hasher(4096, hasher),
+        }
+    }
+
+    pub fn addrs(&self) -> &[Ipv4Addr] {
+        &self.addrs
+    }
+    pub fn mode(&self) -> MappingMode {
+        self.mode
+    }
+
+    /// Index of `a` among the public addresses.
+    #[inline]
+    pub fn addr_index(&self, a: Ipv4Addr) -> Option<usize> {
+        self.addrs.iter().position(|&x| x == a)
+    }
+
+    /// (ports in use, ports in this worker's slice) for address `idx` and protocol `p`.
+    pub fn utilisation(&self, idx: usize, p: u8) -> (u32, u32) {
+        let s = &self.slices[idx][proto_slot(p)];
+        (s.in_use(), s.size())
+    }
+
+    /// Ports (EIM) or sessions (APDM) held by an inside host.
+    pub fn held_by(&self, host: Ipv4Addr) -> u32 {
+        self.held.get(&u32::from(host)).copied().unwrap_or(0)
+    }
+
+    /// Hosts holding ports, with their count (for `tollgate snat`; not on the packet path).
+    pub fn holders(&self) -> impl Iterator<Item = (Ipv4Addr, u32)> + '_ {
+        self.held.iter().map(|(&h, &n)| (Ipv4Addr::from(h), n))
+    }
+
+    fn eim_hash(&self, inside: u32, port: u16, p: u8) -> u64 {
+        self.hasher.hash_one((inside, port, p))
+    }
+
+    /// Allocates a public (address, port) for the new flow `orig` (inside -> outside).
+    /// `taken(addr, port)` tells whether the reply tuple toward `orig`'s destination would
+    /// collide with an existing flow (the flow table answers it).
+    pub fn allocate(
+        &mut self,
+        orig: &FlowKey,
+        now: Nanos,
+        taken: impl Fn(Ipv4Addr, u16) -> bool,
+    ) -> Result<Grant, AllocError> {
+        let inside = u32::from(orig.src());
+        let p = orig.proto();
+        let slot = proto_slot(p);
+        if self.mode == MappingMode::EndpointIndependent {
+            let h = self.eim_hash(inside, orig.sport(), p);
+            let found = self.eim.find_mut(h, |m| {
+                m.inside == inside && m.port == orig.sport() && m.proto == p
+            });
+            if let Some(m) = found {
+                if !taken(self.addrs[usize::from(m.addr_idx)], m.public_port) {
+                    m.refs += 1;
+                    return Ok(Grant {
+                        addr_idx: m.addr_idx,
+                        addr: self.addrs[usize::from(m.addr_idx)],
+                        port: m.public_port,
+                    });
+                }
+            }
+        }
+        if let Some(q) = self.quota {
+            if self.held_by(orig.src()) >= q {
+                return Err(AllocError::HostQuota);
+            }
+        }
+        let n = self.addrs.len();
+        if n == 0 {
+            return Err(AllocError::OutOfPorts);
+        }
+        // Paired pooling (RFC 4787 REQ-2): an inside host prefers one public address.
+        let first = (self.hasher.hash_one(inside) % n as u64) as usize;
+        let mut grant = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            if let Some(port) = self.slices[i][slot].take_free(now, self.cooldown, &mut self.rng) {
+                grant = Some(Grant {
+                    addr_idx: i as u8,
+                    addr: self.addrs[i],
+                    port,
+                });
+                break;
+            }
+        }
+        if grant.is_none() && self.mode == MappingMode::AddressAndPortDependent {
+            grant = self.reuse_busy_port(first, slot, &taken);
+        }
+        let g = grant.ok_or(AllocError::OutOfPorts)?;
+        *self.held.entry(inside).or_insert(0) += 1;
+        if self.mode == MappingMode::EndpointIndependent {
+            let m = Mapping {
+                inside,
+                port: orig.sport(),
+                proto: p,
+                addr_idx: g.addr_idx,
+                public_port: g.port,
+                refs: 1,
+            };
+            let h = self.eim_hash(inside, orig.sport(), p);
+            let hasher = &self.hasher;
+            self.eim
+                .insert_unique(h, m, |m| hasher.hash_one((m.inside, m.port, m.proto)));
+        }
+        Ok(g)
+    }
+
+    /// APDM: a port already in use may serve another destination if the reply tuple is free.
+    fn reuse_busy_port(
+        &mut self,
+        first: usize,
+        slot: usize,
+        taken: &impl Fn(Ipv4Addr, u16) -> bool,
+    ) -> Option<Grant> {
+        let n = self.addrs.len();
+        for k in 0..n {
+            let i = (first + k) % n;
+            let addr = self.addrs[i];
+            let s = &self.slices[i][slot];
+            let (base, size) = (s.base(), s.size());
+            if size == 0 {
+                continue;
+            }
+            let usable = |s: &PortSlice, port: u16| s.users(port) > 0 && !taken(addr, port);
+            let mut found = None;
+            for _ in 0..APDM_PROBES {
+                let port = base + self.rng.below(size) as u16;
+                if usable(s, port) {
+                    found = Some(port);
+                    break;
+                }
+            }
+            if found.is_none() {
+                let start = self.rng.below(size);
+                found = (0..size)
+                    .map(|j| base + ((start + j) % size) as u16)
+                    .find(|&port| usable(s, port));
+            }
+            if let Some(port) = found {
+                self.slices[i][slot].add_user(port);
+                return Some(Grant {
+                    addr_idx: i as u8,
+                    addr,
+                    port,
+                });
+            }
+        }
+        None
+    }
+
+    /// Releases the mapping of a removed flow whose original tuple was `orig` and whose public
+    /// side was (`addr_idx`, `port`).
+    pub fn release(&mut self, orig: &FlowKey, addr_idx: u8, port: u16, now: Nanos) {
+        let inside = u32::from(orig.src());
+        let p = orig.proto();
+        let slot = proto_slot(p);
+        if self.mode == MappingMode::EndpointIndependent {
+            let h = self.eim_hash(inside, orig.sport(), p);
+            match self.eim.find_entry(h, |m| {
+                m.inside == inside && m.port == orig.sport() && m.proto == p
+            }) {
+                Ok(mut e) if e.get().refs > 1 => {
+                    e.get_mut().refs -= 1;
+                    return;
+                }
+                Ok(e) => {
+                    e.remove();
+                }
+                Err(_) => return,
+            }
+        }
+        if let Some(s) = self.slices.get_mut(usize::from(addr_idx)) {
+            s[slot].release(port, now);
+        }
+        if let Some(c) = self.held.get_mut(&inside) {
+            *c -= 1;
+            if *c == 0 {
+                self.held.remove(&inside);
+            }
+        }
+    }
+}

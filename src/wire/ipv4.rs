@@ -1,0 +1,262 @@
+//! IPv4 header view (RFC 791), options and fragments included.
+
+use std::net::Ipv4Addr;
+
+use super::{checksum, WireError};
+
+mod field {
+    pub const VER_IHL: usize = 0;
+    pub const LENGTH: core::ops::Range<usize> = 2..4;
+    pub const IDENT: core::ops::Range<usize> = 4..6;
+    pub const FLAGS_FRAG: core::ops::Range<usize> = 6..8;
+    pub const TTL: usize = 8;
+    pub const PROTO: usize = 9;
+    pub const CHECKSUM: core::ops::Range<usize> = 10..12;
+    pub const SRC: core::ops::Range<usize> = 12..16;
+    pub const DST: core::ops::Range<usize> = 16..20;
+}
+
+/// Minimum IPv4 header length.
+pub const MIN_HEADER_LEN: usize = 20;
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+
+/// A view of an IPv4 packet. After [`Ipv4Packet::new_checked`], the header (with options) and
+/// `total_len` bytes are in bounds, so no accessor panics.
+#[derive(Debug)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Checks version, header length and total length against the buffer.
+    /// The buffer may be longer than the packet (Ethernet padding).
+    #[inline]
+    pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let b = buf.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[field::VER_IHL] >> 4 != 4 {
+            return Err(WireError::BadVersion);
+        }
+        let ihl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
+        if ihl < MIN_HEADER_LEN {
+            return Err(WireError::BadHeaderLength);
+        }
+        let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
+        if total < ihl {
+            return Err(WireError::BadTotalLength);
+        }
+        if total > b.len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(Ipv4Packet { buf })
+    }
+
+    #[inline]
+    fn b(&self) -> &[u8] {
+        self.buf.as_ref()
+    }
+    /// Header length in bytes, options included.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.b()[field::VER_IHL] & 0x0f) * 4
+    }
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.b()[2], self.b()[3]]))
+    }
+    #[inline]
+    pub fn ident(&self) -> u16 {
+        let b = self.b();
+        u16::from_be_bytes([b[field::IDENT.start], b[field::IDENT.start + 1]])
+    }
+    #[inline]
+    fn flags_frag(&self) -> u16 {
+        let b = self.b();
+        u16::from_be_bytes([b[field::FLAGS_FRAG.start], b[field::FLAGS_FRAG.start + 1]])
+    }
+    #[inline]
+    pub fn dont_frag(&self) -> bool {
+        self.flags_frag() & FLAG_DF != 0
+    }
+    #[inline]
+    pub fn more_frags(&self) -> bool {
+        self.flags_frag() & FLAG_MF != 0
+    }
+    /// Fragment offset in bytes.
+    #[inline]
+    pub fn frag_offset(&self) -> usize {
+        usize::from(self.flags_frag() & 0x1fff) * 8
+    }
+    /// True for any fragment, first included.
+    #[inline]
+    pub fn is_fragment(&self) -> bool {
+        self.flags_frag() & (FLAG_MF | 0x1fff) != 0
+    }
+    #[inline]
+    pub fn ttl(&self) -> u8 {
+        self.b()[field::TTL]
+    }
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.b()[field::PROTO]
+    }
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        u16::from_be_bytes([self.b()[10], self.b()[11]])
+    }
+    #[inline]
+    pub fn src(&self) -> Ipv4Addr {
+        let b = self.b();
+        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+    }
+    #[inline]
+    pub fn dst(&self) -> Ipv4Addr {
+        let b = self.b();
+        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+    }
+    /// True when the header checksum verifies.
+    #[inline]
+    pub fn verify_checksum(&self) -> bool {
+        checksum::fold(checksum::sum(&self.b()[..self.header_len()], 0)) == 0xffff
+    }
+    /// The payload (`header_len..total_len`).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.b()[self.header_len()..self.total_len()]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    #[inline]
+    fn bm(&mut self) -> &mut [u8] {
+        self.buf.as_mut()
+    }
+    #[inline]
+    fn put_checksum(&mut self, c: u16) {
+        self.bm()[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    }
+    /// Rewrites the source address, updating the header checksum incrementally.
+    #[inline]
+    pub fn set_src(&mut self, a: Ipv4Addr) {
+        let old = u32::from(self.src());
+        let c = checksum::update32(self.checksum(), old, u32::from(a));
+        self.bm()[field::SRC].copy_from_slice(&a.octets());
+        self.put_checksum(c);
+    }
+    /// Rewrites the destination address, updating the header checksum incrementally.
+    #[inline]
+    pub fn set_dst(&mut self, a: Ipv4Addr) {
+        let old = u32::from(self.dst());
+        let c = checksum::update32(self.checksum(), old, u32::from(a));
+        self.bm()[field::DST].copy_from_slice(&a.octets());
+        self.put_checksum(c);
+    }
+    /// Decrements the TTL, updating the checksum (the TTL shares a word with the protocol).
+    #[inline]
+    pub fn decrement_ttl(&mut self) {
+        let ttl = self.ttl();
+        let proto = self.protocol();
+        let old = u16::from_be_bytes([ttl, proto]);
+        let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
+        let c = checksum::update16(self.checksum(), old, new);
+        self.bm()[field::TTL] = ttl.wrapping_sub(1);
+        self.put_checksum(c);
+    }
+    /// Recomputes the header checksum from scratch.
+    pub fn fill_checksum(&mut self) {
+        let hl = self.header_len();
+        self.put_checksum(0);
+        let c = checksum::checksum(&self.b()[..hl]);
+        self.put_checksum(c);
+    }
+    /// The payload, mutable.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &mut self.bm()[h..t]
+    }
+}
+
+/// Writes a fresh 20-byte IPv4 header (no options) into `b[..20]` with its checksum.
+pub fn emit_header(b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, proto: u8, total_len: u16, ttl: u8) {
+    let b = &mut b[..MIN_HEADER_LEN];
+    b[0] = 0x45;
+    b[1] = 0;
+    b[field::LENGTH].copy_from_slice(&total_len.to_be_bytes());
+    b[field::IDENT].copy_from_slice(&[0, 0]);
+    b[field::FLAGS_FRAG].copy_from_slice(&FLAG_DF.to_be_bytes());
+    b[field::TTL] = ttl;
+    b[field::PROTO] = proto;
+    b[field::CHECKSUM].copy_from_slice(&[0, 0]);
+    b[field::SRC].copy_from_slice(&src.octets());
+    b[field::DST].copy_from_slice(&dst.octets());
+    let c = checksum::checksum(b);
+    b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut b = vec![0u8; 28];
+        emit_header(
+            &mut b,
+            Ipv4Addr::new(198, 18, 0, 11),
+            Ipv4Addr::new(203, 0, 113, 10),
+            17,
+            28,
+            64,
+        );
+        b
+    }
+
+    #[test]
+    fn checked_rejects_bad_headers() {
+        let b = sample();
+        assert!(Ipv4Packet::new_checked(&b[..]).is_ok());
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..19]).unwrap_err(),
+            WireError::Truncated
+        );
+        let mut v = b.clone();
+        v[0] = 0x44;
+        assert_eq!(
+            Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+            WireError::BadHeaderLength
+        );
+        let mut v = b.clone();
+        v[0] = 0x65;
+        assert_eq!(
+            Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+            WireError::BadVersion
+        );
+        let mut v = b.clone();
+        v[3] = 200;
+        assert_eq!(
+            Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+            WireError::Truncated
+        );
+        let mut v = b;
+        v[0] = 0x4f; // IHL 60 > total 28
+        assert_eq!(
+            Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+            WireError::BadTotalLength
+        );
+    }
+
+    #[test]
+    fn rewrites_keep_checksum_valid() {
+        let mut b = sample();
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        assert!(p.verify_checksum());
+        p.set_src(Ipv4Addr::new(203, 0, 113, 1));
+        p.decrement_ttl();
+        p.set_dst(Ipv4Addr::new(198, 51, 100, 7));
+        assert!(p.verify_checksum());
+        assert_eq!(p.ttl(), 63);
+    }
+}
