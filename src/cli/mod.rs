@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod lab;
+pub mod run;
+
 /// Tollgate: a userspace firewall and SNAT router for egress behind a user-defined route.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
@@ -17,6 +20,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the drop reasons the dataplane counts.
     Reasons,
+    /// Run the appliance in the foreground until SIGTERM/SIGINT.
+    Run(run::RunArgs),
+    /// The network-namespace lab: up, down, status, run.
+    Lab(lab::LabArgs),
 }
 
 /// Runs the command line; the exit code is documented in the README.
@@ -29,5 +36,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Run(a) => run::main(a),
+        Command::Lab(a) => lab::main(a),
     }
 }

@@ -204,3 +204,56 @@ where
     let reports = result?;
     Ok(runtime::totals(&reports))
 }
+
+/// A loaded configuration, as the daemon needs it.
+pub struct LoadedConfig {
+    pub engine: EngineConfig,
+    pub policy: Arc<dyn crate::policy::Policy>,
+    /// Worker threads (0 = one per CPU).
+    pub workers: usize,
+}
+
+impl std::fmt::Debug for LoadedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedConfig")
+            .field("engine", &self.engine)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+/// Loads the TOML configuration.
+// TEMPORARY until `tollgate::config::load_file` lands from the policy branch: then this calls it.
+pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, DaemonError> {
+    Err(DaemonError::Config(format!(
+        "{}: the configuration loader (tollgate::config::load_file) has not landed on this branch yet",
+        path.display()
+    )))
+}
+
+/// `tollgate run`: loads the configuration, serves until SIGTERM/SIGINT, prints the counters.
+pub fn run_from_file(
+    path: &std::path::Path,
+    mut opts: ServeOptions,
+    workers_override: Option<usize>,
+) -> Result<Totals, DaemonError> {
+    let loaded = load_config(path)?;
+    let stop = stop_on_signals()?;
+    opts.workers = workers_override.unwrap_or(loaded.workers);
+    let engine = Arc::new(loaded.engine.clone());
+    let policy = loaded.policy.clone();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed);
+    let totals = serve(
+        &loaded.engine,
+        &opts,
+        |i, n| crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed),
+        stop,
+    )?;
+    if opts.verbose {
+        eprint!("{}", format_counters(&totals));
+    }
+    Ok(totals)
+}

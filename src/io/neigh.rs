@@ -1,6 +1,6 @@
 //! Next-hop MAC resolution from the kernel's neighbour table.
 //!
-//! The kernel owns ARP. A background thread reads `/proc/net/arp` (of the caller's network
+//! The kernel owns ARP. A background thread reads `/proc/thread-self/net/arp` (of the caller's network
 //! namespace) every ~100 ms into an immutable snapshot that workers load without locks
 //! (`arc-swap`), once per batch. On a miss a worker drops the packet (counted as
 //! `neighbour_miss`) and asks the thread, through a bounded queue that never blocks the worker,
@@ -121,7 +121,7 @@ impl Neighbours {
     /// Starts the refresher thread for `ifaces`; it stops when `stop` is set.
     pub fn spawn(ifaces: Vec<String>, stop: Arc<AtomicBool>) -> (Arc<Self>, JoinHandle<()>) {
         let (tx, rx) = sync_channel(1024);
-        let first = std::fs::read_to_string("/proc/net/arp")
+        let first = std::fs::read_to_string("/proc/thread-self/net/arp")
             .map(|t| parse_proc_arp(&t, &ifaces))
             .unwrap_or_default();
         let me = Arc::new(Neighbours {
@@ -172,7 +172,7 @@ fn refresher(
                 // give the kernel a moment to get the ARP reply
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if let Ok(t) = std::fs::read_to_string("/proc/net/arp") {
+            if let Ok(t) = std::fs::read_to_string("/proc/thread-self/net/arp") {
                 me.snap.store(Arc::new(parse_proc_arp(&t, &ifaces)));
             }
             last = Instant::now();

@@ -28,6 +28,33 @@ pub trait Engine {
     fn drop_counts(&self) -> [u64; DropReason::COUNT];
     /// Flows currently tracked.
     fn flow_count(&self) -> usize;
+    /// Reclaims up to `budget` expired flows between batches.
+    fn housekeeping(&mut self, _now: Nanos, _budget: usize) {}
+}
+
+impl Engine for crate::datapath::Worker {
+    #[inline]
+    fn process(&mut self, now: Nanos, pkt: &mut Packet<'_>) -> Verdict {
+        crate::datapath::Worker::process(self, now, pkt)
+    }
+    #[inline]
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
+        crate::datapath::Worker::poll_transmit(self, buf)
+    }
+    #[inline]
+    fn owner_of(&self, frame: &[u8]) -> Option<usize> {
+        crate::datapath::Worker::owner_of(self, frame)
+    }
+    fn drop_counts(&self) -> [u64; DropReason::COUNT] {
+        let c = self.counters();
+        std::array::from_fn(|i| c.drops[i].load(Ordering::Relaxed))
+    }
+    fn flow_count(&self) -> usize {
+        crate::datapath::Worker::flow_count(self)
+    }
+    fn housekeeping(&mut self, now: Nanos, budget: usize) {
+        crate::datapath::Worker::housekeeping(self, now, budget);
+    }
 }
 
 /// How the workers run.
@@ -433,6 +460,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
         }
         drop(snap);
         io.tx_flush()?;
+        eng.housekeeping(now, 64);
         for (j, w) in wake.iter_mut().enumerate() {
             if *w {
                 wakers[j].signal();
