@@ -78,12 +78,28 @@ fn a_long_iperf3_tcp_transfer_is_intact() {
     let (ok, out) = sh(&lab, "node1", "iperf3 -c 203.0.113.10 -t 8 -J");
     let t = app.stop();
     assert!(ok, "iperf3 failed: {out}");
-    let v: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("\"bytes_received\""))
-        .collect();
-    assert!(!v.is_empty(), "iperf3 output: {out}");
+    let received = json_bytes_after(&out, "\"sum_received\"");
+    let sent = json_bytes_after(&out, "\"sum_sent\"");
+    eprintln!("iperf3: sent {sent:?} received {received:?} bytes");
+    let (Some(sent), Some(received)) = (sent, received) else {
+        panic!("iperf3 output without sums: {out}");
+    };
+    assert!(received > 10_000_000, "received {received}");
+    // sum_sent counts bytes written to the socket, some still in flight when the test ends
+    assert!(received * 100 >= sent * 95, "received {received} of {sent}");
     assert!(t.rt.forwarded > 1000);
+}
+
+/// The first `"bytes": N` after `key` in iperf3's JSON.
+fn json_bytes_after(json: &str, key: &str) -> Option<u64> {
+    let rest = &json[json.find(key)?..];
+    let rest = &rest[rest.find("\"bytes\"")? + 8..];
+    let num: String = rest
+        .trim_start_matches([':', ' ', '\t'])
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    num.parse().ok()
 }
 
 #[test]
@@ -160,4 +176,44 @@ fn malformed_frames_are_counted_and_dropped_while_flows_keep_working() {
     );
     assert!(drops(&t, DropReason::Truncated) + drops(&t, DropReason::BadIpHeader) >= 10);
     assert!(drops(&t, DropReason::BadL4Header) >= 5);
+}
+
+#[test]
+fn run_refuses_a_missing_interface_and_leaves_nothing_behind() {
+    if !root_or_skip("run_refuses_a_missing_interface_and_leaves_nothing_behind") {
+        return;
+    }
+    let lab = lab();
+    let ns = lab.ns("app");
+    let (_, fwd_before) = sh(&lab, "app", "cat /proc/sys/net/ipv4/ip_forward");
+    let mut cfg = lab_engine_config();
+    cfg.interfaces[1].name = "nope0".into();
+    let r = std::thread::spawn(move || {
+        tollgate::io::netns::enter(&ns).expect("enter netns");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let engine = Arc::new(cfg.clone());
+        tollgate::control::daemon::serve(
+            &cfg,
+            &Default::default(),
+            |i, n| {
+                tollgate::datapath::Worker::new(engine.clone(), Arc::new(LabTestPolicy), i, n, 1)
+            },
+            stop,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .join()
+    .expect("thread");
+    let err = r.expect_err("must refuse");
+    assert!(err.contains("nope0"), "{err}");
+    // a clean run leaves no table and restores the sysctls
+    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 1);
+    let (_, fwd_during) = sh(&lab, "app", "cat /proc/sys/net/ipv4/ip_forward");
+    app.stop();
+    let (table_left, _) = sh(&lab, "app", "nft list table inet tollgate");
+    let (_, fwd_after) = sh(&lab, "app", "cat /proc/sys/net/ipv4/ip_forward");
+    assert_eq!(fwd_during.trim(), "0");
+    assert!(!table_left, "nftables table removed at exit");
+    assert_eq!(fwd_before, fwd_after, "ip_forward restored");
 }

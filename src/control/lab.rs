@@ -127,6 +127,12 @@ impl Lab {
             );
         }
         let sw = self.ns("sw");
+        // The host may have br_netfilter: keep the lab's bridge a plain L2 switch (it would
+        // otherwise validate and drop malformed IPv4 before the appliance sees it).
+        let _ = self.sh(
+            "sw",
+            "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null",
+        );
         self.ip("sw", &["link", "add", "br0", "type", "bridge"])?;
         self.ip("sw", &["link", "set", "br0", "up"])?;
         for (host, port, addr) in [
