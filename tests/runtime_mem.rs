@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate::datapath::{DropReason, IfaceId, Nanos, Packet, Verdict};
-use tollgate::io::mem::MemIo;
+use tollgate::io::memio::MemIo;
 use tollgate::io::neigh::{NeighSnapshot, Neighbours};
 use tollgate::io::runtime::{self, Engine, RuntimeConfig};
 

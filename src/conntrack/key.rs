@@ -13,6 +13,9 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// The all-zero key (never a real packet's: port 0 and protocol 0).
+    pub const ZERO: FlowKey = FlowKey { addrs: 0, rest: 0 };
+
     #[inline]
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> Self {
         FlowKey {

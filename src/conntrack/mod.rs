@@ -32,10 +32,12 @@ impl Default for Timeouts {
     }
 }
 
+mod index;
 mod key;
 mod table;
 pub mod tcp;
 
 pub use key::FlowKey;
+pub(crate) use table::prefaulted;
 pub use table::{Flow, FlowTable, InsertError, TimeoutClass};
 pub use tcp::{Dir, TcpState, TcpTrack};

@@ -6,6 +6,8 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use super::index::FlowIndex;
+
 use super::key::FlowKey;
 use super::tcp::{Dir, TcpTrack};
 use super::Timeouts;
@@ -68,23 +70,34 @@ impl TimeoutClass {
     }
 }
 
+/// Time in the flow table is kept in ticks of 2^26 ns (67 ms): a u32 lasts nine years.
+const TICK_SHIFT: u32 = 26;
+const TICK: Nanos = 1 << TICK_SHIFT;
+
+#[inline]
+fn ticks(now: Nanos) -> u32 {
+    (now >> TICK_SHIFT) as u32
+}
+
 /// One tracked flow: the tuple of its first packet (`orig`) and the tuple its answers arrive
 /// with (`reply`). A packet matching `orig` is rewritten to look like `reply` reversed, and the
 /// other way round: SNAT, DNAT, both (hairpin) or neither (SNAT-exempt) fall out of this.
+///
+/// Exactly one cache line, so a lookup hit touches one line of the slab.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 pub struct Flow {
     pub orig: FlowKey,
     pub reply: FlowKey,
-    /// When the flow was last moved to its list's tail.
-    relinked_at: Nanos,
-    /// When the flow was created.
-    pub created_at: Nanos,
+    /// When the flow was last moved to its list's tail, in ticks.
+    relinked_at: u32,
+    /// When the flow was created, in whole seconds of the caller's clock.
+    pub created_secs: u32,
     prev: u32,
     next: u32,
-    /// The rule that allowed the flow.
-    pub rule: u32,
     pub packets: [u32; 2],
-    pub bytes: [u64; 2],
+    /// The rule that allowed the flow.
+    pub rule: u16,
     pub tcp: TcpTrack,
     class: TimeoutClass,
     /// Index of the SNAT address (when `reply.dst()` is one), for the port allocator.
@@ -93,7 +106,24 @@ pub struct Flow {
     pub inspect: u8,
 }
 
+const _: () = assert!(std::mem::size_of::<Flow>() == 64);
+
 impl Flow {
+    const DEAD: Flow = Flow {
+        orig: FlowKey::ZERO,
+        reply: FlowKey::ZERO,
+        relinked_at: 0,
+        created_secs: 0,
+        prev: NIL,
+        next: NIL,
+        packets: [0; 2],
+        rule: 0,
+        tcp: TcpTrack::NEW,
+        class: TimeoutClass::Udp,
+        snat_idx: 0,
+        inspect: 0,
+    };
+
     pub fn class(&self) -> TimeoutClass {
         self.class
     }
@@ -107,9 +137,18 @@ impl Flow {
     }
     /// Seconds of idleness left at `now` (approximate to the relink granularity).
     pub fn expires_in(&self, now: Nanos, t: &Timeouts) -> u64 {
-        let deadline = self.relinked_at + u64::from(self.class.seconds(t)) * NS;
-        deadline.saturating_sub(now) / NS
+        deadline(self.relinked_at, self.class, t).saturating_sub(now) / NS
     }
+}
+
+/// When a flow relinked at `relinked` (ticks) in `class` expires: at least its timeout after
+/// its last packet, at most that plus the relink granularity and one tick.
+#[inline]
+fn deadline(relinked: u32, class: TimeoutClass, t: &Timeouts) -> Nanos {
+    (u64::from(relinked) << TICK_SHIFT)
+        + u64::from(class.seconds(t)) * NS
+        + RELINK_GRANULARITY
+        + TICK
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +170,7 @@ pub struct FlowTable {
     flows: Vec<Flow>,
     free: Vec<u32>,
     /// Entries are `slab index << 1 | direction`.
-    index: HashTable<u32>,
+    index: FlowIndex,
     hasher: foldhash::fast::FixedState,
     lists: [List; TimeoutClass::COUNT],
     timeouts: Timeouts,
@@ -149,12 +188,38 @@ impl std::fmt::Debug for FlowTable {
 
 impl FlowTable {
     /// A table for at most `max` flows, with a hash seeded by `seed` (attackers choose tuples).
+    ///
+    /// The slab is filled (and so faulted in) here, once: the packet path never takes a page
+    /// fault or an allocation to admit a flow.
     pub fn new(max: u32, seed: u64, timeouts: Timeouts) -> Self {
+        Self::with_advice(max, seed, timeouts, None)
+    }
+
+    /// Like [`FlowTable::new`]; `advise(addr, bytes)` sees each large region before it is
+    /// first written, so the I/O layer can back it with huge pages (fewer TLB misses).
+    pub fn with_advice(
+        max: u32,
+        seed: u64,
+        timeouts: Timeouts,
+        advise: Option<&dyn Fn(usize, usize)>,
+    ) -> Self {
         let max = max.max(1);
+        let mut flows: Vec<Flow> = Vec::with_capacity(max as usize);
+        if let Some(a) = advise {
+            a(
+                flows.as_mut_ptr() as usize,
+                max as usize * std::mem::size_of::<Flow>(),
+            );
+        }
+        flows.resize(max as usize, Flow::DEAD);
+        for (i, f) in flows.iter_mut().enumerate() {
+            f.prev = i as u32;
+            f.next = i as u32;
+        }
         FlowTable {
-            flows: Vec::with_capacity(max as usize),
-            free: Vec::with_capacity(max as usize),
-            index: HashTable::with_capacity(2 * max as usize),
+            flows,
+            free: (0..max).rev().collect(),
+            index: FlowIndex::new(2 * max as usize, advise),
             hasher: foldhash::fast::FixedState::with_seed(seed),
             lists: [List {
                 head: NIL,
@@ -174,7 +239,7 @@ impl FlowTable {
     }
     /// Flows currently tracked.
     pub fn len(&self) -> usize {
-        self.flows.len() - self.free.len()
+        self.max as usize - self.free.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -188,8 +253,8 @@ impl FlowTable {
     }
 
     #[inline]
-    fn hash(&self, k: &FlowKey) -> u64 {
-        self.hasher.hash_one(k.words())
+    fn hash(&self, k: &FlowKey) -> u32 {
+        (self.hasher.hash_one(k.words()) >> 32) as u32
     }
 
     /// Finds the flow a packet with tuple `k` belongs to, and its direction.
@@ -197,10 +262,10 @@ impl FlowTable {
     pub fn lookup(&self, k: &FlowKey) -> Option<(u32, Dir)> {
         let flows = &self.flows;
         self.index
-            .find(self.hash(k), |&e| {
+            .find(self.hash(k), |e| {
                 flows[(e >> 1) as usize].key(dir_of(e)) == k
             })
-            .map(|&e| (e >> 1, dir_of(e)))
+            .map(|e| (e >> 1, dir_of(e)))
     }
 
     /// True if some flow already uses tuple `k` in either direction.
@@ -229,37 +294,19 @@ impl FlowTable {
         let flow = Flow {
             orig,
             reply,
-            relinked_at: now,
-            created_at: now,
-            prev: NIL,
-            next: NIL,
-            rule: 0,
-            packets: [0; 2],
-            bytes: [0; 2],
-            tcp: TcpTrack::default(),
+            relinked_at: ticks(now),
+            created_secs: (now / NS) as u32,
             class,
-            snat_idx: 0,
-            inspect: 0,
+            ..Flow::DEAD
         };
-        let idx = if let Some(i) = self.free.pop() {
-            self.flows[i as usize] = flow;
-            i
-        } else if self.flows.len() < self.max as usize {
-            self.flows.push(flow);
-            (self.flows.len() - 1) as u32
-        } else {
+        let Some(idx) = self.free.pop() else {
             return Err(InsertError::Full);
         };
+        self.flows[idx as usize] = flow;
         let (ho, hr) = (self.hash(&orig), self.hash(&reply));
-        let flows = &self.flows;
-        let hasher = &self.hasher;
-        let rehash = |&e: &u32| hasher.hash_one(flows[(e >> 1) as usize].key(dir_of(e)).words());
-        self.index.insert_unique(ho, idx << 1, rehash);
+        self.index.insert(ho, idx << 1);
         if reply != orig {
-            let flows = &self.flows;
-            let rehash =
-                |&e: &u32| hasher.hash_one(flows[(e >> 1) as usize].key(dir_of(e)).words());
-            self.index.insert_unique(hr, (idx << 1) | 1, rehash);
+            self.index.insert(hr, (idx << 1) | 1);
         }
         self.push_back(idx, class);
         Ok(idx)
@@ -270,12 +317,13 @@ impl FlowTable {
     #[inline]
     pub fn touch(&mut self, idx: u32, class: TimeoutClass, now: Nanos) {
         let f = &self.flows[idx as usize];
-        if f.class == class && now.saturating_sub(f.relinked_at) < RELINK_GRANULARITY {
+        let t = ticks(now);
+        if f.class == class && t.wrapping_sub(f.relinked_at) < (RELINK_GRANULARITY / TICK) as u32 {
             return;
         }
         self.unlink(idx);
         let f = &mut self.flows[idx as usize];
-        f.relinked_at = now;
+        f.relinked_at = t;
         f.class = class;
         self.push_back(idx, class);
     }
@@ -297,9 +345,7 @@ impl FlowTable {
 
     fn unindex(&mut self, k: &FlowKey, entry: u32) {
         let h = self.hash(k);
-        if let Ok(e) = self.index.find_entry(h, |&e| e == entry) {
-            e.remove();
-        }
+        self.index.remove(h, entry);
     }
 
     /// The oldest flow whose timeout has passed, if any, in any class.
@@ -310,9 +356,7 @@ impl FlowTable {
                 continue;
             }
             let f = &self.flows[head as usize];
-            let deadline =
-                f.relinked_at + u64::from(c.seconds(&self.timeouts)) * NS + RELINK_GRANULARITY;
-            if deadline <= now {
+            if deadline(f.relinked_at, c, &self.timeouts) <= now {
                 return Some(head);
             }
         }
@@ -363,6 +407,17 @@ impl FlowTable {
         }
         l.len -= 1;
     }
+}
+
+/// A hash table with room for `n` entries whose memory has been written once, so inserts on
+/// the packet path never take a page fault.
+pub(crate) fn prefaulted<T: Copy + Default>(n: usize) -> HashTable<T> {
+    let mut t = HashTable::with_capacity(n);
+    for i in 0..n as u64 {
+        t.insert_unique(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), T::default(), |_| 0);
+    }
+    t.clear();
+    t
 }
 
 #[inline]
@@ -431,9 +486,9 @@ mod tests {
         // a is refreshed at 5 s: b becomes the oldest.
         t.touch(a, TimeoutClass::Udp, 5 * NS);
         assert_eq!(t.oldest_expired(10 * NS), None);
-        assert_eq!(t.oldest_expired(11 * NS + 1), Some(b));
+        assert_eq!(t.oldest_expired(11 * NS + NS / 10), Some(b));
         t.remove(b);
-        assert_eq!(t.oldest_expired(11 * NS + 1), None);
-        assert_eq!(t.oldest_expired(16 * NS + 1), Some(a));
+        assert_eq!(t.oldest_expired(11 * NS + NS / 10), None);
+        assert_eq!(t.oldest_expired(16 * NS + NS / 10), Some(a));
     }
 }

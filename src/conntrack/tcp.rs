@@ -51,6 +51,13 @@ pub struct TcpTrack {
 }
 
 impl TcpTrack {
+    /// No segment seen yet.
+    pub const NEW: TcpTrack = TcpTrack {
+        state: TcpState::SynSent,
+        syn: 0,
+        fin: 0,
+    };
+
     /// A flow opened by a SYN in the original direction.
     pub fn opened() -> Self {
         TcpTrack {

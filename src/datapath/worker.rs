@@ -88,6 +88,19 @@ impl Worker {
         workers: usize,
         seed: u64,
     ) -> Self {
+        Self::with_advice(cfg, policy, index, workers, seed, None)
+    }
+
+    /// Like [`Worker::new`]; `advise(addr, bytes)` sees the flow table's large regions before
+    /// they are first written (the daemon passes `io::mem::advise_hugepages`).
+    pub fn with_advice(
+        cfg: Arc<EngineConfig>,
+        policy: Arc<dyn Policy>,
+        index: usize,
+        workers: usize,
+        seed: u64,
+        advise: Option<&dyn Fn(usize, usize)>,
+    ) -> Self {
         let max = cfg.max_flows_per_worker;
         let seed = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let local_addrs = cfg
@@ -96,7 +109,7 @@ impl Worker {
             .flat_map(|i| i.addrs.iter().copied())
             .collect();
         Worker {
-            flows: FlowTable::new(max, seed, cfg.timeouts),
+            flows: FlowTable::with_advice(max, seed, cfg.timeouts, advise),
             snat: SnatPool::new(&cfg.nat, index, workers, max as usize, seed.rotate_left(17)),
             routes: RouteTable::from_config(&cfg),
             frags: FragCache::new(),
@@ -460,8 +473,9 @@ impl Worker {
             };
             (FlowKey::new(reply_src, p.src, sport, dport, p.proto), 0)
         };
-        if self.flows.contains(&reply) {
-            // Only possible without SNAT: another flow already answers on this tuple.
+        // A granted SNAT port was checked free toward this destination; without SNAT another
+        // flow may already answer on this tuple.
+        if !snat && self.flows.contains(&reply) {
             return Verdict::Drop(DropReason::Unsolicited);
         }
         let class = match p.proto {
@@ -479,7 +493,7 @@ impl Worker {
             }
         };
         let f = self.flows.get_mut(idx);
-        f.rule = rule;
+        f.rule = rule as u16;
         f.snat_idx = snat_idx;
         if p.proto == proto::TCP {
             f.tcp = TcpTrack::opened();
@@ -550,7 +564,6 @@ impl Worker {
         }
         let f = self.flows.get_mut(idx);
         f.packets[dir as usize] = f.packets[dir as usize].wrapping_add(1);
-        f.bytes[dir as usize] += (p.end - p.l3) as u64;
         self.flows.touch(idx, class, now);
         Verdict::Forward { tx_if, next_hop }
     }

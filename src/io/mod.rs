@@ -5,7 +5,9 @@
 //! one flush per batch. Backends:
 //! - [`afpacket`]: AF_PACKET sockets, a TPACKET_V3 mmap RX ring in a PACKET_FANOUT_HASH group per
 //!   interface and a TPACKET_V2 mmap TX ring with PACKET_QDISC_BYPASS.
-//! - [`mem`]: an in-memory backend for tests.
+//! - [`memio`]: an in-memory backend for tests.
+//!
+//! [`mem`] holds memory advice for the dataplane's large tables (huge pages).
 //! - [`pcap`]: a wrapper that writes every received and transmitted frame to a classic pcap file.
 //!
 //! [`neigh`] keeps a lock-free snapshot of the kernel's neighbour table; [`runtime`] runs the
@@ -15,6 +17,7 @@
 pub mod afpacket;
 mod csum;
 pub mod mem;
+pub mod memio;
 pub mod neigh;
 pub mod netns;
 pub mod pcap;

@@ -33,7 +33,7 @@ pub struct Grant {
 }
 
 /// Endpoint-independent mapping: inside (address, port, protocol) -> public port.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Mapping {
     inside: u32,
     port: u16,
@@ -105,8 +105,8 @@ impl SnatPool {
             cooldown: u64::from(cfg.reuse_cooldown) * 1_000_000_000,
             rng,
             hasher,
-            eim: HashTable::with_capacity(if cfg.mapping == MappingMode::EndpointIndependent {
-                expected_flows.min(1 << 20)
+            eim: crate::conntrack::prefaulted(if cfg.mapping == MappingMode::EndpointIndependent {
+                expected_flows
             } else {
                 0
             }),

@@ -1,0 +1,267 @@
+//! Engine benchmarks (one core): the established fast path at 1k / 64k / 1M flows, the new-flow
+//! path, and SNAT port allocation at rising occupancy. Memory per flow is printed.
+//!
+//! cargo bench --bench engine
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ipnet::Ipv4Net;
+use tollgate::conntrack::{FlowKey, Timeouts};
+use tollgate::datapath::{EngineConfig, Iface, IfaceRole, Packet, Verdict, Worker};
+use tollgate::nat::{MappingMode, NatConfig, SnatPool};
+use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
+use tollgate::wire::checksum;
+
+/// Benchmark-only policy: allows everything (the classifier has its own benchmark).
+struct AllowAll;
+impl Policy for AllowAll {
+    fn decide(&self, _: &FlowQuery) -> Decision {
+        Decision::Allow { rule: 0 }
+    }
+    fn decide_app(&self, _: &FlowQuery, _: AppProto, _: Option<&str>) -> Decision {
+        Decision::Allow { rule: 0 }
+    }
+    fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
+        None
+    }
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+
+fn config(max_flows: u32, public: usize) -> EngineConfig {
+    EngineConfig {
+        interfaces: vec![
+            Iface {
+                name: "in".into(),
+                role: IfaceRole::Inside,
+                addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],
+                gateway: None,
+                connected: vec![net("198.18.0.0/15")],
+                mtu: 1500,
+            },
+            Iface {
+                name: "out".into(),
+                role: IfaceRole::Outside,
+                addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
+                gateway: Some(Ipv4Addr::new(203, 0, 113, 254)),
+                connected: vec![net("203.0.113.0/24")],
+                mtu: 1500,
+            },
+        ],
+        routes: vec![],
+        inside_prefixes: vec![net("198.18.0.0/15")],
+        nat: NatConfig {
+            public_addrs: (0..public)
+                .map(|i| Ipv4Addr::new(203, 0, 113, 100 + i as u8))
+                .collect(),
+            mapping: MappingMode::EndpointIndependent,
+            reuse_cooldown: 0,
+            ..NatConfig::default()
+        },
+        timeouts: Timeouts::default(),
+        max_flows_per_worker: max_flows,
+        mss_clamp: None,
+        icmp_on_exhaustion: false,
+        icmp_source: Ipv4Addr::new(198, 18, 0, 1),
+    }
+}
+
+/// A 64-byte UDP frame from 198.18.0.11:5000 to 203.0.113.10:53 (a template to patch).
+fn template() -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + 22];
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&50u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[198, 18, 0, 11]);
+    ip[16..20].copy_from_slice(&[203, 0, 113, 10]);
+    let c = checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&53u16.to_be_bytes());
+    f[38..40].copy_from_slice(&30u16.to_be_bytes());
+    f
+}
+
+/// Writes flow `i`'s source (198.18.x.y, port) into `buf` (a copy of the template).
+#[inline]
+fn patch(buf: &mut [u8], tpl: &[u8], i: u32) {
+    buf[..tpl.len()].copy_from_slice(tpl);
+    let host = 0xc612_0000u32 | (i >> 10); // 198.18.0.0/15: up to 128k hosts
+    let port = 10_000 + (i & 1023) as u16;
+    let old = u32::from_be_bytes([tpl[26], tpl[27], tpl[28], tpl[29]]);
+    let c = checksum::update32(u16::from_be_bytes([tpl[24], tpl[25]]), old, host);
+    buf[24..26].copy_from_slice(&c.to_be_bytes());
+    buf[26..30].copy_from_slice(&host.to_be_bytes());
+    buf[34..36].copy_from_slice(&port.to_be_bytes());
+}
+
+fn populated(n: u32, huge: bool) -> Worker {
+    // 1M flows need 16+ public addresses of 64k ports each under EIM.
+    let public = (n as usize / 60_000 + 1).min(40);
+    let advise: Option<&dyn Fn(usize, usize)> = if huge {
+        Some(&tollgate::io::mem::advise_hugepages)
+    } else {
+        None
+    };
+    let mut w = Worker::with_advice(
+        Arc::new(config(n + 1024, public)),
+        Arc::new(AllowAll),
+        0,
+        1,
+        7,
+        advise,
+    );
+    let tpl = template();
+    let mut buf = vec![0u8; 2048];
+    for i in 0..n {
+        patch(&mut buf, &tpl, i);
+        let mut p = Packet::new(&mut buf, tpl.len(), 0);
+        assert!(matches!(w.process(0, &mut p), Verdict::Forward { .. }));
+    }
+    assert_eq!(w.flow_count(), n as usize);
+    w
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+fn fast_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fast_path");
+    g.throughput(Throughput::Elements(1));
+    for &(n, huge) in &[
+        (1_000u32, false),
+        (65_536, false),
+        (1_000_000, false),
+        (1_000_000, true),
+    ] {
+        let before = rss_bytes();
+        let mut w = populated(n, huge);
+        let after = rss_bytes();
+        eprintln!(
+            "flows={n}: resident memory {:.1} MiB, {} bytes per flow (Flow struct {} bytes)",
+            (after - before) as f64 / (1 << 20) as f64,
+            (after - before) / u64::from(n),
+            std::mem::size_of::<tollgate::conntrack::Flow>()
+        );
+        // Visit flows in a scrambled order so the table is exercised like real traffic.
+        let order: Vec<u32> = (0..n)
+            .map(|i| (u64::from(i) * 2_654_435_761 % u64::from(n)) as u32)
+            .collect();
+        let tpl = template();
+        let mut buf = vec![0u8; 2048];
+        let mut k = 0usize;
+        let name = if huge {
+            "established_udp_hugepages"
+        } else {
+            "established_udp"
+        };
+        g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+            b.iter(|| {
+                patch(&mut buf, &tpl, order[k]);
+                k = (k + 1) % order.len();
+                let mut p = Packet::new(&mut buf, tpl.len(), 0);
+                black_box(w.process(1, &mut p))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn new_flows(c: &mut Criterion) {
+    let mut g = c.benchmark_group("new_flow");
+    g.throughput(Throughput::Elements(1));
+    const CAP: u32 = 1 << 20;
+    g.bench_function("udp_miss_policy_alloc_insert", |b| {
+        let tpl = template();
+        let mut buf = vec![0u8; 2048];
+        // Steady state: one worker; between samples its flows expire outside the timer.
+        let mut w = Worker::new(Arc::new(config(CAP, 20)), Arc::new(AllowAll), 0, 1, 9);
+        let mut now = 0u64;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                let batch = (iters - done).min(u64::from(CAP) - 1) as u32;
+                now += 400 * 1_000_000_000;
+                w.housekeeping(now, usize::MAX);
+                assert_eq!(w.flow_count(), 0);
+                let t = Instant::now();
+                for i in 0..batch {
+                    patch(&mut buf, &tpl, i);
+                    let mut p = Packet::new(&mut buf, tpl.len(), 0);
+                    black_box(w.process(now, &mut p));
+                }
+                total += t.elapsed();
+                done += u64::from(batch);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn allocation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("port_alloc");
+    g.throughput(Throughput::Elements(1));
+    let cfg = config(1 << 17, 1).nat;
+    let size = cfg.port_count();
+    for &pct in &[1u32, 50, 90, 99] {
+        let mut pool = SnatPool::new(&cfg, 0, 1, 1 << 17, 3);
+        let remote = Ipv4Addr::new(203, 0, 113, 10);
+        let filled = size * pct / 100;
+        for i in 0..filled {
+            let k = FlowKey::new(
+                Ipv4Addr::from(0xc612_0000 | (i >> 10)),
+                remote,
+                (i & 1023) as u16,
+                443,
+                6,
+            );
+            pool.allocate(&k, 0, |_, _| false).unwrap();
+        }
+        assert_eq!(pool.utilisation(0, 6).0, filled);
+        let mut i = 0u32;
+        g.bench_with_input(
+            BenchmarkId::new("eim_alloc_release", format!("{pct}%")),
+            &pct,
+            |b, _| {
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    let k = FlowKey::new(
+                        Ipv4Addr::new(198, 19, 255, 1),
+                        remote,
+                        (i % 60000) as u16,
+                        443,
+                        6,
+                    );
+                    let gnt = pool.allocate(&k, 0, |_, _| false).unwrap();
+                    pool.release(&k, gnt.addr_idx, gnt.port, 0);
+                    black_box(gnt)
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = fast_path, new_flows, allocation
+}
+criterion_main!(benches);

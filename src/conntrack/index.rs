@@ -1,0 +1,141 @@
+//! The flow index: open addressing with linear probing over 8-byte slots, each holding a
+//! 32-bit hash tag and a slab entry. A hit reads one cache line of index (8 slots) and then the
+//! flow; hashbrown needs its control bytes and its bucket as two separate lines. Load stays at
+//! most 1/2, deletion shifts later entries back (no tombstones), and the memory is one `Vec`
+//! that the caller may back with huge pages.
+
+const EMPTY: u64 = u64::MAX;
+
+/// Index from a 32-bit key hash to slab entries (`u32`, never `u32::MAX`).
+#[derive(Debug)]
+pub struct FlowIndex {
+    slots: Vec<u64>,
+    mask: usize,
+    len: usize,
+}
+
+#[inline]
+fn pack(h: u32, e: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(e)
+}
+
+impl FlowIndex {
+    /// Room for `entries` at load <= 1/2. `advise(addr, bytes)` sees the memory before it is
+    /// first written (to ask for huge pages); the memory is then written once (pre-faulted).
+    pub fn new(entries: usize, advise: Option<&dyn Fn(usize, usize)>) -> Self {
+        let cap = (entries.max(4) * 2).next_power_of_two();
+        let mut slots: Vec<u64> = Vec::with_capacity(cap);
+        if let Some(a) = advise {
+            a(slots.as_mut_ptr() as usize, cap * 8);
+        }
+        slots.resize(cap, EMPTY);
+        FlowIndex {
+            slots,
+            mask: cap - 1,
+            len: 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first entry with hash `h` for which `eq` holds.
+    #[inline]
+    pub fn find(&self, h: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mut i = h as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                return None;
+            }
+            if (s >> 32) as u32 == h && eq(s as u32) {
+                return Some(s as u32);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Inserts entry `e` with hash `h` (the caller knows it is absent). Never grows: the
+    /// capacity was sized for the flow limit.
+    #[inline]
+    pub fn insert(&mut self, h: u32, e: u32) {
+        debug_assert!(self.len < self.slots.len() / 2);
+        let mut i = h as usize & self.mask;
+        while self.slots[i] != EMPTY {
+            i = (i + 1) & self.mask;
+        }
+        self.slots[i] = pack(h, e);
+        self.len += 1;
+    }
+
+    /// Removes entry `e` (stored with hash `h`); returns whether it was present.
+    pub fn remove(&mut self, h: u32, e: u32) -> bool {
+        let mut i = h as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                return false;
+            }
+            if s == pack(h, e) {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Backward-shift: move later entries of the cluster into the hole when their home
+        // position does not lie cyclically in (hole, j].
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        loop {
+            let s = self.slots[j];
+            if s == EMPTY {
+                break;
+            }
+            let home = (s >> 32) as usize & self.mask;
+            let in_between = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !in_between {
+                self.slots[hole] = s;
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.slots[hole] = EMPTY;
+        self.len -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        /// Matches a HashMap under random inserts and removes with colliding hashes.
+        #[test]
+        fn behaves_like_a_map(ops in proptest::collection::vec((any::<bool>(), 0u32..64, 0u32..8), 0..400)) {
+            let mut idx = FlowIndex::new(64, None);
+            let mut model: HashMap<u32, u32> = HashMap::new();
+            for (ins, e, h) in ops {
+                // Small hash space: many collisions and wrapped clusters.
+                let h = h.wrapping_mul(0x1000_0001) | (h << 29);
+                if ins && !model.contains_key(&e) && model.len() < 64 {
+                    idx.insert(h, e);
+                    model.insert(e, h);
+                } else if let Some(h) = model.remove(&e) {
+                    prop_assert!(idx.remove(h, e));
+                }
+                for (&e, &h) in &model {
+                    prop_assert_eq!(idx.find(h, |x| x == e), Some(e));
+                }
+                prop_assert_eq!(idx.len(), model.len());
+            }
+        }
+    }
+}
