@@ -22,8 +22,9 @@ pub enum LabAction {
     Up {
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
+        /// Worker threads of the appliance (default: the configuration's).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Remove what `lab up` created (every recorded lab, or the one with this prefix).
     Down {
@@ -36,8 +37,9 @@ pub enum LabAction {
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
+        /// Worker threads of the appliance (default: the configuration's).
+        #[arg(long)]
+        workers: Option<usize>,
     },
 }
 
@@ -90,20 +92,14 @@ pub fn main(a: LabArgs) -> ExitCode {
                 l.start_servers()?;
                 l.warm_neighbours();
                 let log = l.dir.join("appliance.log");
-                let w = workers.to_string();
-                l.spawn(
-                    "appliance",
-                    "app",
-                    &[
-                        &exe.to_string_lossy(),
-                        "run",
-                        "--config",
-                        &cfg.to_string_lossy(),
-                        "--workers",
-                        &w,
-                    ],
-                    &log,
-                )?;
+                let exe_s = exe.to_string_lossy().to_string();
+                let cfg_s = cfg.to_string_lossy().to_string();
+                let w = workers.map(|w| w.to_string());
+                let mut args = vec![exe_s.as_str(), "run", "--config", cfg_s.as_str()];
+                if let Some(w) = &w {
+                    args.extend(["--workers", w.as_str()]);
+                }
+                l.spawn("appliance", "app", &args, &log)?;
                 if !l.wait_appliance_ready(Duration::from_secs(10)) {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
                     return Err(lab::LabError::Appliance(text.trim().to_string()));

@@ -650,7 +650,7 @@ pub fn format_report(checks: &[Check]) -> String {
 pub fn run_lab(
     exe: &Path,
     config: &Path,
-    workers: usize,
+    workers: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> Result<(String, bool), LabError> {
     let mut lab = Lab::up(&new_prefix())?;
@@ -668,13 +668,12 @@ pub fn run_lab(
     let log = lab.dir.join("appliance.log");
     let exe_s = exe.to_string_lossy().to_string();
     let cfg_s = config.to_string_lossy().to_string();
-    let w = workers.to_string();
-    lab.spawn(
-        "appliance",
-        "app",
-        &[&exe_s, "run", "--config", &cfg_s, "--workers", &w],
-        &log,
-    )?;
+    let w = workers.map(|w| w.to_string());
+    let mut args = vec![exe_s.as_str(), "run", "--config", cfg_s.as_str()];
+    if let Some(w) = &w {
+        args.extend(["--workers", w.as_str()]);
+    }
+    lab.spawn("appliance", "app", &args, &log)?;
     if !lab.wait_appliance_ready(Duration::from_secs(10)) {
         let text = fs::read_to_string(&log).unwrap_or_default();
         return Err(LabError::Appliance(text.trim().to_string()));
