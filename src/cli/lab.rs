@@ -100,7 +100,7 @@ pub fn main(a: LabArgs) -> ExitCode {
                     args.extend(["--workers", w.as_str()]);
                 }
                 l.spawn("appliance", "app", &args, &log)?;
-                if !l.wait_appliance_ready(Duration::from_secs(10)) {
+                if !l.wait_spawned_appliance(Duration::from_secs(10)) {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
                     return Err(lab::LabError::Appliance(text.trim().to_string()));
                 }

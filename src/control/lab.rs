@@ -353,6 +353,23 @@ impl Lab {
         false
     }
 
+    /// Like [`Lab::wait_appliance_ready`] for an appliance process the lab spawned (label
+    /// `appliance`): gives up as soon as that process exits.
+    pub fn wait_spawned_appliance(&mut self, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Some((_, c)) = self.children.iter_mut().find(|(l, _)| l == "appliance") {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return false;
+                }
+            }
+            if self.wait_appliance_ready(Duration::from_millis(200)) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Keeps everything running after this value drops (for `lab up`); records the prefix and
     /// PIDs in [`STATE_DIR`] for `lab down`.
     pub fn detach(mut self) -> io::Result<PathBuf> {
@@ -674,7 +691,7 @@ pub fn run_lab(
         args.extend(["--workers", w.as_str()]);
     }
     lab.spawn("appliance", "app", &args, &log)?;
-    if !lab.wait_appliance_ready(Duration::from_secs(10)) {
+    if !lab.wait_spawned_appliance(Duration::from_secs(10)) {
         let text = fs::read_to_string(&log).unwrap_or_default();
         return Err(LabError::Appliance(text.trim().to_string()));
     }
