@@ -94,10 +94,33 @@ fn ping_through_the_nat_and_ttl_expiry_is_answered() {
         return;
     }
     let lab = lab();
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 2);
+    let pcap = lab.dir.join("appliance.pcap");
+    let app = Appliance::start_with(
+        &lab,
+        lab_engine_config(),
+        Arc::new(LabTestPolicy),
+        2,
+        Some(pcap.clone()),
+    );
     let (ping_ok, ping) = sh(&lab, "node1", "ping -c 3 -i 0.2 -W 2 203.0.113.10");
     let (_, ttl) = sh(&lab, "node1", "ping -c 1 -t 1 -W 2 203.0.113.10");
     let _t = app.stop();
+    // --pcap: 3 echo requests and replies, each received and transmitted, plus the TTL probe
+    let bytes = std::fs::read(&pcap).expect("pcap written");
+    assert!(
+        bytes.len() > 24 + 12 * (16 + 98),
+        "pcap has {} bytes",
+        bytes.len()
+    );
+    assert_eq!(&bytes[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    let (read_ok, read) = sh(
+        &lab,
+        "app",
+        &format!("tcpdump -nr {} icmp 2>/dev/null | wc -l", pcap.display()),
+    );
+    if read_ok {
+        eprintln!("tcpdump reads {} ICMP records", read.trim());
+    }
     assert!(ping_ok, "ping: {ping}");
     assert!(
         ttl.contains("198.18.0.1") && ttl.to_lowercase().contains("time to live exceeded"),

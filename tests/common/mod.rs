@@ -118,6 +118,17 @@ impl Appliance {
         policy: Arc<dyn Policy>,
         workers: usize,
     ) -> Appliance {
+        Self::start_with(lab, cfg, policy, workers, None)
+    }
+
+    /// [`Appliance::start`], recording every frame to `pcap` when given.
+    pub fn start_with(
+        lab: &Lab,
+        cfg: EngineConfig,
+        policy: Arc<dyn Policy>,
+        workers: usize,
+        pcap: Option<std::path::PathBuf>,
+    ) -> Appliance {
         let stop = Arc::new(AtomicBool::new(false));
         let ns = lab.ns("app");
         let s2 = stop.clone();
@@ -126,6 +137,7 @@ impl Appliance {
             let engine = Arc::new(cfg.clone());
             let opts = ServeOptions {
                 workers,
+                pcap,
                 verbose: true,
                 ..ServeOptions::default()
             };
