@@ -7,12 +7,14 @@
 #
 # usage (root): benches/throughput.sh [path/to/tollgate] [config.toml]
 #   env: RUNS=5 SECS=3 FLOWS=8 WORKERS=2
+#   TG_RUN=path: an alternative appliance binary taking the same `run --config F --workers N`
+#   arguments (e.g. target/release/examples/bench_appliance, a built-in allow-from-inside policy)
 # Only namespaces this script creates (prefix tgb<pid>-), only 198.18.0.0/15 and 203.0.113.0/24;
 # everything is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TG=${1:-target/release/tollgate}
+TG=${TG_RUN:-${1:-target/release/tollgate}}
 CONFIG=${2:-tests/lab.toml}
 RUNS=${RUNS:-5}
 SECS=${SECS:-3}
