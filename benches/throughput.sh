@@ -20,6 +20,7 @@ RUNS=${RUNS:-5}
 SECS=${SECS:-3}
 FLOWS=${FLOWS:-8}
 WORKERS=${WORKERS:-2}
+RX_RING=${RX_RING:-v3}   # v3 (block-based RX ring) or v2 (frame-based)
 P="tgb$$-"
 C=${P}client; A=${P}app; S=${P}server
 PIDS=()
@@ -106,7 +107,7 @@ kernel_off() {
 
 TGPID=
 tollgate_on() {
-  ip netns exec "$A" "$TG" run --config "$CONFIG" --workers "$WORKERS" >"$TMP/tollgate.log" 2>&1 & TGPID=$!
+  ip netns exec "$A" "$TG" run --config "$CONFIG" --workers "$WORKERS" --rx-ring "$RX_RING" >"$TMP/tollgate.log" 2>&1 & TGPID=$!
   PIDS+=($TGPID)
   for _ in $(seq 100); do
     nsx "$A" nft list table inet tollgate >/dev/null 2>&1 && { sleep 0.3; return 0; }
@@ -176,7 +177,7 @@ else
 fi
 
 echo
-echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
+echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS, rx ring $RX_RING) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
 echo "|---|---|---|---|"
 for m in "${METRICS[@]}"; do
   read -r km kmin kmax <<<"${K[$m]}"

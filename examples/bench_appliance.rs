@@ -84,10 +84,13 @@ fn main() -> std::process::ExitCode {
     };
     let engine = Arc::new(cfg.clone());
     let policy: Arc<dyn Policy> = Arc::new(AllowInside);
-    let opts = ServeOptions {
+    let mut opts = ServeOptions {
         workers,
         ..ServeOptions::default()
     };
+    if args.windows(2).any(|w| w[0] == "--rx-ring" && w[1] == "v2") {
+        opts.af.rx_version = tollgate::io::afpacket::RxRingVersion::V2;
+    }
     match daemon::serve(
         &cfg,
         &opts,
