@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod explain;
+pub mod lab;
+pub mod run;
 
 /// Tollgate: a userspace firewall and SNAT router for egress behind a user-defined route.
 #[derive(Debug, Parser)]
@@ -24,6 +26,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show how the configuration decides one flow, and which rules almost matched.
     Explain(explain::ExplainArgs),
+    /// Run the appliance in the foreground until SIGTERM/SIGINT.
+    Run(run::RunArgs),
+    /// The network-namespace lab: up, down, status, run.
+    Lab(lab::LabArgs),
 }
 
 /// Runs the command line; the exit code is documented in the README.
@@ -38,5 +44,7 @@ pub fn main() -> ExitCode {
         }
         Command::Check(a) => check::run(&a),
         Command::Explain(a) => explain::run(&a),
+        Command::Run(a) => run::main(a),
+        Command::Lab(a) => lab::main(a),
     }
 }

@@ -1,2 +1,6 @@
 //! The control plane: the daemon around the workers, reload, metrics, the lab. Never on the
 //! packet path.
+
+pub mod daemon;
+pub mod host;
+pub mod lab;

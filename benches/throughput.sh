@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Tollgate vs the Linux kernel (ip_forward=1 + nftables masquerade + conntrack) on the lab
+# topology, in one run, in the same appliance namespace:
+#   client 198.18.0.11 -- tg-in 198.18.0.1 [appliance] tg-out 203.0.113.1 -- server 203.0.113.10
+# Metrics: 64-byte UDP packets/s (1 flow, and -P flows), iperf3 TCP Gb/s, new TCP connections/s.
+# Each: RUNS runs (default 5), median and spread (min-max), ratio Tollgate/kernel, markdown table.
+#
+# usage (root): benches/throughput.sh [path/to/tollgate] [config.toml]
+#   env: RUNS=5 SECS=3 FLOWS=8 WORKERS=2
+#   TG_RUN=path: an alternative appliance binary taking the same `run --config F --workers N`
+#   arguments (e.g. target/release/examples/bench_appliance, a built-in allow-from-inside policy)
+# Only namespaces this script creates (prefix tgb<pid>-), only 198.18.0.0/15 and 203.0.113.0/24;
+# everything is removed on exit, also on failure or Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TG=${TG_RUN:-${1:-target/release/tollgate}}
+CONFIG=${2:-tests/lab.toml}
+RUNS=${RUNS:-5}
+SECS=${SECS:-3}
+FLOWS=${FLOWS:-8}
+WORKERS=${WORKERS:-2}
+RX_RING=${RX_RING:-v3}   # v3 (block-based RX ring) or v2 (frame-based)
+P="tgb$$-"
+C=${P}client; A=${P}app; S=${P}server
+PIDS=()
+TMP=$(mktemp -d)
+
+[ "$(id -u)" = 0 ] || { echo "benches/throughput.sh needs root (network namespaces)" >&2; exit 1; }
+for t in ip nft iperf3 python3; do command -v $t >/dev/null || { echo "missing: $t" >&2; exit 1; }; done
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for n in "$C" "$A" "$S"; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+setup() {
+  for n in "$C" "$A" "$S"; do
+    ip netns add "$n"
+    ip -n "$n" link set lo up
+    nsx "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+  ip -n "$A" link add tg-in type veth peer name eth0 netns "$C"
+  ip -n "$A" link add tg-out type veth peer name eth0 netns "$S"
+  ip -n "$C" addr add 198.18.0.11/24 dev eth0
+  ip -n "$A" addr add 198.18.0.1/24 dev tg-in
+  ip -n "$A" addr add 203.0.113.1/24 dev tg-out
+  ip -n "$S" addr add 203.0.113.10/24 dev eth0
+  ip -n "$S" addr add 203.0.113.254/24 dev eth0
+  for n in "$C" "$S"; do ip -n "$n" link set eth0 up; done
+  ip -n "$A" link set tg-in up; ip -n "$A" link set tg-out up
+  ip -n "$C" route add default via 198.18.0.1
+  ip -n "$A" route add default via 203.0.113.254
+  # both appliances get real MTU-sized frames: no TSO/GSO super-frames from the end hosts
+  for n in "$C" "$S"; do nsx "$n" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true; done
+  nsx "$A" ethtool -K tg-in gro off gso off tso off >/dev/null 2>&1 || true
+  nsx "$A" ethtool -K tg-out gro off gso off tso off >/dev/null 2>&1 || true
+  ip netns exec "$S" iperf3 -s -p 5201 >/dev/null 2>&1 & PIDS+=($!)
+  cat > "$TMP/accept.py" <<'PY'
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(1024)
+while True:
+    c, _ = s.accept(); c.close()
+PY
+  ip netns exec "$S" python3 "$TMP/accept.py" & PIDS+=($!)
+  cat > "$TMP/cps.py" <<'PY'
+import socket, sys, time
+secs = float(sys.argv[1]); n = 0; t0 = time.time()
+while time.time() - t0 < secs:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    s.settimeout(2)
+    try:
+        s.connect(("203.0.113.10", 80)); n += 1
+    except OSError:
+        pass
+    s.close()
+print(n / (time.time() - t0))
+PY
+  sleep 0.5
+  nsx "$A" ping -c1 -W1 198.18.0.11 >/dev/null 2>&1 || true
+  nsx "$A" ping -c1 -W1 203.0.113.254 >/dev/null 2>&1 || true
+  nsx "$C" ping -c1 -W1 198.18.0.1 >/dev/null 2>&1 || true
+}
+
+kernel_on() {
+  nsx "$A" sysctl -qw net.ipv4.ip_forward=1
+  nsx "$A" nft -f - <<'NFT'
+table ip tgbench {
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "tg-out" masquerade
+  }
+}
+NFT
+}
+kernel_off() {
+  nsx "$A" nft delete table ip tgbench
+  nsx "$A" sysctl -qw net.ipv4.ip_forward=0
+}
+
+TGPID=
+tollgate_on() {
+  ip netns exec "$A" "$TG" run --config "$CONFIG" --workers "$WORKERS" --rx-ring "$RX_RING" >"$TMP/tollgate.log" 2>&1 & TGPID=$!
+  PIDS+=($TGPID)
+  for _ in $(seq 100); do
+    nsx "$A" nft list table inet tollgate >/dev/null 2>&1 && { sleep 0.3; return 0; }
+    kill -0 "$TGPID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "tollgate did not start:" >&2; cat "$TMP/tollgate.log" >&2; return 1
+}
+tollgate_off() {
+  kill -TERM "$TGPID" 2>/dev/null || true
+  wait "$TGPID" 2>/dev/null || true
+}
+
+# one measurement of metric $1 -> number on stdout
+measure() {
+  case $1 in
+    udp1|udpN)
+      local par=1; [ "$1" = udpN ] && par=$FLOWS
+      nsx "$C" iperf3 -c 203.0.113.10 -u -l 64 -b 0 -t "$SECS" -P "$par" -J 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)["end"]["sum"]
+    print(round((d["packets"] - d["lost_packets"]) / d["seconds"]))
+except Exception:
+    print(0)'
+      ;;
+    tcp)
+      nsx "$C" iperf3 -c 203.0.113.10 -t "$SECS" -J 2>/dev/null | python3 -c '
+import json, sys
+try:
+    print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9, 3))
+except Exception:
+    print(0)'
+      ;;
+    cps)
+      nsx "$C" python3 "$TMP/cps.py" "$SECS" | python3 -c 'import sys; print(round(float(sys.stdin.read())))'
+      ;;
+  esac
+}
+
+# median and spread of RUNS measurements: "median min-max"
+series() {
+  local vals=()
+  for _ in $(seq "$RUNS"); do vals+=("$(measure "$1")"); done
+  printf '%s\n' "${vals[@]}" | python3 -c '
+import sys, statistics
+v = [float(x) for x in sys.stdin.read().split()]
+print(statistics.median(v), min(v), max(v))'
+}
+
+METRICS=(udp1 udpN tcp cps)
+declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s)" [udpN]="UDP 64 B, $FLOWS flows (packets/s)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s")
+declare -A K T
+
+setup
+echo "kernel: ip_forward=1 + nftables masquerade + conntrack ..." >&2
+kernel_on
+for m in "${METRICS[@]}"; do K[$m]=$(series "$m"); echo "  $m: ${K[$m]}" >&2; done
+kernel_off
+echo "tollgate: $TG run --config $CONFIG --workers $WORKERS ..." >&2
+if [ -x "$TG" ] && tollgate_on; then
+  for m in "${METRICS[@]}"; do T[$m]=$(series "$m"); echo "  $m: ${T[$m]}" >&2; done
+  tollgate_off
+  grep -E '^(drop\.|rx_packets|tx_packets|neighbour_miss|handoff)' "$TMP/tollgate.log" >&2 || true
+else
+  for m in "${METRICS[@]}"; do T[$m]="0 0 0"; done
+fi
+
+echo
+echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS, rx ring $RX_RING) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
+echo "|---|---|---|---|"
+for m in "${METRICS[@]}"; do
+  read -r km kmin kmax <<<"${K[$m]}"
+  read -r tm tmin tmax <<<"${T[$m]}"
+  ratio=$(python3 -c "print('%.2f' % ($tm / $km) if $km else 'n/a')")
+  echo "| ${NAME[$m]} | $km ($kmin-$kmax) | $tm ($tmin-$tmax) | $ratio |"
+done

@@ -1,0 +1,50 @@
+//! `tollgate run`: the foreground daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::control::daemon::{self, ServeOptions};
+
+/// Arguments of `tollgate run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The TOML configuration.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Record every received and transmitted frame to this classic pcap file.
+    #[arg(long)]
+    pub pcap: Option<PathBuf>,
+    /// Worker threads (overrides the configuration; 0 = one per CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Leave the interfaces' offload settings alone.
+    #[arg(long)]
+    pub keep_offloads: bool,
+    /// TPACKET version of the RX rings: v3 (block-based) or v2 (frame-based, lower latency).
+    #[arg(long, default_value = "v3", value_parser = ["v2", "v3"])]
+    pub rx_ring: String,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; exit code 0 on a clean stop, 1 on an error.
+pub fn main(a: RunArgs) -> ExitCode {
+    let mut opts = ServeOptions {
+        pcap: a.pcap,
+        offloads: !a.keep_offloads,
+        ..ServeOptions::default()
+    };
+    if a.rx_ring == "v2" {
+        opts.af.rx_version = crate::io::afpacket::RxRingVersion::V2;
+    }
+    match daemon::run_from_file(&a.config, opts, a.workers) {
+        Ok(_) => {
+            eprintln!("tollgate: stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The `tollgate run` daemon: host preparation, the neighbour refresher, the worker threads on
+//! AF_PACKET rings, clean shutdown on SIGTERM/SIGINT and the counters at exit.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::host::{self, HostError, HostPlan};
+use crate::datapath::{DropReason, EngineConfig};
+use crate::io::afpacket::{AfPacketIo, AfPacketOptions};
+use crate::io::neigh::Neighbours;
+use crate::io::pcap::{PcapIo, PcapWriter};
+use crate::io::runtime::{self, Engine, RuntimeConfig, Totals};
+
+/// Options of `tollgate run` besides the configuration file.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Worker threads (0 = one per CPU).
+    pub workers: usize,
+    /// Record every received and transmitted frame to this classic pcap file.
+    pub pcap: Option<PathBuf>,
+    /// Turn GRO/GSO/TSO/LRO off on the data interfaces.
+    pub offloads: bool,
+    /// DNAT ports outside the SNAT range the kernel must not answer.
+    pub extra_ports: Vec<u16>,
+    pub af: AfPacketOptions,
+    /// Print the startup line and counters to stderr.
+    pub verbose: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            workers: 0,
+            pcap: None,
+            offloads: true,
+            extra_ports: Vec::new(),
+            af: AfPacketOptions::default(),
+            verbose: true,
+        }
+    }
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot prepare the host: {0}")]
+    Host(#[from] HostError),
+    #[error("cannot open the pcap file {path}: {err}")]
+    Pcap { path: PathBuf, err: io::Error },
+    #[error("packet I/O failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("cannot load the configuration: {0}")]
+    Config(String),
+}
+
+/// The host plan for an engine configuration.
+pub fn plan_for(cfg: &EngineConfig, opts: &ServeOptions) -> HostPlan {
+    HostPlan {
+        data_ifaces: cfg.interfaces.iter().map(|i| i.name.clone()).collect(),
+        snat_addrs: cfg.nat.public_addrs.clone(),
+        port_min: cfg.nat.port_min,
+        port_max: cfg.nat.port_max,
+        extra_ports: opts.extra_ports.clone(),
+        offloads: opts.offloads,
+    }
+}
+
+/// The one-line startup summary.
+pub fn summary_line(cfg: &EngineConfig, workers: usize, backend: &str) -> String {
+    let ifs = cfg
+        .interfaces
+        .iter()
+        .map(|i| format!("{}({:?})", i.name, i.role).to_lowercase())
+        .collect::<Vec<_>>()
+        .join(",");
+    let snat = cfg
+        .nat
+        .public_addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "tollgate: running interfaces={ifs} snat={snat} ports={}-{} workers={workers} backend={backend}",
+        cfg.nat.port_min, cfg.nat.port_max
+    )
+}
+
+/// Counters at exit, one per line: rx/tx, then every non-zero drop reason.
+pub fn format_counters(t: &Totals) -> String {
+    let mut s = String::new();
+    let r = &t.rt;
+    let _ = writeln!(
+        s,
+        "rx_packets {}\nrx_bytes {}\ntx_packets {}\ntx_bytes {}",
+        r.rx_packets, r.rx_bytes, r.tx_packets, r.tx_bytes
+    );
+    let _ = writeln!(
+        s,
+        "forwarded {}\nreplies {}\nlocal {}\nheld {}\ndropped {}\nflows {}",
+        r.forwarded, r.replies, r.local, r.held, r.dropped, t.flows
+    );
+    let _ = writeln!(
+        s,
+        "neighbour_miss {}\nhandoff_out {}\nhandoff_in {}\nhandoff_full {}",
+        r.neighbour_miss, r.handoff_out, r.handoff_in, r.handoff_full
+    );
+    let io = &t.io;
+    let _ = writeln!(
+        s,
+        "rx_oversize {}\nrx_csum_fixed {}\nrx_ring_drops {}\ntx_ring_full {}\ntx_errors {}",
+        io.rx_oversize, io.rx_csum_fixed, io.rx_ring_drops, io.tx_ring_full, io.tx_errors
+    );
+    for (i, reason) in DropReason::ALL.iter().enumerate() {
+        if t.drops[i] > 0 {
+            let _ = writeln!(s, "drop.{} {}", reason.as_str(), t.drops[i]);
+        }
+    }
+    s
+}
+
+/// A flag set by SIGINT or SIGTERM.
+pub fn stop_on_signals() -> io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    Ok(stop)
+}
+
+/// Prepares the host, runs the workers until `stop` is set, undoes the host changes and returns
+/// the summed counters. `make_engine(i)` builds worker `i`'s engine on its own thread.
+pub fn serve<E, FE>(
+    cfg: &EngineConfig,
+    opts: &ServeOptions,
+    make_engine: FE,
+    stop: Arc<AtomicBool>,
+) -> Result<Totals, DaemonError>
+where
+    E: Engine,
+    FE: Fn(usize, usize) -> E + Sync,
+{
+    let workers = if opts.workers == 0 {
+        runtime::available_cpus()
+    } else {
+        opts.workers
+    };
+    let guard = host::prepare(&plan_for(cfg, opts))?;
+    let ifaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
+    let backend = if opts.pcap.is_some() {
+        "af_packet(tpacket_v3 rx, v2 tx)+pcap"
+    } else {
+        "af_packet(tpacket_v3 rx, v2 tx)"
+    };
+    if opts.verbose {
+        eprintln!("{}", summary_line(cfg, workers, backend));
+        for w in &guard.warnings {
+            eprintln!("tollgate: warning: {w}");
+        }
+    }
+    let neigh_stop = Arc::new(AtomicBool::new(false));
+    let (neigh, neigh_thread) = Neighbours::spawn(ifaces.clone(), neigh_stop.clone());
+    let rt = RuntimeConfig {
+        workers,
+        ..RuntimeConfig::default()
+    };
+    let epoch = Instant::now();
+    let make_engine = |i: usize| make_engine(i, workers);
+    let result = match &opts.pcap {
+        None => runtime::run(
+            &rt,
+            make_engine,
+            |_| AfPacketIo::open(&ifaces, &opts.af),
+            neigh,
+            stop.clone(),
+            epoch,
+        ),
+        Some(path) => {
+            let w = PcapWriter::create(path).map_err(|err| DaemonError::Pcap {
+                path: path.clone(),
+                err,
+            })?;
+            let shared = Arc::new(Mutex::new(w));
+            let r = runtime::run(
+                &rt,
+                make_engine,
+                |_| AfPacketIo::open(&ifaces, &opts.af).map(|io| PcapIo::new(io, shared.clone())),
+                neigh,
+                stop.clone(),
+                epoch,
+            );
+            if let Ok(mut p) = shared.lock() {
+                let _ = p.flush();
+            }
+            r
+        }
+    };
+    neigh_stop.store(true, Ordering::Relaxed);
+    let _ = neigh_thread.join();
+    drop(guard);
+    let reports = result?;
+    Ok(runtime::totals(&reports))
+}
+
+/// A loaded configuration, as the daemon needs it.
+pub struct LoadedConfig {
+    pub engine: EngineConfig,
+    pub policy: Arc<dyn crate::policy::Policy>,
+    /// Worker threads (0 = one per CPU).
+    pub workers: usize,
+}
+
+impl std::fmt::Debug for LoadedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedConfig")
+            .field("engine", &self.engine)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+/// Loads the TOML configuration.
+// TEMPORARY until `tollgate::config::load_file` lands from the policy branch: then this calls it.
+pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, DaemonError> {
+    Err(DaemonError::Config(format!(
+        "{}: the configuration loader (tollgate::config::load_file) has not landed on this branch yet",
+        path.display()
+    )))
+}
+
+/// `tollgate run`: loads the configuration, serves until SIGTERM/SIGINT, prints the counters.
+pub fn run_from_file(
+    path: &std::path::Path,
+    mut opts: ServeOptions,
+    workers_override: Option<usize>,
+) -> Result<Totals, DaemonError> {
+    let loaded = load_config(path)?;
+    let stop = stop_on_signals()?;
+    opts.workers = workers_override.unwrap_or(loaded.workers);
+    let engine = Arc::new(loaded.engine.clone());
+    let policy = loaded.policy.clone();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed);
+    let totals = serve(
+        &loaded.engine,
+        &opts,
+        |i, n| crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed),
+        stop,
+    )?;
+    if opts.verbose {
+        eprint!("{}", format_counters(&totals));
+    }
+    Ok(totals)
+}

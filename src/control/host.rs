@@ -1,0 +1,290 @@
+//! Host preparation for `tollgate run`, applied at start and removed exactly at exit.
+//!
+//! In the network namespace the appliance runs in (never the host's, unless that is where it is
+//! started on purpose):
+//! - `net.ipv4.ip_forward = 0`: the kernel must not forward transit packets; Tollgate does.
+//! - `rp_filter = 0` and `send_redirects = 0` on `all` and on each data interface.
+//! - an nftables table `inet tollgate` (only that table is ever created or deleted) that drops,
+//!   in prerouting at priority raw (before conntrack), packets to the SNAT addresses whose
+//!   destination port is in the SNAT port range, and ICMP echo replies to them: the kernel then
+//!   neither answers them (RST, port unreachable) nor tracks them; the AF_PACKET tap still sees
+//!   them.
+//! - GRO, GSO, TSO and LRO off on the data interfaces (`ethtool -K`): the dataplane needs real
+//!   MTU-sized frames. Previous settings are restored at exit.
+//!
+//! Everything changed is recorded in the returned [`HostGuard`] and undone when it drops.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Name of the only nftables table Tollgate creates.
+pub const NFT_TABLE: &str = "tollgate";
+
+/// What to prepare.
+#[derive(Clone, Debug, Default)]
+pub struct HostPlan {
+    pub data_ifaces: Vec<String>,
+    pub snat_addrs: Vec<Ipv4Addr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Extra TCP/UDP destination ports on the SNAT addresses the kernel must not answer
+    /// (DNAT ports outside the SNAT range).
+    pub extra_ports: Vec<u16>,
+    /// Change offloads with ethtool.
+    pub offloads: bool,
+}
+
+/// Why the host could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("tollgate run must run as root (it opens AF_PACKET sockets and changes sysctls and nftables)")]
+    NotRoot,
+    #[error("data interface {0} does not exist in this network namespace")]
+    NoInterface(String),
+    #[error("the nft command is missing (install the nftables package)")]
+    NoNft,
+    #[error("the nftables table inet {NFT_TABLE} already exists: another tollgate runs in this namespace, or one was killed; remove it with `nft delete table inet {NFT_TABLE}`")]
+    TableExists,
+    #[error("nft refused the ruleset: {0}")]
+    Nft(String),
+    #[error("cannot set sysctl {path}: {err}")]
+    Sysctl { path: String, err: std::io::Error },
+}
+
+/// Undoes exactly what [`prepare`] did, when dropped.
+#[derive(Debug, Default)]
+pub struct HostGuard {
+    sysctls: Vec<(PathBuf, String)>,
+    table: bool,
+    offloads: Vec<(String, String, bool)>,
+    /// Things that could not be prepared but do not stop the appliance.
+    pub warnings: Vec<String>,
+}
+
+/// True when the effective user is root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new(cmd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The nftables ruleset for `plan`.
+pub fn nft_ruleset(plan: &HostPlan) -> String {
+    let addrs = plan
+        .snat_addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut ports = vec![format!("{}-{}", plan.port_min, plan.port_max)];
+    ports.extend(plan.extra_ports.iter().map(|p| p.to_string()));
+    let ports = ports.join(", ");
+    let mut s = String::new();
+    let _ = writeln!(s, "table inet {NFT_TABLE} {{");
+    let _ = writeln!(s, "  chain raw_prerouting {{");
+    let _ = writeln!(
+        s,
+        "    type filter hook prerouting priority raw; policy accept;"
+    );
+    if !plan.snat_addrs.is_empty() {
+        let _ = writeln!(s, "    ip daddr {{ {addrs} }} tcp dport {{ {ports} }} drop");
+        let _ = writeln!(s, "    ip daddr {{ {addrs} }} udp dport {{ {ports} }} drop");
+        let _ = writeln!(s, "    ip daddr {{ {addrs} }} icmp type echo-reply drop");
+    }
+    let _ = writeln!(s, "  }}");
+    let _ = writeln!(s, "}}");
+    s
+}
+
+fn nft(stdin: &str) -> Result<(), String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn table_exists() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", NFT_TABLE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl HostGuard {
+    fn set_sysctl(&mut self, rel: &str, value: &str) -> Result<(), HostError> {
+        let path = PathBuf::from("/proc/sys").join(rel);
+        let old = std::fs::read_to_string(&path).map_err(|err| HostError::Sysctl {
+            path: rel.replace('/', "."),
+            err,
+        })?;
+        let old = old.trim().to_string();
+        if old != value {
+            std::fs::write(&path, value).map_err(|err| HostError::Sysctl {
+                path: rel.replace('/', "."),
+                err,
+            })?;
+            self.sysctls.push((path, old));
+        }
+        Ok(())
+    }
+
+    fn set_offloads(&mut self, iface: &str) {
+        let out = match Command::new("ethtool").args(["-k", iface]).output() {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
+            _ => {
+                self.warnings.push(format!(
+                    "ethtool unavailable: offloads on {iface} left as they are (install ethtool)"
+                ));
+                return;
+            }
+        };
+        for (long, short) in [
+            ("generic-receive-offload", "gro"),
+            ("generic-segmentation-offload", "gso"),
+            ("tcp-segmentation-offload", "tso"),
+            ("large-receive-offload", "lro"),
+        ] {
+            let on = out
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{long}:")))
+                .map(|l| {
+                    let v = l.split(':').nth(1).unwrap_or("").trim();
+                    v.starts_with("on") && !v.contains("[fixed]")
+                })
+                .unwrap_or(false);
+            if on {
+                let ok = Command::new("ethtool")
+                    .args(["-K", iface, short, "off"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                if ok {
+                    self.offloads
+                        .push((iface.to_string(), short.to_string(), true));
+                } else {
+                    self.warnings
+                        .push(format!("could not turn {short} off on {iface}"));
+                }
+            }
+        }
+    }
+
+    /// Undoes everything now (also done on drop).
+    pub fn restore(&mut self) {
+        for (iface, feat, _) in self.offloads.drain(..).rev() {
+            let _ = Command::new("ethtool")
+                .args(["-K", &iface, &feat, "on"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if self.table {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", NFT_TABLE])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            self.table = false;
+        }
+        for (path, old) in self.sysctls.drain(..).rev() {
+            let _ = std::fs::write(&path, &old);
+        }
+    }
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// Checks the host and applies the plan; refuses with a clear error when it cannot.
+pub fn prepare(plan: &HostPlan) -> Result<HostGuard, HostError> {
+    if !is_root() {
+        return Err(HostError::NotRoot);
+    }
+    for i in &plan.data_ifaces {
+        if crate::io::afpacket::ifindex(i).is_err() {
+            return Err(HostError::NoInterface(i.clone()));
+        }
+    }
+    if !have("nft") {
+        return Err(HostError::NoNft);
+    }
+    if table_exists() {
+        return Err(HostError::TableExists);
+    }
+    let mut g = HostGuard::default();
+    nft(&nft_ruleset(plan)).map_err(HostError::Nft)?;
+    g.table = true;
+    g.set_sysctl("net/ipv4/ip_forward", "0")?;
+    g.set_sysctl("net/ipv4/conf/all/rp_filter", "0")?;
+    g.set_sysctl("net/ipv4/conf/all/send_redirects", "0")?;
+    for i in &plan.data_ifaces {
+        g.set_sysctl(&format!("net/ipv4/conf/{i}/rp_filter"), "0")?;
+        g.set_sysctl(&format!("net/ipv4/conf/{i}/send_redirects"), "0")?;
+    }
+    if plan.offloads {
+        for i in &plan.data_ifaces {
+            g.set_offloads(i);
+        }
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_names_only_our_table() {
+        let plan = HostPlan {
+            data_ifaces: vec!["tg-in".into()],
+            snat_addrs: vec!["203.0.113.1".parse().expect("ip")],
+            port_min: 1024,
+            port_max: 65535,
+            extra_ports: vec![80],
+            offloads: false,
+        };
+        let r = nft_ruleset(&plan);
+        assert!(r.starts_with("table inet tollgate {"));
+        assert!(r.contains("priority raw"));
+        assert!(r.contains("ip daddr { 203.0.113.1 } tcp dport { 1024-65535, 80 } drop"));
+        assert!(r.contains("icmp type echo-reply drop"));
+    }
+}

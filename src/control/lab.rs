@@ -1,0 +1,755 @@
+//! The network-namespace lab (`tollgate lab up|down|status|run`): the seeds' scenario, AKS
+//! egress through a UDR to an appliance, in namespaces with a unique per-run prefix.
+//!
+//! ```text
+//!  node1 198.18.0.11 ─┐                                        ┌─ internet: 203.0.113.10 (HTTP :80,
+//!  node2 198.18.0.12 ─┼─ sw (bridge) ── tg-in 198.18.0.1       │    UDP echo :7, TLS :443, iperf3)
+//!  srv   198.18.0.20 ─┘   appliance   tg-out 203.0.113.1 ──────┤  203.0.113.254 (gateway)
+//!  (default route = 198.18.0.1: the UDR)                       └─ 198.51.100.66 (denied by policy)
+//! ```
+//! The internet namespace has no route back to 198.18.0.0/15: only SNATed traffic gets answers.
+//! Only the addresses above, only in namespaces the lab creates; every child process is
+//! started by the lab and stopped by its PID; namespaces are removed on every exit path
+//! ([`Lab`] tears down on drop).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Short names of the lab's namespaces (the full name is prefix + short name).
+pub const NAMESPACES: &[&str] = &["sw", "node1", "node2", "srv", "app", "inet"];
+
+/// Where `lab up` records what `lab down` must remove.
+pub const STATE_DIR: &str = "/run/tollgate-lab";
+
+/// Why the lab failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab must run as root (it creates network namespaces)")]
+    NotRoot,
+    #[error("a tool the lab needs is missing: {0} (install it with apt-get)")]
+    Missing(&'static str),
+    #[error("lab setup failed at `{cmd}`: {stderr}")]
+    Setup { cmd: String, stderr: String },
+    #[error("lab I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("the appliance did not come up: {0}")]
+    Appliance(String),
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh prefix `tg<pid>x<n>-`, unique per process and call.
+pub fn new_prefix() -> String {
+    format!(
+        "tg{}x{}-",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn run_cmd(args: &[&str]) -> Result<Output, LabError> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(LabError::Setup {
+            cmd: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// A running lab; everything it created is removed when it drops (unless [`Lab::detach`]ed).
+#[derive(Debug)]
+pub struct Lab {
+    pub prefix: String,
+    /// Scratch directory: server logs, certificate, appliance log.
+    pub dir: PathBuf,
+    children: Vec<(String, Child)>,
+    created: Vec<String>,
+    detached: bool,
+}
+
+impl Lab {
+    /// Full namespace name of `short` (one of [`NAMESPACES`]).
+    pub fn ns(&self, short: &str) -> String {
+        format!("{}{}", self.prefix, short)
+    }
+
+    /// Checks the tools and creates the topology (no processes yet).
+    pub fn up(prefix: &str) -> Result<Lab, LabError> {
+        if !super::host::is_root() {
+            return Err(LabError::NotRoot);
+        }
+        for tool in ["ip", "nft", "python3", "curl", "ping"] {
+            let ok = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return Err(LabError::Missing(tool));
+            }
+        }
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-lab-{}", prefix.trim_end_matches('-')));
+        fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            prefix: prefix.to_string(),
+            dir,
+            children: Vec::new(),
+            created: Vec::new(),
+            detached: false,
+        };
+        lab.build()?;
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<(), LabError> {
+        for s in NAMESPACES {
+            let n = self.ns(s);
+            run_cmd(&["ip", "netns", "add", &n])?;
+            self.created.push(n.clone());
+            self.ip(s, &["link", "set", "lo", "up"])?;
+            // IPv6 off: no router solicitations or DAD noise in the counters.
+            let _ = self.sh(
+                s,
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+            );
+        }
+        let sw = self.ns("sw");
+        // The host may have br_netfilter: keep the lab's bridge a plain L2 switch (it would
+        // otherwise validate and drop malformed IPv4 before the appliance sees it).
+        let _ = self.sh(
+            "sw",
+            "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null",
+        );
+        self.ip("sw", &["link", "add", "br0", "type", "bridge"])?;
+        self.ip("sw", &["link", "set", "br0", "up"])?;
+        for (host, port, addr) in [
+            ("node1", "p-node1", "198.18.0.11/24"),
+            ("node2", "p-node2", "198.18.0.12/24"),
+            ("srv", "p-srv", "198.18.0.20/24"),
+        ] {
+            let hn = self.ns(host);
+            self.ip(
+                "sw",
+                &[
+                    "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &hn,
+                ],
+            )?;
+            self.ip("sw", &["link", "set", port, "master", "br0", "up"])?;
+            self.ip(host, &["addr", "add", addr, "dev", "eth0"])?;
+            self.ip(host, &["link", "set", "eth0", "up"])?;
+            // the UDR: the default route is the appliance's inside address
+            self.ip(host, &["route", "add", "default", "via", "198.18.0.1"])?;
+        }
+        let app = self.ns("app");
+        self.ip(
+            "sw",
+            &[
+                "link", "add", "p-app", "type", "veth", "peer", "name", "tg-in", "netns", &app,
+            ],
+        )?;
+        self.ip("sw", &["link", "set", "p-app", "master", "br0", "up"])?;
+        self.ip(
+            "inet",
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "tg-out", "netns", &app,
+            ],
+        )?;
+        self.ip("app", &["addr", "add", "198.18.0.1/24", "dev", "tg-in"])?;
+        self.ip("app", &["addr", "add", "203.0.113.1/24", "dev", "tg-out"])?;
+        self.ip("app", &["link", "set", "tg-in", "up"])?;
+        self.ip("app", &["link", "set", "tg-out", "up"])?;
+        self.ip("app", &["route", "add", "default", "via", "203.0.113.254"])?;
+        for a in ["203.0.113.10/24", "203.0.113.254/24", "198.51.100.66/24"] {
+            self.ip("inet", &["addr", "add", a, "dev", "eth0"])?;
+        }
+        self.ip("inet", &["link", "set", "eth0", "up"])?;
+        let _ = sw;
+        // Real MTU-sized frames on the wire: no TSO/GSO super-frames from the lab's hosts.
+        for (s, dev) in [
+            ("node1", "eth0"),
+            ("node2", "eth0"),
+            ("srv", "eth0"),
+            ("inet", "eth0"),
+            ("sw", "p-node1"),
+            ("sw", "p-node2"),
+            ("sw", "p-srv"),
+            ("sw", "p-app"),
+        ] {
+            let _ = self.sh(
+                s,
+                &format!("ethtool -K {dev} tso off gso off gro off >/dev/null 2>&1"),
+            );
+        }
+        Ok(())
+    }
+
+    /// `ip -n <ns> args...`
+    pub fn ip(&self, short: &str, args: &[&str]) -> Result<Output, LabError> {
+        let n = self.ns(short);
+        let mut v = vec!["ip", "-n", n.as_str()];
+        v.extend_from_slice(args);
+        run_cmd(&v)
+    }
+
+    /// Runs a shell command in a namespace and returns its output (whatever the exit status).
+    pub fn sh(&self, short: &str, cmd: &str) -> io::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(short), "sh", "-c", cmd])
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    /// Starts a long-running process in a namespace, output to `log`; returns its PID.
+    pub fn spawn(
+        &mut self,
+        label: &str,
+        short: &str,
+        args: &[&str],
+        log: &Path,
+    ) -> io::Result<u32> {
+        let f = fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(short)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()?;
+        let pid = child.id();
+        self.children.push((label.to_string(), child));
+        Ok(pid)
+    }
+
+    /// PIDs of the processes the lab started: (label, pid).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .map(|(l, c)| (l.clone(), c.id()))
+            .collect()
+    }
+
+    /// Stops one child: SIGTERM by PID, then SIGKILL after `grace`; returns whether it exited
+    /// by itself.
+    pub fn stop(&mut self, label: &str, grace: Duration) -> bool {
+        let Some(i) = self.children.iter().position(|(l, _)| l == label) else {
+            return false;
+        };
+        let (_, mut c) = self.children.remove(i);
+        stop_child(&mut c, grace)
+    }
+
+    /// Writes the server script and certificate and starts the servers: HTTP + UDP echo in
+    /// `inet` (port 80, 7) and `srv` (port 80), TLS (443) and iperf3 in `inet`.
+    pub fn start_servers(&mut self) -> Result<(), LabError> {
+        let script = self.dir.join("servers.py");
+        fs::write(&script, SERVERS_PY)?;
+        let s = script.to_string_lossy().to_string();
+        let log = self.dir.join("inet-servers.log");
+        self.spawn("inet-servers", "inet", &["python3", "-u", &s], &log)?;
+        let log = self.dir.join("srv-servers.log");
+        self.spawn("srv-servers", "srv", &["python3", "-u", &s], &log)?;
+        if which("iperf3") {
+            let log = self.dir.join("iperf3.log");
+            self.spawn("iperf3", "inet", &["iperf3", "-s", "-p", "5201"], &log)?;
+        }
+        if which("openssl") {
+            let key = self.dir.join("key.pem").to_string_lossy().to_string();
+            let cert = self.dir.join("cert.pem").to_string_lossy().to_string();
+            let gen = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=allowed.example",
+                    "-addext",
+                    "subjectAltName=DNS:allowed.example,DNS:denied.example",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &cert,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if gen.success() {
+                let log = self.dir.join("tls.log");
+                self.spawn(
+                    "tls",
+                    "inet",
+                    &[
+                        "openssl", "s_server", "-accept", "443", "-cert", &cert, "-key", &key,
+                        "-www", "-quiet",
+                    ],
+                    &log,
+                )?;
+            }
+        }
+        // wait until the HTTP servers answer locally
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            let a = self
+                .sh("inet", "curl -s -m 1 http://203.0.113.10/ >/dev/null")
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            let b = self
+                .sh("srv", "curl -s -m 1 http://198.18.0.20/ >/dev/null")
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if a && b {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(LabError::Setup {
+            cmd: "lab servers".into(),
+            stderr: "HTTP servers did not answer within 5 s".into(),
+        })
+    }
+
+    /// Lets the kernels resolve each other's MACs before the appliance starts.
+    pub fn warm_neighbours(&self) {
+        let _ = self.sh(
+            "app",
+            "for h in 198.18.0.11 198.18.0.12 198.18.0.20 203.0.113.10 203.0.113.254; do ping -c1 -W1 $h >/dev/null 2>&1 & done; wait",
+        );
+        for s in ["node1", "node2", "srv"] {
+            let _ = self.sh(s, "ping -c1 -W1 198.18.0.1 >/dev/null 2>&1");
+        }
+        let _ = self.sh("inet", "ping -c1 -W1 203.0.113.1 >/dev/null 2>&1");
+    }
+
+    /// Waits until the appliance has prepared its namespace (its nftables table exists).
+    pub fn wait_appliance_ready(&self, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if self
+                .sh("app", "nft list table inet tollgate >/dev/null 2>&1")
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
+                std::thread::sleep(Duration::from_millis(300));
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Like [`Lab::wait_appliance_ready`] for an appliance process the lab spawned (label
+    /// `appliance`): gives up as soon as that process exits.
+    pub fn wait_spawned_appliance(&mut self, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Some((_, c)) = self.children.iter_mut().find(|(l, _)| l == "appliance") {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return false;
+                }
+            }
+            if self.wait_appliance_ready(Duration::from_millis(200)) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Keeps everything running after this value drops (for `lab up`); records the prefix and
+    /// PIDs in [`STATE_DIR`] for `lab down`.
+    pub fn detach(mut self) -> io::Result<PathBuf> {
+        fs::create_dir_all(STATE_DIR)?;
+        let path = Path::new(STATE_DIR).join(format!("{}state", self.prefix));
+        let mut s = format!("prefix {}\ndir {}\n", self.prefix, self.dir.display());
+        for (l, c) in &self.children {
+            let _ = writeln!(s, "pid {} {}", c.id(), l);
+        }
+        fs::write(&path, s)?;
+        self.detached = true;
+        Ok(path)
+    }
+
+    /// Stops every child (SIGTERM by PID, then SIGKILL) and deletes the namespaces.
+    pub fn down(&mut self) {
+        for (_, mut c) in self.children.drain(..).rev() {
+            stop_child(&mut c, Duration::from_millis(1500));
+        }
+        for n in self.created.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &n]).status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.down();
+        }
+    }
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Sends SIGTERM to one PID we started (the `kill` command, never by name).
+pub fn term_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn stop_child(c: &mut Child, grace: Duration) -> bool {
+    if let Ok(Some(_)) = c.try_wait() {
+        return true;
+    }
+    term_pid(c.id());
+    let t0 = Instant::now();
+    while t0.elapsed() < grace {
+        if let Ok(Some(_)) = c.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    false
+}
+
+/// `lab down`: removes what a detached `lab up` recorded (all recorded labs when `prefix` is
+/// None).
+pub fn down_recorded(prefix: Option<&str>) -> io::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let Ok(rd) = fs::read_dir(STATE_DIR) else {
+        return Ok(done);
+    };
+    for e in rd.flatten() {
+        let text = fs::read_to_string(e.path()).unwrap_or_default();
+        let mut pfx = None;
+        let mut dir = None;
+        let mut pids = Vec::new();
+        for l in text.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["prefix", p] => pfx = Some(p.to_string()),
+                ["dir", d] => dir = Some(d.to_string()),
+                ["pid", p, ..] => pids.extend(p.parse::<u32>().ok()),
+                _ => {}
+            }
+        }
+        let Some(p) = pfx else { continue };
+        if prefix.is_some_and(|want| want != p) {
+            continue;
+        }
+        for pid in pids.iter().rev() {
+            term_pid(*pid);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for s in NAMESPACES.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{p}{s}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(d) = dir {
+            let _ = fs::remove_dir_all(d);
+        }
+        let _ = fs::remove_file(e.path());
+        done.push(p);
+    }
+    Ok(done)
+}
+
+/// `lab status`: recorded labs and whether their namespaces and processes are alive.
+pub fn status_recorded() -> String {
+    let mut s = String::new();
+    let Ok(rd) = fs::read_dir(STATE_DIR) else {
+        return "no lab is up\n".into();
+    };
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    for e in rd.flatten() {
+        let text = fs::read_to_string(e.path()).unwrap_or_default();
+        for l in text.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["prefix", p] => {
+                    let n = NAMESPACES
+                        .iter()
+                        .filter(|x| netns.contains(&format!("{p}{x}")))
+                        .count();
+                    let _ = writeln!(s, "lab {p}: {n}/{} namespaces present", NAMESPACES.len());
+                }
+                ["pid", p, label] => {
+                    let alive = Path::new(&format!("/proc/{p}")).exists();
+                    let _ = writeln!(
+                        s,
+                        "  {label} pid {p} {}",
+                        if alive { "running" } else { "gone" }
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    if s.is_empty() {
+        s.push_str("no lab is up\n");
+    }
+    s
+}
+
+/// One check of `lab run`.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: String,
+    pub pass: bool,
+    pub detail: String,
+}
+
+fn out_text(o: &io::Result<Output>) -> (bool, String) {
+    match o {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(100)
+        .collect()
+}
+
+/// The traffic checks, from the lab's namespaces through the running appliance.
+pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
+    let mut v = Vec::new();
+    let mut add = |name: &str, pass: bool, detail: String| {
+        v.push(Check {
+            name: name.into(),
+            pass,
+            detail,
+        })
+    };
+    for node in ["node1", "node2"] {
+        let (ok, t) = out_text(&lab.sh(node, "curl -s -m 5 http://203.0.113.10/"));
+        let pass = ok && t.contains("peer=203.0.113.1:");
+        add(
+            &format!("{node}: HTTP to 203.0.113.10 is SNATed"),
+            pass,
+            format!("server saw {}", first_line(&t)),
+        );
+    }
+    let (ok, t) = out_text(&lab.sh("node1", "curl -s -m 3 http://198.51.100.66/"));
+    add(
+        "node1: HTTP to 198.51.100.66 is denied",
+        !ok,
+        if ok {
+            format!("got an answer: {}", first_line(&t))
+        } else {
+            "no answer (dropped)".into()
+        },
+    );
+    let (ok, t) = out_text(&lab.sh("node1", "ping -c 3 -i 0.2 -W 2 203.0.113.10"));
+    add(
+        "node1: ping 203.0.113.10 through the NAT",
+        ok,
+        first_line(t.lines().rev().nth(1).unwrap_or("")),
+    );
+    let (ok, t) = out_text(&lab.sh("node1", "echo hello | socat -T 2 - UDP4:203.0.113.10:7"));
+    add(
+        "node1: UDP echo is SNATed",
+        ok && t.contains("peer=203.0.113.1:"),
+        format!("echo server saw {}", first_line(&t)),
+    );
+    let (_, t) = out_text(&lab.sh("node1", "ping -c 1 -t 1 -W 2 203.0.113.10"));
+    let pass = t.contains("198.18.0.1") && t.to_lowercase().contains("time to live exceeded");
+    add(
+        "node1: TTL 1 answered with time-exceeded from 198.18.0.1",
+        pass,
+        first_line(t.lines().nth(1).unwrap_or("")),
+    );
+    let (ok, t) = out_text(&lab.sh("inet", "curl -s -m 5 http://203.0.113.1:8080/"));
+    add(
+        "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
+        ok && t.contains("peer=203.0.113.10:"),
+        format!("inside server saw {}", first_line(&t)),
+    );
+    let (ok, _) = out_text(&lab.sh("inet", "curl -s -m 3 http://203.0.113.1:9999/"));
+    add(
+        "internet: unsolicited inbound is dropped",
+        !ok,
+        if ok {
+            "answered".into()
+        } else {
+            "no answer".into()
+        },
+    );
+    if which("openssl") {
+        let (ok, t) = out_text(&lab.sh("node1", "curl -sk -m 5 -o /dev/null -w '%{http_code}' --resolve allowed.example:443:203.0.113.10 https://allowed.example/"));
+        add(
+            "node1: TLS to allowed.example (application rule) passes",
+            ok,
+            format!("HTTP {}", first_line(&t)),
+        );
+        let (ok, _) = out_text(&lab.sh("node1", "curl -sk -m 4 -o /dev/null --resolve denied.example:443:203.0.113.10 https://denied.example/"));
+        add(
+            "node1: TLS to denied.example is denied by SNI",
+            !ok,
+            if ok {
+                "answered".into()
+            } else {
+                "no answer / reset".into()
+            },
+        );
+    }
+    v
+}
+
+/// Formats checks as the `lab run` report.
+pub fn format_report(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        let _ = writeln!(
+            s,
+            "{}  {:<60} {}",
+            if c.pass { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    let failed = checks.iter().filter(|c| !c.pass).count();
+    let _ = writeln!(
+        s,
+        "{} checks, {} passed, {} failed",
+        checks.len(),
+        checks.len() - failed,
+        failed
+    );
+    s
+}
+
+/// `lab run`: up, start the appliance (`exe run --config config`), traffic, report, down.
+/// Returns (report text, all passed). `stop` (Ctrl-C) aborts early; teardown always happens.
+pub fn run_lab(
+    exe: &Path,
+    config: &Path,
+    workers: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> Result<(String, bool), LabError> {
+    let mut lab = Lab::up(&new_prefix())?;
+    let mut report = format!(
+        "lab {}: namespaces {}\n",
+        lab.prefix,
+        NAMESPACES
+            .iter()
+            .map(|s| lab.ns(s))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    lab.start_servers()?;
+    lab.warm_neighbours();
+    let log = lab.dir.join("appliance.log");
+    let exe_s = exe.to_string_lossy().to_string();
+    let cfg_s = config.to_string_lossy().to_string();
+    let w = workers.map(|w| w.to_string());
+    let mut args = vec![exe_s.as_str(), "run", "--config", cfg_s.as_str()];
+    if let Some(w) = &w {
+        args.extend(["--workers", w.as_str()]);
+    }
+    lab.spawn("appliance", "app", &args, &log)?;
+    if !lab.wait_spawned_appliance(Duration::from_secs(10)) {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        return Err(LabError::Appliance(text.trim().to_string()));
+    }
+    let startup = fs::read_to_string(&log).unwrap_or_default();
+    let _ = writeln!(report, "{}", first_line(&startup));
+    let checks = if stop.load(Ordering::Relaxed) {
+        Vec::new()
+    } else {
+        traffic_checks(&lab)
+    };
+    lab.stop("appliance", Duration::from_secs(5));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    report.push_str(&format_report(&checks));
+    report.push_str("appliance counters at exit (drops by reason):\n");
+    for l in text.lines().filter(|l| {
+        l.starts_with("drop.")
+            || l.starts_with("rx_packets")
+            || l.starts_with("tx_packets")
+            || l.starts_with("neighbour_miss")
+            || l.starts_with("forwarded")
+    }) {
+        let _ = writeln!(report, "  {l}");
+    }
+    let all = !checks.is_empty() && checks.iter().all(|c| c.pass);
+    lab.down();
+    Ok((report, all))
+}
+
+/// Servers for the lab: HTTP on :80 and :8080 answering `peer=<ip>:<port>` (the address the
+/// server saw) and UDP echo on :7 answering the same.
+pub const SERVERS_PY: &str = r#"
+import http.server, socket, socketserver, sys, threading
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        peer = "%s:%d" % self.client_address[:2]
+        body = ("peer=%s\n" % peer).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        sys.stderr.write("http peer=%s path=%s\n" % (peer, self.path))
+    def log_message(self, *a):
+        pass
+
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+def udp_echo(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    while True:
+        data, peer = s.recvfrom(65535)
+        sys.stderr.write("udp peer=%s:%d\n" % peer)
+        s.sendto(b"peer=%s:%d " % (peer[0].encode(), peer[1]) + data, peer)
+
+threading.Thread(target=udp_echo, args=(7,), daemon=True).start()
+threading.Thread(target=S(("0.0.0.0", 8080), H).serve_forever, daemon=True).start()
+S(("0.0.0.0", 80), H).serve_forever()
+"#;

@@ -1,0 +1,825 @@
+//! AF_PACKET backend: a TPACKET_V3 mmap RX ring per interface, joined to a PACKET_FANOUT_HASH
+//! group per interface (one member per worker), and a TPACKET_V2 mmap TX ring per interface
+//! with PACKET_QDISC_BYPASS.
+//!
+//! TX uses V2 rather than V3: V3's TX ring is frame-based like V2 and brings nothing for
+//! sending, while V2's header is the one every kernel since 2.6.27 documents for TX.
+//!
+//! The RX socket is a tap: the kernel still gets its own copy of every frame (ARP, SSH,
+//! ICMP to the appliance). Frames the host sends (PACKET_OUTGOING, including our own TX) are
+//! ignored, both by PACKET_IGNORE_OUTGOING and by checking `sll_pkttype`.
+
+use std::cell::Cell;
+use std::ffi::CString;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{Batch, IoStats, PacketIo, BUF_SIZE};
+use crate::datapath::IfaceId;
+
+/// Ring geometry and socket options.
+#[derive(Clone, Debug)]
+pub struct AfPacketOptions {
+    /// RX ring block size (a multiple of the page size).
+    pub rx_block_size: u32,
+    /// Number of RX blocks.
+    pub rx_block_nr: u32,
+    /// Milliseconds after which the kernel hands over a partly filled block.
+    pub rx_block_timeout_ms: u32,
+    /// TX ring frames (each [`TX_FRAME_SIZE`] bytes).
+    pub tx_frame_nr: u32,
+    /// Send with PACKET_QDISC_BYPASS (straight to the driver).
+    pub qdisc_bypass: bool,
+    /// PACKET_FANOUT group id base; interface `i` uses `base + i`.
+    pub fanout_base: u16,
+    /// TPACKET version of the RX rings.
+    pub rx_version: RxRingVersion,
+}
+
+impl Default for AfPacketOptions {
+    fn default() -> Self {
+        AfPacketOptions {
+            rx_block_size: 1 << 17,
+            rx_block_nr: 32,
+            rx_block_timeout_ms: 1,
+            tx_frame_nr: 512,
+            qdisc_bypass: true,
+            fanout_base: (std::process::id() as u16).wrapping_mul(61),
+            rx_version: RxRingVersion::V3,
+        }
+    }
+}
+
+/// Size of one TX ring frame.
+pub const TX_FRAME_SIZE: u32 = 2048;
+const ETH_P_ALL: u16 = 0x0003;
+
+fn last_err() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(last_err())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` is a valid, initialised `T` for the duration of the call and its exact size
+    // is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (val as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    check(rc).map(|_| ())
+}
+
+/// The kernel index of interface `name` (in the caller's network namespace).
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::other("interface name contains NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("interface {name} does not exist"),
+        ))
+    } else {
+        Ok(idx)
+    }
+}
+
+/// The MAC address of interface `name` (SIOCGIFHWADDR, in the caller's network namespace).
+pub fn hw_addr(name: &str) -> io::Result<[u8; 6]> {
+    // SAFETY: plain socket(2) call; the result is checked and owned right away.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(io::Error::other(format!(
+            "interface name {name} is too long"
+        )));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr inside `req`, which is a valid,
+    // exclusively borrowed `ifreq`.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) })?;
+    // SAFETY: after a successful SIOCGIFHWADDR the union holds `ifru_hwaddr`.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
+}
+
+/// A shared memory mapping of a packet ring, unmapped on drop.
+#[derive(Debug)]
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: RawFd, len: usize) -> io::Result<Self> {
+        // SAFETY: mapping a packet ring the kernel just set up on `fd`, of the size it was
+        // configured with; a NULL hint lets the kernel choose the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            // MAP_LOCKED can fail under RLIMIT_MEMLOCK: retry without it.
+            // SAFETY: as above.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_POPULATE,
+                    fd,
+                    0,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                return Err(last_err());
+            }
+            return Ok(Mapping {
+                ptr: ptr.cast(),
+                len,
+            });
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned; nothing borrows the mapping past
+        // the owner's lifetime.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// Reads a ring status word shared with the kernel.
+///
+/// # Safety
+/// `p` must point to a 4-byte-aligned status word inside a live ring mapping.
+unsafe fn status_load(p: *const u32) -> u32 {
+    // SAFETY: per the contract `p` is aligned and valid; the kernel writes it concurrently, so
+    // it is accessed atomically (an AtomicU32 has the layout of a u32).
+    unsafe { (*(p as *const AtomicU32)).load(Ordering::Acquire) }
+}
+
+/// Writes a ring status word shared with the kernel.
+///
+/// # Safety
+/// As for [`status_load`].
+unsafe fn status_store(p: *mut u32, v: u32) {
+    // SAFETY: per the contract `p` is aligned and valid; Release orders our earlier reads or
+    // writes of the slot before the kernel sees the new status.
+    unsafe { (*(p as *const AtomicU32)).store(v, Ordering::Release) }
+}
+
+fn packet_socket(protocol: u16) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked and owned right away.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            protocol.to_be() as libc::c_int,
+        )
+    })?;
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: `sockaddr_ll` is plain old data; all-zero is valid.
+    let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = protocol.to_be();
+    sa.sll_ifindex = ifindex as i32;
+    // SAFETY: `sa` is a valid sockaddr_ll and its exact size is passed.
+    check(unsafe {
+        libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+/// One TPACKET_V3 RX ring.
+#[derive(Debug)]
+struct RxRing {
+    map: Mapping,
+    fd: OwnedFd,
+    block_size: usize,
+    block_nr: usize,
+    /// Block being read.
+    cur: usize,
+    /// Packets left in the current block (when `in_block`).
+    left: u32,
+    /// Offset of the next packet header inside the current block.
+    next: usize,
+    in_block: bool,
+}
+
+impl RxRing {
+    fn open(ifindex: u32, fanout_id: u16, o: &AfPacketOptions) -> io::Result<Self> {
+        // Protocol 0: receive nothing until bound to the interface below.
+        let fd = packet_socket(0)?;
+        let raw = fd.as_raw_fd();
+        setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &(libc::tpacket_versions::TPACKET_V3 as libc::c_int),
+        )?;
+        let req = libc::tpacket_req3 {
+            tp_block_size: o.rx_block_size,
+            tp_block_nr: o.rx_block_nr,
+            tp_frame_size: TX_FRAME_SIZE,
+            tp_frame_nr: o.rx_block_size / TX_FRAME_SIZE * o.rx_block_nr,
+            tp_retire_blk_tov: o.rx_block_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        // Best effort (kernel >= 4.20); sll_pkttype is checked anyway.
+        let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32);
+        let len = o.rx_block_size as usize * o.rx_block_nr as usize;
+        let map = Mapping::new(raw, len)?;
+        bind(raw, ifindex, ETH_P_ALL)?;
+        let fanout: u32 = u32::from(fanout_id) | (libc::PACKET_FANOUT_HASH << 16);
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+        Ok(RxRing {
+            map,
+            fd,
+            block_size: o.rx_block_size as usize,
+            block_nr: o.rx_block_nr as usize,
+            cur: 0,
+            left: 0,
+            next: 0,
+            in_block: false,
+        })
+    }
+
+    fn block(&self) -> *mut libc::tpacket_block_desc {
+        // SAFETY: `cur < block_nr`, so the offset stays inside the mapping.
+        unsafe { self.map.ptr.add(self.cur * self.block_size).cast() }
+    }
+
+    /// Reads frames into `batch` until it is full or the ring has no complete block.
+    fn read(&mut self, iface: IfaceId, batch: &mut Batch, stats: &mut IoStats) -> usize {
+        let mut got = 0;
+        while !batch.is_full() {
+            let blk = self.block();
+            if !self.in_block {
+                // SAFETY: `blk` points to a block descriptor in the live mapping; its
+                // block_status is a 4-byte-aligned u32 shared with the kernel.
+                let status =
+                    unsafe { status_load(std::ptr::addr_of!((*blk).hdr.bh1.block_status)) };
+                if status & libc::TP_STATUS_USER == 0 {
+                    break;
+                }
+                // SAFETY: the block belongs to user space now (TP_STATUS_USER was seen with
+                // Acquire), so its header is stable.
+                let h = unsafe { &(*blk).hdr.bh1 };
+                self.left = h.num_pkts;
+                self.next = h.offset_to_first_pkt as usize;
+                self.in_block = true;
+            }
+            if self.left == 0 {
+                // SAFETY: as above; handing the block back to the kernel with Release.
+                unsafe {
+                    status_store(
+                        std::ptr::addr_of_mut!((*blk).hdr.bh1.block_status),
+                        libc::TP_STATUS_KERNEL,
+                    )
+                };
+                self.in_block = false;
+                self.cur = (self.cur + 1) % self.block_nr;
+                continue;
+            }
+            if self.next + size_of::<libc::tpacket3_hdr>() > self.block_size {
+                // A corrupt offset: give the block back rather than read outside it.
+                self.left = 0;
+                continue;
+            }
+            // SAFETY: `next` was checked to leave room for a header inside this block, which
+            // user space owns until it is handed back.
+            let hdr = unsafe { &*(blk.cast::<u8>().add(self.next) as *const libc::tpacket3_hdr) };
+            let sll_off = libc_tpacket_align(size_of::<libc::tpacket3_hdr>());
+            // SAFETY: the kernel stores a sockaddr_ll right after the aligned tpacket3_hdr.
+            let pkttype = unsafe {
+                (*(blk.cast::<u8>().add(self.next + sll_off) as *const libc::sockaddr_ll))
+                    .sll_pkttype
+            };
+            let mac = self.next + hdr.tp_mac as usize;
+            let snap = hdr.tp_snaplen as usize;
+            let status = hdr.tp_status;
+            let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    hdr.hv1.tp_vlan_tpid
+                } else {
+                    0x8100
+                };
+                (tpid, hdr.hv1.tp_vlan_tci as u16)
+            });
+            if mac + snap <= self.block_size {
+                // SAFETY: `mac + snap` was checked to lie inside this user-owned block.
+                let data = unsafe { std::slice::from_raw_parts(blk.cast::<u8>().add(mac), snap) };
+                got += deliver(iface, batch, stats, data, hdr.tp_len, status, vlan, pkttype);
+            } else {
+                stats.rx_oversize += 1;
+            }
+            self.left -= 1;
+            self.next += hdr.tp_next_offset as usize;
+        }
+        got
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        // SAFETY: plain old data; all-zero is valid.
+        let mut st: libc::tpacket_stats_v3 = unsafe { zeroed() };
+        let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats_v3).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            0
+        } else {
+            u64::from(st.tp_drops)
+        }
+    }
+}
+
+/// Copies one received frame into the batch (re-inserting a VLAN tag the driver stripped and
+/// completing an offloaded checksum); returns 1 if it was added.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    iface: IfaceId,
+    batch: &mut Batch,
+    stats: &mut IoStats,
+    data: &[u8],
+    tp_len: u32,
+    status: u32,
+    vlan: Option<(u16, u16)>,
+    pkttype: u8,
+) -> usize {
+    let snap = data.len();
+    let extra = if vlan.is_some() { 4 } else { 0 };
+    if pkttype == libc::PACKET_OUTGOING {
+        // our own (or the host's) transmissions: never re-process
+        return 0;
+    }
+    if snap < tp_len as usize || snap + extra > BUF_SIZE || snap < 14 {
+        stats.rx_oversize += 1;
+        return 0;
+    }
+    let csum = status & libc::TP_STATUS_CSUMNOTREADY != 0;
+    batch.push_with(iface, |buf| {
+        let n = match vlan {
+            Some((tpid, tci)) => {
+                buf[..12].copy_from_slice(&data[..12]);
+                buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+                buf[14..16].copy_from_slice(&tci.to_be_bytes());
+                buf[16..snap + 4].copy_from_slice(&data[12..]);
+                snap + 4
+            }
+            None => {
+                buf[..snap].copy_from_slice(data);
+                snap
+            }
+        };
+        if csum && super::csum::fix_l4_checksum(&mut buf[..n]) {
+            stats.rx_csum_fixed += 1;
+        }
+        n
+    });
+    1
+}
+
+/// One TPACKET_V2 RX ring: per-frame ownership, so a frame is readable (and poll() wakes) as
+/// soon as the kernel writes it, where V3 hands over whole blocks (when full, or after the
+/// block timeout of at least 1 ms): V2 is the low-latency choice.
+#[derive(Debug)]
+struct RxRingV2 {
+    map: Mapping,
+    fd: OwnedFd,
+    frame_nr: usize,
+    cur: usize,
+}
+
+impl RxRingV2 {
+    fn open(ifindex: u32, fanout_id: u16, o: &AfPacketOptions) -> io::Result<Self> {
+        let fd = packet_socket(0)?;
+        let raw = fd.as_raw_fd();
+        setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &(libc::tpacket_versions::TPACKET_V2 as libc::c_int),
+        )?;
+        let frames_per_block = o.rx_block_size / TX_FRAME_SIZE;
+        let req = libc::tpacket_req {
+            tp_block_size: o.rx_block_size,
+            tp_block_nr: o.rx_block_nr,
+            tp_frame_size: TX_FRAME_SIZE,
+            tp_frame_nr: frames_per_block * o.rx_block_nr,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32);
+        let map = Mapping::new(raw, o.rx_block_size as usize * o.rx_block_nr as usize)?;
+        bind(raw, ifindex, ETH_P_ALL)?;
+        let fanout: u32 = u32::from(fanout_id) | (libc::PACKET_FANOUT_HASH << 16);
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+        Ok(RxRingV2 {
+            map,
+            fd,
+            frame_nr: req.tp_frame_nr as usize,
+            cur: 0,
+        })
+    }
+
+    fn read(&mut self, iface: IfaceId, batch: &mut Batch, stats: &mut IoStats) -> usize {
+        let fs = TX_FRAME_SIZE as usize;
+        let mut got = 0;
+        while !batch.is_full() {
+            // SAFETY: `cur < frame_nr` and frames tile the mapping (the block size is a
+            // multiple of the frame size), so the slot lies inside it.
+            let slot = unsafe { self.map.ptr.add(self.cur * fs) };
+            let hdr = slot.cast::<libc::tpacket2_hdr>();
+            // SAFETY: `hdr` is the 16-byte-aligned header of a slot in the live mapping.
+            let status = unsafe { status_load(std::ptr::addr_of!((*hdr).tp_status)) };
+            if status & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: the slot belongs to user space until its status is handed back.
+            let h = unsafe { &*hdr };
+            let sll_off = libc_tpacket_align(size_of::<libc::tpacket2_hdr>());
+            // SAFETY: the kernel stores a sockaddr_ll right after the aligned header.
+            let pkttype = unsafe { (*(slot.add(sll_off) as *const libc::sockaddr_ll)).sll_pkttype };
+            let mac = h.tp_mac as usize;
+            let snap = h.tp_snaplen as usize;
+            if mac + snap <= fs {
+                let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                    let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                        h.tp_vlan_tpid
+                    } else {
+                        0x8100
+                    };
+                    (tpid, h.tp_vlan_tci)
+                });
+                // SAFETY: `mac + snap` was checked to lie inside this user-owned slot.
+                let data = unsafe { std::slice::from_raw_parts(slot.add(mac), snap) };
+                got += deliver(iface, batch, stats, data, h.tp_len, status, vlan, pkttype);
+            } else {
+                stats.rx_oversize += 1;
+            }
+            // SAFETY: as above; hands the slot back to the kernel with Release.
+            unsafe {
+                status_store(
+                    std::ptr::addr_of_mut!((*hdr).tp_status),
+                    libc::TP_STATUS_KERNEL,
+                )
+            };
+            self.cur = (self.cur + 1) % self.frame_nr;
+        }
+        got
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        // SAFETY: plain old data; all-zero is valid.
+        let mut st: libc::tpacket_stats = unsafe { zeroed() };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            0
+        } else {
+            u64::from(st.tp_drops)
+        }
+    }
+}
+
+/// An RX ring of either version.
+#[derive(Debug)]
+enum Rx {
+    V3(RxRing),
+    V2(RxRingV2),
+}
+
+impl Rx {
+    fn fd(&self) -> RawFd {
+        match self {
+            Rx::V3(r) => r.fd.as_raw_fd(),
+            Rx::V2(r) => r.fd.as_raw_fd(),
+        }
+    }
+    fn read(&mut self, iface: IfaceId, batch: &mut Batch, stats: &mut IoStats) -> usize {
+        match self {
+            Rx::V3(r) => r.read(iface, batch, stats),
+            Rx::V2(r) => r.read(iface, batch, stats),
+        }
+    }
+    fn kernel_drops(&self) -> u64 {
+        match self {
+            Rx::V3(r) => r.kernel_drops(),
+            Rx::V2(r) => r.kernel_drops(),
+        }
+    }
+}
+
+/// Which TPACKET version the RX rings use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxRingVersion {
+    /// Block-based: fewer wake-ups under load, but a block reaches user space only when it is
+    /// full or its timeout (>= 1 ms) expires: up to 1 ms of latency per hop at low rates.
+    V3,
+    /// Frame-based: each frame is readable as soon as it is written.
+    V2,
+}
+
+fn libc_tpacket_align(x: usize) -> usize {
+    (x + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1)
+}
+
+/// One TPACKET_V2 TX ring.
+#[derive(Debug)]
+struct TxRing {
+    map: Mapping,
+    fd: OwnedFd,
+    frame_nr: usize,
+    head: usize,
+    pending: usize,
+}
+
+impl TxRing {
+    fn open(ifindex: u32, o: &AfPacketOptions) -> io::Result<Self> {
+        let fd = packet_socket(0)?;
+        let raw = fd.as_raw_fd();
+        setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &(libc::tpacket_versions::TPACKET_V2 as libc::c_int),
+        )?;
+        if o.qdisc_bypass {
+            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)?;
+        }
+        let frames_per_block = 16u32;
+        let block_nr = o.tx_frame_nr.div_ceil(frames_per_block);
+        let req = libc::tpacket_req {
+            tp_block_size: TX_FRAME_SIZE * frames_per_block,
+            tp_block_nr: block_nr,
+            tp_frame_size: TX_FRAME_SIZE,
+            tp_frame_nr: block_nr * frames_per_block,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)?;
+        let map = Mapping::new(raw, (req.tp_block_size * block_nr) as usize)?;
+        // Protocol 0 in bind: this socket only sends, it never receives a copy of traffic.
+        bind(raw, ifindex, 0)?;
+        Ok(TxRing {
+            map,
+            fd,
+            frame_nr: req.tp_frame_nr as usize,
+            head: 0,
+            pending: 0,
+        })
+    }
+
+    fn push(&mut self, frame: &[u8], stats: &mut IoStats) -> bool {
+        let data_off = libc_tpacket_align(size_of::<libc::tpacket2_hdr>());
+        if frame.len() > TX_FRAME_SIZE as usize - data_off {
+            stats.tx_errors += 1;
+            return false;
+        }
+        // SAFETY: `head < frame_nr`, so the slot lies inside the mapping.
+        let slot = unsafe { self.map.ptr.add(self.head * TX_FRAME_SIZE as usize) };
+        let hdr = slot.cast::<libc::tpacket2_hdr>();
+        // SAFETY: `hdr` is the 16-byte-aligned header of a slot in the live mapping.
+        let status = unsafe { status_load(std::ptr::addr_of!((*hdr).tp_status)) };
+        if status == libc::TP_STATUS_WRONG_FORMAT {
+            stats.tx_errors += 1;
+        } else if status != libc::TP_STATUS_AVAILABLE {
+            stats.tx_ring_full += 1;
+            return false;
+        }
+        // SAFETY: the slot is available (the kernel does not touch it until we set
+        // SEND_REQUEST); the data fits in the slot as checked above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), slot.add(data_off), frame.len());
+            (*hdr).tp_len = frame.len() as u32;
+            status_store(
+                std::ptr::addr_of_mut!((*hdr).tp_status),
+                libc::TP_STATUS_SEND_REQUEST,
+            );
+        }
+        self.head = (self.head + 1) % self.frame_nr;
+        self.pending += 1;
+        true
+    }
+
+    fn flush(&mut self, stats: &mut IoStats) {
+        if self.pending == 0 {
+            return;
+        }
+        self.pending = 0;
+        // SAFETY: sendto with no buffer and no address asks the kernel to send the ring's
+        // SEND_REQUEST frames; nothing is read from user pointers.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc < 0 {
+            let e = last_err();
+            if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::ENOBUFS) {
+                stats.tx_errors += 1;
+            }
+        }
+    }
+}
+
+/// AF_PACKET rings for one worker over every data interface.
+#[derive(Debug)]
+pub struct AfPacketIo {
+    rx: Vec<Rx>,
+    tx: Vec<TxRing>,
+    macs: Vec<[u8; 6]>,
+    stats: IoStats,
+    kernel_drops: Cell<u64>,
+    pollfds: Vec<libc::pollfd>,
+    next_rx: usize,
+}
+
+// SAFETY: the ring mappings are owned exclusively by this value (no other alias to them exists
+// in the process); moving it to another thread moves that exclusive ownership.
+unsafe impl Send for AfPacketIo {}
+
+impl AfPacketIo {
+    /// Opens rings on `ifaces` (index = IfaceId) and joins each interface's fanout group.
+    pub fn open(ifaces: &[String], o: &AfPacketOptions) -> io::Result<Self> {
+        let mut rx = Vec::new();
+        let mut tx = Vec::new();
+        let mut macs = Vec::new();
+        for (i, name) in ifaces.iter().enumerate() {
+            let idx = ifindex(name)?;
+            let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{name}: {e}"));
+            let fanout = o.fanout_base.wrapping_add(i as u16);
+            rx.push(match o.rx_version {
+                RxRingVersion::V3 => Rx::V3(RxRing::open(idx, fanout, o).map_err(ctx)?),
+                RxRingVersion::V2 => Rx::V2(RxRingV2::open(idx, fanout, o).map_err(ctx)?),
+            });
+            tx.push(TxRing::open(idx, o).map_err(ctx)?);
+            macs.push(hw_addr(name)?);
+        }
+        let pollfds = rx
+            .iter()
+            .map(|r| libc::pollfd {
+                fd: r.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        Ok(AfPacketIo {
+            rx,
+            tx,
+            macs,
+            stats: IoStats::default(),
+            kernel_drops: Cell::new(0),
+            pollfds,
+            next_rx: 0,
+        })
+    }
+}
+
+impl PacketIo for AfPacketIo {
+    fn rx_batch(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        let n = self.rx.len();
+        let mut got = 0;
+        // Start from a different interface each time so one busy side cannot starve the other.
+        for k in 0..n {
+            let i = (self.next_rx + k) % n;
+            got += self.rx[i].read(i as IfaceId, batch, &mut self.stats);
+            if batch.is_full() {
+                break;
+            }
+        }
+        self.next_rx = (self.next_rx + 1) % n.max(1);
+        Ok(got)
+    }
+
+    fn tx_push(&mut self, tx_if: IfaceId, frame: &[u8]) -> bool {
+        match self.tx.get_mut(tx_if as usize) {
+            Some(t) => {
+                if t.push(frame, &mut self.stats) {
+                    return true;
+                }
+                // Ring full: kick the kernel once and retry.
+                t.flush(&mut self.stats);
+                t.push(frame, &mut self.stats)
+            }
+            None => {
+                self.stats.tx_errors += 1;
+                false
+            }
+        }
+    }
+
+    fn tx_flush(&mut self) -> io::Result<()> {
+        for t in &mut self.tx {
+            t.flush(&mut self.stats);
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout_ms: i32, extra_fd: Option<i32>) -> io::Result<()> {
+        self.pollfds.truncate(self.rx.len());
+        if let Some(fd) = extra_fd {
+            self.pollfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `pollfds` is a valid, exclusively borrowed array of the length passed.
+        let rc = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        if rc < 0 {
+            let e = last_err();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> IoStats {
+        let d: u64 = self.rx.iter().map(Rx::kernel_drops).sum();
+        self.kernel_drops.set(self.kernel_drops.get() + d);
+        IoStats {
+            rx_ring_drops: self.kernel_drops.get(),
+            ..self.stats
+        }
+    }
+
+    fn mac(&self, iface: IfaceId) -> [u8; 6] {
+        self.macs.get(iface as usize).copied().unwrap_or([0; 6])
+    }
+}

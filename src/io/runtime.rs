@@ -1,0 +1,484 @@
+//! Worker threads: each owns one engine (flow table + SNAT port slices) and one set of rings.
+//!
+//! Return traffic that the fanout hash delivers to a worker that does not own its SNAT port
+//! ([`Engine::owner_of`]) is handed to the owner through a lock-free SPSC ring (`rtrb`) per
+//! (from, to) pair, in fixed-size preallocated slots; the owner is woken through an eventfd.
+//! Nothing on this path allocates or takes a lock.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::neigh::{NeighSnapshot, Neighbours};
+use super::{Batch, IoStats, PacketIo, BUF_SIZE};
+use crate::datapath::{DropReason, IfaceId, Nanos, Packet, Verdict};
+
+/// What the runtime needs from the per-packet engine (`datapath::Worker` implements it).
+pub trait Engine {
+    /// The whole per-packet decision; may rewrite the frame in place.
+    fn process(&mut self, now: Nanos, pkt: &mut Packet<'_>) -> Verdict;
+    /// Frames the engine wants sent besides verdicts (released held segments, RSTs).
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)>;
+    /// For a return packet: the worker that owns its SNAT port; None = any.
+    fn owner_of(&self, frame: &[u8]) -> Option<usize>;
+    /// Drops counted inside the engine, per [`DropReason`].
+    fn drop_counts(&self) -> [u64; DropReason::COUNT];
+    /// Flows currently tracked.
+    fn flow_count(&self) -> usize;
+    /// Reclaims up to `budget` expired flows between batches.
+    fn housekeeping(&mut self, _now: Nanos, _budget: usize) {}
+}
+
+impl Engine for crate::datapath::Worker {
+    #[inline]
+    fn process(&mut self, now: Nanos, pkt: &mut Packet<'_>) -> Verdict {
+        crate::datapath::Worker::process(self, now, pkt)
+    }
+    #[inline]
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
+        crate::datapath::Worker::poll_transmit(self, buf)
+    }
+    #[inline]
+    fn owner_of(&self, frame: &[u8]) -> Option<usize> {
+        crate::datapath::Worker::owner_of(self, frame)
+    }
+    fn drop_counts(&self) -> [u64; DropReason::COUNT] {
+        let c = self.counters();
+        std::array::from_fn(|i| c.drops[i].load(Ordering::Relaxed))
+    }
+    fn flow_count(&self) -> usize {
+        crate::datapath::Worker::flow_count(self)
+    }
+    fn housekeeping(&mut self, now: Nanos, budget: usize) {
+        crate::datapath::Worker::housekeeping(self, now, budget);
+    }
+}
+
+/// How the workers run.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub workers: usize,
+    /// Frames received per batch.
+    pub batch: usize,
+    /// Pin worker `i` to the `i`-th CPU the process may use.
+    pub pin: bool,
+    /// Slots of each hand-off ring.
+    pub handoff_slots: usize,
+    /// poll() timeout when idle, so a shutdown is noticed.
+    pub idle_timeout_ms: i32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 1,
+            batch: 64,
+            pin: true,
+            handoff_slots: 1024,
+            idle_timeout_ms: 100,
+        }
+    }
+}
+
+/// Counters the runtime keeps per worker (the engine counts its own drops).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub forwarded: u64,
+    pub replies: u64,
+    pub local: u64,
+    pub held: u64,
+    pub dropped: u64,
+    /// Frames dropped because the next hop's MAC was not resolved yet (resolution triggered).
+    pub neighbour_miss: u64,
+    /// Frames handed to / received from another worker.
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    /// Frames dropped because the hand-off ring was full.
+    pub handoff_full: u64,
+}
+
+impl RtStats {
+    fn add(&mut self, o: &RtStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.forwarded += o.forwarded;
+        self.replies += o.replies;
+        self.local += o.local;
+        self.held += o.held;
+        self.dropped += o.dropped;
+        self.neighbour_miss += o.neighbour_miss;
+        self.handoff_out += o.handoff_out;
+        self.handoff_in += o.handoff_in;
+        self.handoff_full += o.handoff_full;
+    }
+}
+
+/// What a worker reports when it stops.
+#[derive(Clone, Debug)]
+pub struct WorkerReport {
+    pub index: usize,
+    pub rt: RtStats,
+    pub io: IoStats,
+    pub drops: [u64; DropReason::COUNT],
+    pub flows: usize,
+}
+
+/// Sums of every worker's report.
+#[derive(Clone, Debug)]
+pub struct Totals {
+    pub rt: RtStats,
+    pub io: IoStats,
+    pub drops: [u64; DropReason::COUNT],
+    pub flows: usize,
+}
+
+/// Adds up worker reports.
+pub fn totals(reports: &[WorkerReport]) -> Totals {
+    let mut t = Totals {
+        rt: RtStats::default(),
+        io: IoStats::default(),
+        drops: [0; DropReason::COUNT],
+        flows: 0,
+    };
+    for r in reports {
+        t.rt.add(&r.rt);
+        t.io.rx_oversize += r.io.rx_oversize;
+        t.io.rx_csum_fixed += r.io.rx_csum_fixed;
+        t.io.rx_ring_drops += r.io.rx_ring_drops;
+        t.io.tx_ring_full += r.io.tx_ring_full;
+        t.io.tx_errors += r.io.tx_errors;
+        for (a, b) in t.drops.iter_mut().zip(r.drops.iter()) {
+            *a += b;
+        }
+        t.flows += r.flows;
+    }
+    t
+}
+
+/// A frame in a hand-off ring slot.
+struct Slot {
+    len: u16,
+    rx_if: IfaceId,
+    data: [u8; BUF_SIZE],
+}
+
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain eventfd(2) call; the result is checked and owned right away.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; non-blocking.
+        unsafe {
+            libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+}
+
+/// Pins the calling thread to the `nth` CPU it is allowed to run on (best effort).
+pub fn pin_to_nth_cpu(nth: usize) -> io::Result<usize> {
+    // SAFETY: cpu_set_t is plain old data; all-zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET reads a valid set.
+    let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
+    if allowed.is_empty() {
+        return Err(io::Error::other("no CPU allowed"));
+    }
+    let cpu = allowed[nth % allowed.len()];
+    // SAFETY: as above.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes inside a valid set; `cpu < CPU_SETSIZE`.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cpu)
+}
+
+/// Number of CPUs the process may use.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+struct Ctx<'a, B: PacketIo> {
+    io: &'a mut B,
+    neigh: &'a Neighbours,
+    snap: &'a NeighSnapshot,
+    rt: &'a mut RtStats,
+}
+
+impl<B: PacketIo> Ctx<'_, B> {
+    /// Fills both MACs and queues the frame; a next hop the kernel has not resolved yet is a
+    /// counted drop that triggers resolution.
+    fn send(&mut self, frame: &mut [u8], tx_if: IfaceId, next_hop: Ipv4Addr) {
+        if frame.len() < 14 {
+            self.rt.dropped += 1;
+            return;
+        }
+        let Some(dst) = self.snap.lookup(tx_if, next_hop) else {
+            self.rt.neighbour_miss += 1;
+            self.neigh.request(next_hop);
+            return;
+        };
+        frame[0..6].copy_from_slice(&dst);
+        frame[6..12].copy_from_slice(&self.io.mac(tx_if));
+        if self.io.tx_push(tx_if, frame) {
+            self.rt.tx_packets += 1;
+            self.rt.tx_bytes += frame.len() as u64;
+        }
+    }
+
+    fn handle<E: Engine>(
+        &mut self,
+        eng: &mut E,
+        now: Nanos,
+        buf: &mut [u8],
+        len: usize,
+        rx_if: IfaceId,
+    ) {
+        let mut pkt = Packet::new(buf, len, rx_if);
+        match eng.process(now, &mut pkt) {
+            Verdict::Forward { tx_if, next_hop } => {
+                self.rt.forwarded += 1;
+                let len = pkt.len;
+                self.send(&mut pkt.buf[..len], tx_if, next_hop);
+            }
+            Verdict::Reply { tx_if, next_hop } => {
+                self.rt.replies += 1;
+                let len = pkt.len;
+                self.send(&mut pkt.buf[..len], tx_if, next_hop);
+            }
+            Verdict::Local => self.rt.local += 1,
+            Verdict::Held => self.rt.held += 1,
+            Verdict::Drop(_) => self.rt.dropped += 1,
+        }
+    }
+}
+
+/// Runs `cfg.workers` worker threads until `stop` is set; returns their reports.
+///
+/// `make_engine(i)` and `make_io(i)` are called on worker `i`'s own thread (so neither needs to
+/// be `Send`); `epoch` is the common zero of the engines' clock.
+pub fn run<E, B, FE, FB>(
+    cfg: &RuntimeConfig,
+    make_engine: FE,
+    make_io: FB,
+    neigh: Arc<Neighbours>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+) -> io::Result<Vec<WorkerReport>>
+where
+    E: Engine,
+    B: PacketIo,
+    FE: Fn(usize) -> E + Sync,
+    FB: Fn(usize) -> io::Result<B> + Sync,
+{
+    let n = cfg.workers.max(1);
+    let wakers: Vec<Arc<EventFd>> = (0..n)
+        .map(|_| EventFd::new().map(Arc::new))
+        .collect::<io::Result<_>>()?;
+    // producers[from][to], consumers[to][from]
+    let mut producers: Vec<Vec<Option<rtrb::Producer<Slot>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut consumers: Vec<Vec<rtrb::Consumer<Slot>>> = (0..n).map(|_| Vec::new()).collect();
+    if n > 1 {
+        for (from, row) in producers.iter_mut().enumerate() {
+            for (to, cell) in row.iter_mut().enumerate() {
+                if from != to {
+                    let (p, c) = rtrb::RingBuffer::new(cfg.handoff_slots);
+                    *cell = Some(p);
+                    consumers[to].push(c);
+                }
+            }
+        }
+    }
+    let mut startup_error: Option<io::Error> = None;
+    let reports = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (i, (prods, cons)) in producers.into_iter().zip(consumers).enumerate() {
+            let make_engine = &make_engine;
+            let make_io = &make_io;
+            let neigh = neigh.clone();
+            let stop = stop.clone();
+            let wakers = wakers.clone();
+            let cfg = cfg.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("tg-worker-{i}"))
+                .spawn_scoped(s, move || -> io::Result<WorkerReport> {
+                    if cfg.pin {
+                        let _ = pin_to_nth_cpu(i);
+                    }
+                    let io = make_io(i);
+                    let mut io = match io {
+                        Ok(io) => io,
+                        Err(e) => {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    };
+                    let mut eng = make_engine(i);
+                    worker_loop(
+                        i, &cfg, &mut eng, &mut io, &neigh, &stop, &wakers, prods, cons, epoch,
+                    )
+                })
+                .expect("spawn worker thread");
+            handles.push(h);
+        }
+        let mut out = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(Ok(r)) => out.push(r),
+                Ok(Err(e)) => {
+                    if startup_error.is_none() {
+                        startup_error = Some(e);
+                    }
+                }
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    if startup_error.is_none() {
+                        startup_error = Some(io::Error::other("a worker thread panicked"));
+                    }
+                }
+            }
+        }
+        out
+    });
+    match startup_error {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker_loop<E: Engine, B: PacketIo>(
+    me: usize,
+    cfg: &RuntimeConfig,
+    eng: &mut E,
+    io: &mut B,
+    neigh: &Neighbours,
+    stop: &AtomicBool,
+    wakers: &[Arc<EventFd>],
+    mut prods: Vec<Option<rtrb::Producer<Slot>>>,
+    mut cons: Vec<rtrb::Consumer<Slot>>,
+    epoch: Instant,
+) -> io::Result<WorkerReport> {
+    let n = wakers.len();
+    let mut batch = Batch::new(cfg.batch.max(1));
+    let mut scratch = vec![0u8; BUF_SIZE];
+    let mut rt = RtStats::default();
+    let mut wake = vec![false; n];
+    let my_efd = wakers[me].0.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        batch.clear();
+        io.rx_batch(&mut batch)?;
+        let now = epoch.elapsed().as_nanos() as Nanos;
+        let snap = neigh.load();
+        let mut ctx = Ctx {
+            io,
+            neigh,
+            snap: &snap,
+            rt: &mut rt,
+        };
+        let mut work = batch.len();
+        for i in 0..batch.len() {
+            let (rx_if, buf, len) = batch.get_mut(i);
+            ctx.rt.rx_packets += 1;
+            ctx.rt.rx_bytes += len as u64;
+            if n > 1 {
+                if let Some(owner) = eng.owner_of(&buf[..len]) {
+                    if owner != me && owner < n {
+                        if let Some(p) = prods[owner].as_mut() {
+                            // a slot is built on the stack and moved into the preallocated ring
+                            let mut slot = Slot {
+                                len: len as u16,
+                                rx_if,
+                                data: [0; BUF_SIZE],
+                            };
+                            slot.data[..len].copy_from_slice(&buf[..len]);
+                            if p.push(slot).is_ok() {
+                                ctx.rt.handoff_out += 1;
+                                wake[owner] = true;
+                            } else {
+                                ctx.rt.handoff_full += 1;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            ctx.handle(eng, now, buf, len, rx_if);
+        }
+        // frames other workers handed to us (bounded per round)
+        for c in cons.iter_mut() {
+            for _ in 0..cfg.batch.max(1) {
+                let Ok(mut slot) = c.pop() else { break };
+                ctx.rt.handoff_in += 1;
+                work += 1;
+                let len = slot.len as usize;
+                ctx.handle(eng, now, &mut slot.data, len, slot.rx_if);
+            }
+        }
+        while let Some((len, tx_if, nh)) = eng.poll_transmit(&mut scratch) {
+            let len = len.min(scratch.len());
+            ctx.send(&mut scratch[..len], tx_if, nh);
+            work += 1;
+        }
+        drop(snap);
+        io.tx_flush()?;
+        eng.housekeeping(now, 64);
+        for (j, w) in wake.iter_mut().enumerate() {
+            if *w {
+                wakers[j].signal();
+                *w = false;
+            }
+        }
+        if work == 0 {
+            wakers[me].drain();
+            if cons.iter().all(|c| c.is_empty()) {
+                io.wait(cfg.idle_timeout_ms, (n > 1).then_some(my_efd))?;
+            }
+        }
+    }
+    Ok(WorkerReport {
+        index: me,
+        rt,
+        io: io.stats(),
+        drops: eng.drop_counts(),
+        flows: eng.flow_count(),
+    })
+}
