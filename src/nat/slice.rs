@@ -6,6 +6,8 @@ use crate::datapath::Nanos;
 /// How many of the oldest free ports a pick chooses among: enough that the next port cannot be
 /// guessed, few enough that the choice stays O(1) and still favours long-free ports.
 const PICK_WINDOW: u32 = 64;
+/// Free time of a port that was never handed out: it needs no rest.
+const NEVER_FREED: Nanos = Nanos::MAX;
 
 /// Free ports wait in a FIFO in the order they were freed (first in a random permutation), so
 /// a freed port rests as long as possible before reuse; allocation picks at random among the
@@ -37,7 +39,7 @@ impl PortSlice {
             // Written, not calloc'ed: the pages are faulted in now, not on the packet path.
             users: (0..count).map(|_| 0).collect(),
             ring,
-            ring_freed: (0..count).map(|_| 0).collect(),
+            ring_freed: (0..count).map(|_| NEVER_FREED).collect(),
             head: 0,
             free: n,
         }
@@ -79,7 +81,10 @@ impl PortSlice {
         if self.free == 0 {
             return None;
         }
-        let cool = |s: &Self, i: u32| s.ring_freed[s.ring_at(i)] + cooldown <= now;
+        let cool = |s: &Self, i: u32| {
+            let f = s.ring_freed[s.ring_at(i)];
+            f == NEVER_FREED || f.saturating_add(cooldown) <= now
+        };
         if !cool(self, 0) {
             return None;
         }
@@ -153,6 +158,16 @@ mod tests {
         s.release(a, 10);
         assert_eq!(s.take_free(11, 5, &mut rng), None);
         assert_eq!(s.take_free(15, 5, &mut rng), Some(a));
+    }
+
+    #[test]
+    fn fresh_ports_need_no_cooldown() {
+        let mut rng = Rng::new(7);
+        let mut s = PortSlice::new(1000, 2, &mut rng);
+        assert!(
+            s.take_free(0, 2_000_000_000, &mut rng).is_some(),
+            "at the clock's start"
+        );
     }
 
     #[test]
