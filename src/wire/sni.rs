@@ -62,9 +62,21 @@ impl Reader<'_> {
     fn u24(&mut self) -> Result<usize, Stop> {
         Ok((usize::from(self.byte()?) << 16) | usize::from(self.u16()?))
     }
-    fn skip(&mut self, n: usize) -> Result<(), Stop> {
-        for _ in 0..n {
-            self.byte()?;
+    /// Skips `n` handshake bytes, a record at a time.
+    fn skip(&mut self, mut n: usize) -> Result<(), Stop> {
+        while n > 0 {
+            if self.pos == self.rec_end {
+                // Let `byte` read the next record header, then count that byte.
+                self.byte()?;
+                n -= 1;
+                continue;
+            }
+            let take = n.min(self.rec_end - self.pos);
+            if self.pos + take > self.data.len() {
+                return Err(Stop::NeedMore);
+            }
+            self.pos += take;
+            n -= take;
         }
         Ok(())
     }
