@@ -35,7 +35,7 @@ fn padded_hello(extra: usize) -> Vec<u8> {
     bump16(&mut v, p);
     v.extend_from_slice(&21u16.to_be_bytes());
     v.extend_from_slice(&(extra as u16).to_be_bytes());
-    v.extend(std::iter::repeat_n(0u8, extra));
+    v.resize(v.len() + extra, 0);
     v
 }
 
