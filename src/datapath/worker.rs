@@ -908,21 +908,10 @@ impl Worker {
 
     /// Rewrites addresses, ports (or ICMP id) and TTL so the packet reads as `after`.
     fn rewrite(&self, pkt: &mut Packet<'_>, p: &Parsed, after: &FlowKey) {
-        let (l3, l4, end) = (p.l3, p.l4, p.end);
+        let (l4, end) = (p.l4, p.end);
         let (old_src, old_dst) = (u32::from(p.src), u32::from(p.dst));
         let (new_src, new_dst) = (u32::from(after.src()), u32::from(after.dst()));
-        {
-            let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[l3..end]) else {
-                return;
-            };
-            if new_src != old_src {
-                ip.set_src(after.src());
-            }
-            if new_dst != old_dst {
-                ip.set_dst(after.dst());
-            }
-            ip.decrement_ttl();
-        }
+        readdress(pkt, p, after.src(), after.dst());
         let seg = &mut pkt.buf[l4..end];
         match p.proto {
             proto::TCP => {
@@ -982,15 +971,7 @@ impl Worker {
         let Some((tx_if, next_hop)) = self.routes.lookup(dst) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[p.l3..p.end]) {
-            if src != p.src {
-                ip.set_src(src);
-            }
-            if dst != p.dst {
-                ip.set_dst(dst);
-            }
-            ip.decrement_ttl();
-        }
+        readdress(pkt, p, src, dst);
         Verdict::Forward { tx_if, next_hop }
     }
 
@@ -1038,15 +1019,7 @@ impl Worker {
         if let Ok(mut m) = IcmpMessage::new_checked(&mut pkt.buf[p.l4..p.end]) {
             m.fill_checksum();
         }
-        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[p.l3..p.end]) {
-            if new_outer_src != p.src {
-                ip.set_src(new_outer_src);
-            }
-            if new_outer_dst != p.dst {
-                ip.set_dst(new_outer_dst);
-            }
-            ip.decrement_ttl();
-        }
+        readdress(pkt, p, new_outer_src, new_outer_dst);
         Verdict::Forward { tx_if, next_hop }
     }
 
@@ -1105,6 +1078,20 @@ impl Worker {
         pkt.len = p.l3 + total;
         ethernet::swap_macs(pkt.buf);
         Verdict::Reply { tx_if, next_hop }
+    }
+}
+
+/// Rewrites the IPv4 source and destination (where they change) and decrements the TTL, each
+/// with an incremental header checksum update.
+fn readdress(pkt: &mut Packet<'_>, p: &Parsed, src: Ipv4Addr, dst: Ipv4Addr) {
+    if let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[p.l3..p.end]) {
+        if src != p.src {
+            ip.set_src(src);
+        }
+        if dst != p.dst {
+            ip.set_dst(dst);
+        }
+        ip.decrement_ttl();
     }
 }
 
