@@ -821,4 +821,15 @@ fn workers_own_disjoint_port_slices_and_steer_returns() {
     assert!(pa < 1024 + 32256 && pb >= 1024 + 32256, "{pa} {pb}");
     assert_eq!(w1.owner_of(&udp(SERVER, 53, PUBLIC, pa, b"r")), Some(0));
     assert_eq!(w0.owner_of(&udp(SERVER, 53, PUBLIC, pb, b"r")), Some(1));
+    // New outbound flows may land anywhere.
+    assert_eq!(w0.owner_of(&udp(NODE1, 7000, SERVER, 53, b"q")), None);
+    // A DNAT flow's both directions go to worker 0.
+    assert_eq!(
+        w1.owner_of(&tcp("198.51.100.7", 55555, PUBLIC, 8080, "S", b"")),
+        Some(0)
+    );
+    assert_eq!(
+        w1.owner_of(&tcp(DNAT_TARGET, 80, "198.51.100.7", 55555, "SA", b"")),
+        Some(0)
+    );
 }

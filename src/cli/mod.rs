@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check;
+pub mod explain;
 pub mod lab;
 pub mod run;
 
@@ -20,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the drop reasons the dataplane counts.
     Reasons,
+    /// Validate a configuration file: print every error and warning with FILE:LINE:COL.
+    Check(check::CheckArgs),
+    /// Show how the configuration decides one flow, and which rules almost matched.
+    Explain(explain::ExplainArgs),
     /// Run the appliance in the foreground until SIGTERM/SIGINT.
     Run(run::RunArgs),
     /// The network-namespace lab: up, down, status, run.
@@ -36,6 +42,8 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Check(a) => check::run(&a),
+        Command::Explain(a) => explain::run(&a),
         Command::Run(a) => run::main(a),
         Command::Lab(a) => lab::main(a),
     }

@@ -1,2 +1,141 @@
 //! The TOML configuration: schema, validation with file:line:col, compilation into an
 //! [`crate::datapath::EngineConfig`] and a [`crate::policy::Policy`].
+//!
+//! Loading is all or nothing: either a complete [`Loaded`] or [`ConfigErrors`] listing every
+//! problem found (each with its position), never a partial configuration.
+
+mod compile;
+mod keys;
+mod schema;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::datapath::EngineConfig;
+use crate::policy::Ruleset;
+
+pub use compile::fqdn_tag;
+
+/// A compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub engine: EngineConfig,
+    pub policy: Arc<Ruleset>,
+    /// Worker threads, resolved (0 in the file means one per core).
+    pub workers: usize,
+    pub management: SocketAddr,
+    /// Problems that do not stop the load (shadowed rules, overlapping prefixes, unresolved
+    /// FQDNs).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in a configuration file, at a position (1-based line and column; column counts
+/// characters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub origin: String,
+    pub line: usize,
+    pub col: usize,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.origin, self.line, self.col, sev, self.message
+        )
+    }
+}
+
+/// Why a configuration did not load: every error found, plus the warnings seen on the way.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigErrors {
+    /// The file could not be read.
+    #[error("{origin}: the file could not be read: {reason}")]
+    Unreadable { origin: String, reason: String },
+    /// The file was read and is invalid.
+    #[error("{origin}: the configuration has {} error(s)", errors.len())]
+    Invalid {
+        origin: String,
+        errors: Vec<Diagnostic>,
+        warnings: Vec<Diagnostic>,
+    },
+}
+
+impl ConfigErrors {
+    /// The errors (empty when the file could not be read).
+    pub fn errors(&self) -> &[Diagnostic] {
+        match self {
+            ConfigErrors::Unreadable { .. } => &[],
+            ConfigErrors::Invalid { errors, .. } => errors,
+        }
+    }
+
+    /// The warnings found before the load failed.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        match self {
+            ConfigErrors::Unreadable { .. } => &[],
+            ConfigErrors::Invalid { warnings, .. } => warnings,
+        }
+    }
+}
+
+/// Loads and compiles a configuration file; diagnostics name the path as given.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, &origin),
+        Err(e) => Err(ConfigErrors::Unreadable {
+            origin,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Loads and compiles a configuration from text; `origin` names it in diagnostics.
+pub fn load_str(text: &str, origin: &str) -> Result<Loaded, ConfigErrors> {
+    compile::load(text, origin)
+}
+
+/// Converts byte offsets into 1-based line and column (in characters).
+#[derive(Debug)]
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts }
+    }
+
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
+        (line, col)
+    }
+}

@@ -6,7 +6,9 @@
 
 mod config;
 mod counters;
+pub mod events;
 mod frag;
+mod inspect;
 mod reason;
 mod route;
 mod worker;

@@ -4,7 +4,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::counters::{bump, Counters};
+use super::events::{Action, DecisionEvent, EventSink};
 use super::frag::FragCache;
+use super::inspect::{self, InspectPool, TxQueue, L7};
 use super::route::RouteTable;
 use super::{DropReason, EngineConfig, IfaceId, Nanos, Packet, Verdict};
 use crate::conntrack::{Dir, FlowKey, FlowTable, TcpTrack, TimeoutClass};
@@ -36,6 +38,12 @@ struct Parsed {
     first_frag: bool,
     ident: u16,
     df: bool,
+    /// TCP sequence and acknowledgement numbers.
+    seq: u32,
+    ack: u32,
+    /// The transport payload (TCP data, UDP payload) is `payload..payload_end` of the frame.
+    payload: usize,
+    payload_end: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +66,9 @@ pub struct Worker {
     frags: FragCache,
     counters: Arc<Counters>,
     local_addrs: Vec<Ipv4Addr>,
+    inspect: InspectPool,
+    txq: TxQueue,
+    events: Option<EventSink>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -115,6 +126,9 @@ impl Worker {
             frags: FragCache::new(),
             counters: Arc::new(Counters::default()),
             local_addrs,
+            inspect: InspectPool::new((max as usize / 16).clamp(16, 1024)),
+            txq: TxQueue::new(64),
+            events: None,
             cfg,
             policy,
             index,
@@ -140,20 +154,73 @@ impl Worker {
     pub fn config(&self) -> &Arc<EngineConfig> {
         &self.cfg
     }
-    /// Swaps in a new policy for new flows (between batches).
-    pub fn set_policy(&mut self, p: Arc<dyn Policy>) {
+    /// Sends decision events to `sink` (see [`super::events::channel`]).
+    pub fn set_event_sink(&mut self, sink: EventSink) {
+        self.events = Some(sink);
+    }
+    /// Decision events dropped by the rate limit or a full ring.
+    pub fn events_suppressed(&self) -> u64 {
+        self.events.as_ref().map_or(0, |e| e.suppressed)
+    }
+
+    #[inline]
+    fn emit(&mut self, now: Nanos, e: DecisionEvent) {
+        if let Some(s) = &mut self.events {
+            s.offer(now, e);
+        }
+    }
+
+    /// Swaps in a new policy (between batches) and re-decides every tracked flow: as in Azure
+    /// Firewall, a flow the new rules deny is cut (its next packet draws a RST both ways for
+    /// TCP, or is dropped) rather than left running. Flows allowed by application rules keep
+    /// their verdict: their name was read once and is not kept. Returns the flows cut.
+    pub fn set_policy(&mut self, p: Arc<dyn Policy>) -> usize {
         self.policy = p;
+        let revoked: Vec<u32> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.inspect == 0)
+            .filter(|(_, f)| {
+                let q = FlowQuery {
+                    src: f.orig.src(),
+                    dst: f.orig.dst(),
+                    proto: f.orig.proto(),
+                    sport: f.orig.sport(),
+                    dport: f.orig.dport(),
+                };
+                matches!(self.policy.decide(&q), Decision::Deny { .. })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for &i in &revoked {
+            self.flows.get_mut(i).inspect = REVOKED;
+        }
+        revoked.len()
     }
 
     /// Frames the worker wants sent besides the verdicts (released held segments, resets).
     /// Returns (length, interface, next hop) of a frame written into `buf`.
-    pub fn poll_transmit(&mut self, _buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
-        None
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
+        let r = self.txq.pop(buf);
+        if let Some((len, _, _)) = r {
+            bump(&self.counters.tx_packets, 1);
+            bump(&self.counters.tx_bytes, len as u64);
+        }
+        r
+    }
+
+    /// Flows waiting for their application-rule verdict.
+    pub fn inspecting(&self) -> usize {
+        self.inspect.in_use()
     }
 
     /// Reclaims up to `budget` expired flows; the I/O loop calls this between batches.
     pub fn housekeeping(&mut self, now: Nanos, budget: usize) -> usize {
         let mut n = 0;
+        while let Some(idx) = self.inspect.overdue(now) {
+            self.remove_flow(idx, now);
+            bump(&self.counters.drops[DropReason::InspectBudget as usize], 1);
+        }
         while n < budget {
             match self.flows.oldest_expired(now) {
                 Some(idx) => {
@@ -169,6 +236,9 @@ impl Worker {
 
     fn remove_flow(&mut self, idx: u32, now: Nanos) {
         let f = self.flows.remove(idx);
+        if f.inspect != 0 {
+            self.inspect.release(f.rule);
+        }
         if f.reply.dst() != f.orig.src() {
             self.snat.release(&f.orig, f.snat_idx, f.reply.dport(), now);
         }
@@ -198,10 +268,30 @@ impl Worker {
             return None;
         }
         let ip = Ipv4Packet::new_checked(frame.get(e.l3_offset..)?).ok()?;
-        if !self.is_public(ip.dst()) || ip.frag_offset() != 0 {
+        if ip.frag_offset() != 0 {
             return None;
         }
         let l4 = ip.payload();
+        let (sport, dport) = match (ip.protocol(), l4) {
+            (proto::TCP | proto::UDP, [a, b, c, d, ..]) => {
+                (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
+            }
+            _ => (0, 0),
+        };
+        // DNAT flows live on worker 0: their public port is outside the SNAT slices.
+        if self
+            .policy
+            .dnat_targets()
+            .contains(&(ip.src(), sport, ip.protocol()))
+        {
+            return Some(0);
+        }
+        if !self.is_public(ip.dst()) {
+            return None;
+        }
+        if matches!(ip.protocol(), proto::TCP | proto::UDP) && !self.in_snat_range(dport) {
+            return Some(0);
+        }
         let port = match ip.protocol() {
             proto::TCP | proto::UDP if l4.len() >= 4 => u16::from_be_bytes([l4[2], l4[3]]),
             proto::ICMP if l4.len() >= 8 => {
@@ -304,6 +394,10 @@ impl Worker {
             first_frag: ip.is_fragment() && ip.frag_offset() == 0,
             ident: ip.ident(),
             df: ip.dont_frag(),
+            seq: 0,
+            ack: 0,
+            payload: 0,
+            payload_end: 0,
         };
         if ip.frag_offset() != 0 {
             // RFC 1858: a fragment at offset 8 can only exist to overwrite TCP header fields.
@@ -320,6 +414,10 @@ impl Worker {
                 p.sport = t.src_port();
                 p.dport = t.dst_port();
                 p.tcp_flags = t.flags();
+                p.seq = t.seq();
+                p.ack = t.ack();
+                p.payload = p.l4 + t.header_len();
+                p.payload_end = p.end;
             }
             proto::UDP => {
                 // A first fragment carries only part of the datagram the UDP length covers.
@@ -430,12 +528,33 @@ impl Worker {
                 Verdict::Drop(DropReason::Unsolicited)
             };
         }
+        let mut inspect_kind = 0u8;
+        let mut audit = false;
         let (rule, reply_src, mut reply_sport) = match decision {
             Decision::Allow { rule } => (rule, p.dst, p.dport),
+            // An audit-mode collection would deny: log it as such and let the flow through.
+            Decision::Deny { rule: Some(r) } if self.policy.is_audit(r) => {
+                audit = true;
+                (r, p.dst, p.dport)
+            }
             Decision::Dnat { rule, to, to_port } => (rule, to, to_port),
-            Decision::Deny { rule: Some(_) } => return Verdict::Drop(DropReason::RuleDeny),
+            Decision::Deny { rule: Some(r) } => {
+                let e = DecisionEvent::new(now, key, Action::Deny);
+                self.emit(now, e.with_rule(Some(r)).with_reason(DropReason::RuleDeny));
+                return Verdict::Drop(DropReason::RuleDeny);
+            }
+            Decision::Inspect if p.proto == proto::TCP => {
+                inspect_kind = INSPECT_TCP;
+                (0, p.dst, p.dport)
+            }
+            Decision::Inspect if p.proto == proto::UDP && p.payload != 0 => {
+                inspect_kind = INSPECT_QUIC;
+                (0, p.dst, p.dport)
+            }
             Decision::Deny { rule: None } | Decision::Inspect => {
-                return Verdict::Drop(DropReason::DefaultDeny)
+                let e = DecisionEvent::new(now, key, Action::Deny);
+                self.emit(now, e.with_reason(DropReason::DefaultDeny));
+                return Verdict::Drop(DropReason::DefaultDeny);
             }
         };
         if p.proto == proto::ICMP {
@@ -459,6 +578,8 @@ impl Worker {
                         AllocError::OutOfPorts => DropReason::OutOfPorts,
                         AllocError::HostQuota => DropReason::HostQuota,
                     };
+                    let ev = DecisionEvent::new(now, key, Action::Deny);
+                    self.emit(now, ev.with_rule(Some(rule)).with_reason(r));
                     if self.cfg.icmp_on_exhaustion {
                         return self.icmp_reply(pkt, p, icmp_type::DEST_UNREACHABLE, 13, 0, r);
                     }
@@ -489,6 +610,11 @@ impl Worker {
                 if snat {
                     self.snat.release(&key, snat_idx, reply.dport(), now);
                 }
+                let ev = DecisionEvent::new(now, key, Action::Deny);
+                self.emit(
+                    now,
+                    ev.with_rule(Some(rule)).with_reason(DropReason::MaxFlows),
+                );
                 return Verdict::Drop(DropReason::MaxFlows);
             }
         };
@@ -498,7 +624,33 @@ impl Worker {
         if p.proto == proto::TCP {
             f.tcp = TcpTrack::opened();
         }
+        if inspect_kind != 0 {
+            let Some(slot) = self.inspect.take(idx, p.seq.wrapping_add(1), now) else {
+                self.remove_flow(idx, now);
+                return Verdict::Drop(DropReason::InspectBudget);
+            };
+            let f = self.flows.get_mut(idx);
+            f.inspect = inspect_kind;
+            f.rule = slot;
+        }
         bump(&self.counters.flows_created, 1);
+        if inspect_kind == 0 {
+            let dnat = reply_src != p.dst
+                || reply_sport != if p.proto == proto::ICMP { 0 } else { p.dport };
+            let mut e = DecisionEvent::new(
+                now,
+                key,
+                match (audit, dnat) {
+                    (true, _) => Action::Audit,
+                    (false, true) => Action::Dnat,
+                    (false, false) => Action::Allow,
+                },
+            );
+            e.rule = Some(rule);
+            e.snat = snat.then(|| (reply.dst(), reply.dport()));
+            e.dnat = dnat.then(|| (reply.src(), reply.sport()));
+            self.emit(now, e);
+        }
         self.forward_tracked(now, pkt, p, idx, Dir::Orig)
     }
 
@@ -524,6 +676,11 @@ impl Worker {
                 0,
                 DropReason::TtlExceeded,
             );
+        }
+        if self.flows.get(idx).inspect == REVOKED {
+            let e = DecisionEvent::new(now, self.flows.get(idx).orig, Action::Deny);
+            self.emit(now, e.with_reason(DropReason::PolicyRevoked));
+            return self.cut(now, pkt, p, idx, dir, p.seq, DropReason::PolicyRevoked);
         }
         let f = self.flows.get(idx);
         let after = match dir {
@@ -552,6 +709,9 @@ impl Worker {
             }
             return Verdict::Drop(DropReason::FragNeeded);
         }
+        if f.inspect != 0 && dir == Dir::Orig && p.payload != 0 && p.payload < p.payload_end {
+            return self.inspect_payload(now, pkt, p, idx);
+        }
         let mut class = f.class();
         if p.proto == proto::TCP {
             let f = self.flows.get_mut(idx);
@@ -566,6 +726,184 @@ impl Worker {
         f.packets[dir as usize] = f.packets[dir as usize].wrapping_add(1);
         self.flows.touch(idx, class, now);
         Verdict::Forward { tx_if, next_hop }
+    }
+
+    /// Holds a first-payload packet of a flow under inspection, and decides when the name is
+    /// known.
+    fn inspect_payload(
+        &mut self,
+        now: Nanos,
+        pkt: &mut Packet<'_>,
+        p: &Parsed,
+        idx: u32,
+    ) -> Verdict {
+        let f = *self.flows.get(idx);
+        let Some(slot) = self.inspect.get_mut(f.rule) else {
+            return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
+        };
+        let (payload, frame) = (&pkt.buf[p.payload..p.payload_end], &pkt.buf[..pkt.len]);
+        let held = if f.inspect == INSPECT_TCP {
+            slot.hold_segment(p.seq, payload, frame)
+        } else {
+            slot.hold_frame(frame).and_then(|_| slot.append(payload))
+        };
+        if held.is_err() {
+            return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
+        }
+        let q = FlowQuery {
+            src: f.orig.src(),
+            dst: f.orig.dst(),
+            proto: f.orig.proto(),
+            sport: f.orig.sport(),
+            dport: f.orig.dport(),
+        };
+        let mut lower = [0u8; 256];
+        let mut raw = [0u8; 256];
+        let (decision, deny_reason, app, name) =
+            match inspect::classify(f.inspect == INSPECT_QUIC, slot.stream(), &mut raw) {
+                L7::NeedMore => return Verdict::Held,
+                L7::Name(app, name) => {
+                    let name = inspect::lowercase(name, &mut lower);
+                    (
+                        self.policy.decide_app(&q, app, Some(name)),
+                        DropReason::AppDeny,
+                        Some(app),
+                        name,
+                    )
+                }
+                L7::NoName(app) => (
+                    self.policy.decide_app(&q, app, None),
+                    DropReason::NoSni,
+                    Some(app),
+                    "",
+                ),
+                L7::Unknown => (Decision::Deny { rule: None }, DropReason::AppDeny, None, ""),
+            };
+        let mut e = DecisionEvent::new(now, f.orig, Action::Allow).with_name(name);
+        e.app = app;
+        let audited = match decision {
+            Decision::Deny { rule: Some(r) } if self.policy.is_audit(r) => Some(r),
+            _ => None,
+        };
+        if audited.is_some() {
+            e.action = Action::Audit;
+        }
+        match audited
+            .map(|rule| Decision::Allow { rule })
+            .unwrap_or(decision)
+        {
+            Decision::Allow { rule } => {
+                e.rule = Some(rule);
+                e.snat = (f.reply.dst() != f.orig.src()).then(|| (f.reply.dst(), f.reply.dport()));
+                self.emit(now, e);
+                self.release_inspected(now, idx, rule, pkt.rx_if);
+                Verdict::Held
+            }
+            d => {
+                e.action = Action::Deny;
+                e.reason = Some(deny_reason);
+                e.rule = match d {
+                    Decision::Deny { rule } => rule,
+                    _ => None,
+                };
+                self.emit(now, e);
+                self.deny_inspected(now, pkt, p, idx, deny_reason)
+            }
+        }
+    }
+
+    /// The name was allowed: the flow continues untouched and its held packets leave in order.
+    fn release_inspected(&mut self, now: Nanos, idx: u32, rule: u32, rx_if: IfaceId) {
+        let slot_i = self.flows.get(idx).rule;
+        let f = self.flows.get_mut(idx);
+        f.inspect = 0;
+        f.rule = rule as u16;
+        let held = self.inspect.get(slot_i).map_or(0, |s| s.held);
+        for i in 0..held {
+            let Some(mut buf) = self.txq.take_buf() else {
+                break;
+            };
+            let len = match self.inspect.get(slot_i) {
+                Some(s) => {
+                    let fr = s.frame(i);
+                    buf[..fr.len()].copy_from_slice(fr);
+                    fr.len()
+                }
+                None => 0,
+            };
+            let mut pk = Packet::new(&mut buf, len, rx_if);
+            let meta = match self.decide(now, &mut pk) {
+                Verdict::Forward { tx_if, next_hop } => Some((pk.len, tx_if, next_hop)),
+                _ => None,
+            };
+            self.txq.push(buf, meta);
+        }
+        self.inspect.release(slot_i);
+    }
+
+    /// The name was denied (or never came): reset both ends of a TCP flow, drop a QUIC one.
+    fn deny_inspected(
+        &mut self,
+        now: Nanos,
+        pkt: &mut Packet<'_>,
+        p: &Parsed,
+        idx: u32,
+        reason: DropReason,
+    ) -> Verdict {
+        let f = *self.flows.get(idx);
+        // The server has seen the handshake only: its next expected sequence is the ISN + 1.
+        let isn = self.inspect.get(f.rule).map_or(p.seq, |s| s.isn);
+        self.cut(now, pkt, p, idx, Dir::Orig, isn, reason)
+    }
+
+    /// Ends a flow: for TCP, a RST back to the sender of `p` (in place of it) and a RST onward
+    /// to the other end with sequence `onward_seq`; other protocols are just dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn cut(
+        &mut self,
+        now: Nanos,
+        pkt: &mut Packet<'_>,
+        p: &Parsed,
+        idx: u32,
+        dir: Dir,
+        onward_seq: u32,
+        reason: DropReason,
+    ) -> Verdict {
+        let f = *self.flows.get(idx);
+        self.remove_flow(idx, now);
+        if p.proto != proto::TCP || p.tcp_flags & tcp_flags::RST != 0 {
+            return Verdict::Drop(reason);
+        }
+        // Onward, as the other end would have received this packet after translation.
+        let onward = match dir {
+            Dir::Orig => f.reply.reversed(),
+            Dir::Reply => f.orig.reversed(),
+        };
+        if let (Some(mut buf), Some((tx_if, hop))) =
+            (self.txq.take_buf(), self.routes.lookup(onward.dst()))
+        {
+            buf[..p.l3].copy_from_slice(&pkt.buf[..p.l3]);
+            let len = emit_tcp_rst(&mut buf, p.l3, &onward, onward_seq, 0, tcp_flags::RST);
+            self.txq.push(buf, Some((len, tx_if, hop)));
+        }
+        let Some((tx_if, next_hop)) = self.routes.lookup(p.src) else {
+            return Verdict::Drop(reason);
+        };
+        let back = FlowKey::new(p.dst, p.src, p.dport, p.sport, proto::TCP);
+        let ack = p
+            .seq
+            .wrapping_add((p.payload_end.saturating_sub(p.payload)) as u32);
+        pkt.len = emit_tcp_rst(
+            pkt.buf,
+            p.l3,
+            &back,
+            p.ack,
+            ack,
+            tcp_flags::RST | tcp_flags::ACK,
+        );
+        ethernet::swap_macs(pkt.buf);
+        bump(&self.counters.drops[reason as usize], 1);
+        Verdict::Reply { tx_if, next_hop }
     }
 
     /// Rewrites addresses, ports (or ICMP id) and TTL so the packet reads as `after`.
@@ -768,6 +1106,35 @@ impl Worker {
         ethernet::swap_macs(pkt.buf);
         Verdict::Reply { tx_if, next_hop }
     }
+}
+
+/// Flow is held for a TCP first payload (TLS ClientHello or HTTP request head).
+const INSPECT_TCP: u8 = 1;
+/// Flow is held for a QUIC Initial.
+const INSPECT_QUIC: u8 = 2;
+/// A reloaded policy denies the flow: cut it at its next packet.
+const REVOKED: u8 = 3;
+
+/// Writes an IPv4 + TCP segment with no payload at `l3` (the Ethernet header before it is the
+/// caller's); returns the frame length.
+fn emit_tcp_rst(buf: &mut [u8], l3: usize, k: &FlowKey, seq: u32, ack: u32, flags: u8) -> usize {
+    let end = l3 + 40;
+    if buf.len() < end {
+        return 0;
+    }
+    ipv4::emit_header(&mut buf[l3..], k.src(), k.dst(), proto::TCP, 40, 64);
+    let t = &mut buf[l3 + 20..end];
+    t[0..2].copy_from_slice(&k.sport().to_be_bytes());
+    t[2..4].copy_from_slice(&k.dport().to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..20].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let ps = checksum::pseudo_header(k.src().octets(), k.dst().octets(), proto::TCP, 20);
+    let c = !checksum::fold(checksum::sum(t, ps));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    end
 }
 
 /// UDP header rewrite that works on first fragments too (no length check).

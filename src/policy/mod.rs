@@ -6,6 +6,13 @@
 
 use std::net::Ipv4Addr;
 
+pub mod bitset;
+pub mod fqdn;
+mod ruleset;
+
+pub use fqdn::{FqdnError, FqdnPattern};
+pub use ruleset::{app_l4, reference, Action, FieldMatch, Protocols, RuleKind, RuleSpec, Ruleset};
+
 /// IP protocol numbers the classifier distinguishes.
 pub mod proto {
     pub const ICMP: u8 = 1;
@@ -78,4 +85,18 @@ pub trait Policy: Send + Sync {
     fn decide_app(&self, q: &FlowQuery, app: AppProto, fqdn: Option<&str>) -> Decision;
     /// The names of a rule, for logs.
     fn describe(&self, rule: RuleId) -> Option<RuleRef<'_>>;
+    /// Every DNAT target (translated address, port, protocol; port 0 when the rule keeps the
+    /// original port). With several workers, the datapath steers a DNAT flow's both directions
+    /// to one worker by these.
+    fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
+        &[]
+    }
+    /// Whether the rule belongs to a collection in audit mode: a [`Decision::Deny`] naming it is
+    /// to be logged as "would deny" and the flow let through (treated as allowed).
+    fn is_audit(&self, _rule: RuleId) -> bool {
+        false
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,9 @@
 pub mod checksum;
 mod error;
 pub mod ethernet;
+pub mod host;
 pub mod ipv4;
 pub mod l4;
+pub mod sni;
 
 pub use error::WireError;

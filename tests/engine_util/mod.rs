@@ -90,6 +90,10 @@ impl Policy for PermissiveTestPolicy {
     fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
         None
     }
+    fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
+        const TARGETS: [(Ipv4Addr, u16, u8); 1] = [(Ipv4Addr::new(198, 18, 0, 20), 80, 6)];
+        &TARGETS
+    }
 }
 
 /// TEST ONLY: denies destination 198.51.100.66 by rule 3 and anything to port 25 by default.

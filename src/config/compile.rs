@@ -1,0 +1,971 @@
+//! Validation and compilation of the raw schema into engine settings and a ruleset.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+
+use super::schema::{Raw, RawCollection, RawRule, TagFile, S};
+use super::{ConfigErrors, Diagnostic, LineIndex, Loaded, Severity};
+use crate::conntrack::Timeouts;
+use crate::datapath::{EngineConfig, Iface, IfaceRole, Route};
+use crate::nat::{MappingMode, NatConfig};
+use crate::policy::{Action, AppProto, FqdnPattern, Protocols, RuleKind, RuleSpec, Ruleset};
+
+const TAGS_TOML: &str = include_str!("../../data/fqdn-tags.toml");
+
+/// The FQDN patterns of a tag from `data/fqdn-tags.toml`, or `None` for an unknown tag.
+pub fn fqdn_tag(name: &str) -> Option<Vec<String>> {
+    let tags: TagFile = toml::from_str(TAGS_TOML).ok()?;
+    tags.tags
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+struct Ctx<'a> {
+    origin: &'a str,
+    idx: LineIndex<'a>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn diag(&self, span: &Range<usize>, severity: Severity, message: String) -> Diagnostic {
+        let (line, col) = self.idx.line_col(span.start);
+        Diagnostic {
+            origin: self.origin.to_string(),
+            line,
+            col,
+            severity,
+            message,
+        }
+    }
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.diag(&span, Severity::Error, message.into());
+        self.errors.push(d);
+    }
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.diag(&span, Severity::Warning, message.into());
+        self.warnings.push(d);
+    }
+
+    fn addr(&mut self, v: &S<String>, what: &str) -> Option<Ipv4Addr> {
+        match v.get_ref().trim().parse::<Ipv4Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let msg = if v.get_ref().contains('/') {
+                    format!(
+                        "{what} must be a single IPv4 address, not a prefix: \"{}\"",
+                        v.get_ref()
+                    )
+                } else {
+                    format!("{what} \"{}\" is not an IPv4 address", v.get_ref())
+                };
+                self.err(v.span(), msg);
+                None
+            }
+        }
+    }
+
+    /// A prefix (CIDR or bare address); host bits set is an error naming the intended prefix.
+    fn prefix(&mut self, v: &S<String>, allow_star: bool) -> Option<Ipv4Net> {
+        let s = v.get_ref().trim();
+        if s == "*" || s.eq_ignore_ascii_case("any") {
+            if allow_star {
+                return Some(Ipv4Net::default());
+            }
+            self.err(v.span(), "\"*\" is not allowed here: give a prefix");
+            return None;
+        }
+        if !s.contains('/') {
+            return match s.parse::<Ipv4Addr>() {
+                Ok(a) => Some(Ipv4Net::from(a)),
+                Err(_) => {
+                    self.err(
+                        v.span(),
+                        format!("\"{s}\" is not an IPv4 address or CIDR prefix"),
+                    );
+                    None
+                }
+            };
+        }
+        match s.parse::<Ipv4Net>() {
+            Ok(n) if n.trunc() != n => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "the prefix \"{s}\" has host bits set; did you mean \"{}\"?",
+                        n.trunc()
+                    ),
+                );
+                None
+            }
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    format!("\"{s}\" is not a valid CIDR prefix (expected a.b.c.d/len, len 0-32)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An interface CIDR: the address with its connected prefix (host bits expected).
+    fn iface_cidr(&mut self, v: &S<String>) -> Option<(Ipv4Addr, Ipv4Net)> {
+        match v.get_ref().trim().parse::<Ipv4Net>() {
+            Ok(n) => Some((n.addr(), n.trunc())),
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "interface address \"{}\" must be a CIDR like \"198.18.0.1/24\" (the address and its connected prefix)",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A parsed port range, or an error sentence.
+fn parse_port_range(s: &str, allow_star: bool) -> Result<(u16, u16), String> {
+    let s = s.trim();
+    if allow_star && s == "*" {
+        return Ok((0, 65535));
+    }
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s, s),
+    };
+    let num = |x: &str| -> Result<u16, String> {
+        match x.parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            Ok(n) => Err(format!("port {n} is out of range (1-65535)")),
+            Err(_) => Err(format!(
+                "\"{s}\" is not a port, a port range like \"9000-9010\", or \"*\""
+            )),
+        }
+    };
+    let (lo, hi) = (num(a)?, num(b)?);
+    if lo > hi {
+        return Err(format!(
+            "the port range \"{s}\" is inverted: {lo} is greater than {hi}"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+fn priority(ctx: &mut Ctx, p: &S<i64>, what: &str) -> u32 {
+    let v = *p.get_ref();
+    if !(100..=65000).contains(&v) {
+        ctx.err(
+            p.span(),
+            format!("{what} priority {v} is out of range: priorities go from 100 to 65000"),
+        );
+    }
+    v.clamp(0, 65000) as u32
+}
+
+struct RuleOut {
+    spec: RuleSpec,
+    order: (u32, u32, usize),
+    name_span: Range<usize>,
+    literal_srcs: Vec<(Ipv4Net, Range<usize>)>,
+    literal_dsts: Vec<(Ipv4Net, Range<usize>)>,
+}
+
+pub(super) fn load(text: &str, origin: &str) -> Result<Loaded, ConfigErrors> {
+    let mut ctx = Ctx {
+        origin,
+        idx: LineIndex::new(text),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for (span, msg) in super::keys::unknown_keys(text) {
+        ctx.err(span, msg);
+    }
+    let raw: Raw = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().trim().replace('`', "\"");
+            ctx.err(span, msg);
+            return Err(fail(ctx));
+        }
+    };
+    let built = build(&mut ctx, raw);
+    match built {
+        Some(l) if ctx.errors.is_empty() => Ok(Loaded {
+            warnings: ctx.warnings,
+            ..l
+        }),
+        _ => Err(fail(ctx)),
+    }
+}
+
+fn fail(mut ctx: Ctx) -> ConfigErrors {
+    ctx.errors.sort_by_key(|d| (d.line, d.col));
+    ctx.warnings.sort_by_key(|d| (d.line, d.col));
+    ConfigErrors::Invalid {
+        origin: ctx.origin.to_string(),
+        errors: ctx.errors,
+        warnings: ctx.warnings,
+    }
+}
+
+fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
+    // ---- interfaces
+    let mut interfaces = Vec::new();
+    let mut if_names: HashMap<String, usize> = HashMap::new();
+    if raw.interface.is_empty() {
+        ctx.err(
+            0..0,
+            "no [[interface]] is configured: the appliance needs at least one data interface",
+        );
+    }
+    if raw.interface.len() > 255 {
+        ctx.err(0..0, "more than 255 interfaces are configured");
+    }
+    for i in &raw.interface {
+        let name = i.name.get_ref().clone();
+        if if_names.insert(name.clone(), interfaces.len()).is_some() {
+            ctx.err(
+                i.name.span(),
+                format!("the interface name \"{name}\" is used twice"),
+            );
+        }
+        let role = match i.role.get_ref().as_str() {
+            "inside" => IfaceRole::Inside,
+            "outside" => IfaceRole::Outside,
+            "one-arm" => IfaceRole::OneArm,
+            other => {
+                ctx.err(
+                    i.role.span(),
+                    format!(
+                        "interface role \"{other}\" is unknown: use inside, outside or one-arm"
+                    ),
+                );
+                IfaceRole::Inside
+            }
+        };
+        let mut addrs = Vec::new();
+        let mut connected = Vec::new();
+        for a in &i.addresses {
+            if let Some((ad, n)) = ctx.iface_cidr(a) {
+                addrs.push(ad);
+                if !connected.contains(&n) {
+                    connected.push(n);
+                }
+            }
+        }
+        let gateway = match &i.gateway {
+            Some(g) if g.get_ref() == "none" => None,
+            Some(g) => ctx.addr(g, "gateway"),
+            None => None,
+        };
+        let mtu = match &i.mtu {
+            Some(m) => {
+                let v = *m.get_ref();
+                if !(576..=9216).contains(&v) {
+                    ctx.err(m.span(), format!("mtu {v} is out of range (576-9216)"));
+                }
+                v.clamp(576, 9216) as u16
+            }
+            None => 1500,
+        };
+        interfaces.push(Iface {
+            name,
+            role,
+            addrs,
+            gateway,
+            connected,
+            mtu,
+        });
+    }
+    // ---- routes
+    let mut routes = Vec::new();
+    for r in &raw.route {
+        let prefix = ctx.prefix(&r.prefix, false);
+        let via = ctx.addr(&r.via, "route via");
+        let iface = match if_names.get(r.interface.get_ref()) {
+            Some(&i) => Some(i as u8),
+            None => {
+                ctx.err(
+                    r.interface.span(),
+                    format!(
+                        "the route names interface \"{}\", which is not a configured [[interface]]",
+                        r.interface.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        if let (Some(prefix), Some(via), Some(iface)) = (prefix, via, iface) {
+            routes.push(Route { prefix, via, iface });
+        }
+    }
+    // ---- appliance
+    let inside_prefixes: Vec<Ipv4Net> = raw
+        .appliance
+        .inside_prefixes
+        .iter()
+        .filter_map(|p| ctx.prefix(p, false))
+        .collect();
+    let icmp_source = match &raw.appliance.icmp_source {
+        Some(a) => ctx.addr(a, "icmp_source"),
+        None => {
+            let found = interfaces
+                .iter()
+                .filter(|i| matches!(i.role, IfaceRole::Inside | IfaceRole::OneArm))
+                .flat_map(|i| i.addrs.first())
+                .next()
+                .copied();
+            if found.is_none() && !raw.interface.is_empty() {
+                ctx.err(
+                    0..0,
+                    "appliance.icmp_source is not set and no inside or one-arm interface has an address to use instead",
+                );
+            }
+            found
+        }
+    };
+    let management = match &raw.appliance.management {
+        Some(m) => match m.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                ctx.err(
+                    m.span(),
+                    format!(
+                        "management address \"{}\" is not an address:port",
+                        m.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+    };
+    let workers = match raw.appliance.workers {
+        Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) => n,
+    };
+    // ---- snat
+    let s = &raw.snat;
+    let mut nat = NatConfig::default();
+    let mut snat_spans = Vec::new();
+    for a in &s.addresses {
+        if let Some(ad) = ctx.addr(a, "SNAT address") {
+            nat.public_addrs.push(ad);
+            snat_spans.push(a.span());
+        }
+    }
+    if s.addresses.is_empty() {
+        ctx.err(
+            0..0,
+            "snat.addresses is empty: the appliance needs at least one address to SNAT to",
+        );
+    }
+    if let Some(p) = &s.ports {
+        match parse_port_range(p.get_ref(), false) {
+            Ok((lo, hi)) => {
+                nat.port_min = lo;
+                nat.port_max = hi;
+            }
+            Err(m) => ctx.err(p.span(), format!("snat.ports: {m}")),
+        }
+    }
+    if let Some(m) = &s.mapping {
+        nat.mapping = match m.get_ref().as_str() {
+            "endpoint-independent" => MappingMode::EndpointIndependent,
+            "address-and-port-dependent" => MappingMode::AddressAndPortDependent,
+            o => {
+                ctx.err(m.span(), format!("snat.mapping \"{o}\" is unknown: use endpoint-independent or address-and-port-dependent"));
+                MappingMode::EndpointIndependent
+            }
+        };
+    }
+    nat.per_host_quota = s.per_host_quota.filter(|&q| q > 0);
+    if let Some(c) = s.reuse_cooldown {
+        nat.reuse_cooldown = c;
+    }
+    if let Some(ex) = &s.exempt {
+        nat.exempt = ex.iter().filter_map(|p| ctx.prefix(p, false)).collect();
+    }
+    let mss_clamp = s.mss_clamp.as_ref().and_then(|m| {
+        let v = *m.get_ref();
+        if (536..=9176).contains(&v) {
+            Some(v as u16)
+        } else {
+            ctx.err(
+                m.span(),
+                format!("mss_clamp {v} is out of range (536-9176)"),
+            );
+            None
+        }
+    });
+    // ---- conntrack
+    let t = &raw.conntrack.timeouts;
+    let d = Timeouts::default();
+    let timeouts = Timeouts {
+        tcp_syn: t.tcp_syn.unwrap_or(d.tcp_syn),
+        tcp_established: t.tcp_established.unwrap_or(d.tcp_established),
+        tcp_closing: t.tcp_closing.unwrap_or(d.tcp_closing),
+        tcp_time_wait: t.tcp_time_wait.unwrap_or(d.tcp_time_wait),
+        tcp_rst: t.tcp_rst.unwrap_or(d.tcp_rst),
+        udp: t.udp.unwrap_or(d.udp),
+        icmp: t.icmp.unwrap_or(d.icmp),
+    };
+    let max_flows = match &raw.conntrack.max_flows {
+        Some(m) => {
+            let v = *m.get_ref();
+            if !(1..=u32::MAX as i64).contains(&v) {
+                ctx.err(
+                    m.span(),
+                    format!("conntrack.max_flows {v} is out of range (1-4294967295)"),
+                );
+            }
+            v.clamp(1, u32::MAX as i64) as u32
+        }
+        None => 1 << 20,
+    };
+    // ---- ip groups
+    let mut groups: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
+    for (name, list) in &raw.ip_groups {
+        let nets = list.iter().filter_map(|p| ctx.prefix(p, false)).collect();
+        groups.insert(name.clone(), nets);
+    }
+    // ---- rules
+    let rules = build_rules(ctx, &raw, &groups, &nat.public_addrs);
+    analyze(ctx, &rules);
+    let specs: Vec<RuleSpec> = rules.into_iter().map(|r| r.spec).collect();
+    if !ctx.errors.is_empty() {
+        return None;
+    }
+    let policy = Arc::new(Ruleset::compile(specs, nat.public_addrs.clone()));
+    Some(Loaded {
+        engine: EngineConfig {
+            interfaces,
+            routes,
+            inside_prefixes,
+            nat,
+            timeouts,
+            max_flows_per_worker: max_flows,
+            mss_clamp,
+            icmp_on_exhaustion: s.icmp_on_exhaustion.unwrap_or(true),
+            icmp_source: icmp_source?,
+        },
+        policy,
+        workers,
+        management: management?,
+        warnings: Vec::new(),
+    })
+}
+
+fn build_rules(
+    ctx: &mut Ctx,
+    raw: &Raw,
+    groups: &BTreeMap<String, Vec<Ipv4Net>>,
+    snat: &[Ipv4Addr],
+) -> Vec<RuleOut> {
+    let mut out = Vec::new();
+    let mut group_names: HashSet<&str> = HashSet::new();
+    let mut group_prios: HashMap<i64, &str> = HashMap::new();
+    for g in &raw.group {
+        let gname = g.name.get_ref();
+        if !group_names.insert(gname) {
+            ctx.err(
+                g.name.span(),
+                format!("the group name \"{gname}\" is used twice"),
+            );
+        }
+        let gp = priority(ctx, &g.priority, "group");
+        if let Some(other) = group_prios.insert(*g.priority.get_ref(), gname) {
+            ctx.err(
+                g.priority.span(),
+                format!(
+                    "group \"{gname}\" has priority {}, which group \"{other}\" already has: priorities within a level must differ",
+                    g.priority.get_ref()
+                ),
+            );
+        }
+        let mut coll_names: HashSet<&str> = HashSet::new();
+        let mut coll_prios: HashMap<i64, &str> = HashMap::new();
+        for c in &g.collection {
+            let cname = c.name.get_ref();
+            if !coll_names.insert(cname) {
+                ctx.err(
+                    c.name.span(),
+                    format!("the collection name \"{cname}\" is used twice in group \"{gname}\""),
+                );
+            }
+            let cp = priority(ctx, &c.priority, "collection");
+            if let Some(other) = coll_prios.insert(*c.priority.get_ref(), cname) {
+                ctx.err(
+                    c.priority.span(),
+                    format!(
+                        "collection \"{cname}\" has priority {}, which collection \"{other}\" in group \"{gname}\" already has: priorities within a level must differ",
+                        c.priority.get_ref()
+                    ),
+                );
+            }
+            collection(ctx, gname, gp, cp, c, groups, snat, &mut out);
+        }
+    }
+    out.sort_by_key(|r| r.order);
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collection(
+    ctx: &mut Ctx,
+    gname: &str,
+    gp: u32,
+    cp: u32,
+    c: &RawCollection,
+    groups: &BTreeMap<String, Vec<Ipv4Net>>,
+    snat: &[Ipv4Addr],
+    out: &mut Vec<RuleOut>,
+) {
+    let cname = c.name.get_ref();
+    let kind = match c.kind.get_ref().as_str() {
+        "dnat" => RuleKind::Dnat,
+        "network" => RuleKind::Network,
+        "application" => RuleKind::Application,
+        o => {
+            ctx.err(
+                c.kind.span(),
+                format!("collection kind \"{o}\" is unknown: use dnat, network or application"),
+            );
+            return;
+        }
+    };
+    let action = match c.action.get_ref().as_str() {
+        "allow" => Action::Allow,
+        "deny" if kind == RuleKind::Dnat => {
+            ctx.err(c.action.span(), "a dnat collection can only allow");
+            Action::Allow
+        }
+        "deny" => Action::Deny,
+        o => {
+            ctx.err(
+                c.action.span(),
+                format!("collection action \"{o}\" is unknown: use allow or deny"),
+            );
+            Action::Allow
+        }
+    };
+    let audit = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "enforce")) => false,
+        Some((_, "audit")) => true,
+        Some((m, o)) => {
+            ctx.err(
+                m.span(),
+                format!("collection mode \"{o}\" is unknown: use enforce or audit"),
+            );
+            false
+        }
+    };
+    let mut names: HashSet<&str> = HashSet::new();
+    for (ri, r) in c.rule.iter().enumerate() {
+        if !names.insert(r.name.get_ref()) {
+            ctx.err(
+                r.name.span(),
+                format!(
+                    "the rule name \"{}\" is used twice in collection \"{cname}\"",
+                    r.name.get_ref()
+                ),
+            );
+        }
+        let mut spec = RuleSpec::new(gname, cname, r.name.get_ref(), kind, action);
+        spec.audit = audit;
+        let (srcs, lsrc) = addresses(ctx, &r.sources, &r.source_ip_groups, groups);
+        spec.sources = srcs;
+        if r.sources.is_empty() && r.source_ip_groups.is_empty() {
+            ctx.err(
+                r.name.span(),
+                format!(
+                    "rule \"{}\" has no sources: give sources or source_ip_groups (\"*\" for any)",
+                    r.name.get_ref()
+                ),
+            );
+        }
+        let (dsts, ldst) = addresses(ctx, &r.destinations, &r.destination_ip_groups, groups);
+        spec.destinations = dsts;
+        match kind {
+            RuleKind::Network | RuleKind::Dnat => {
+                l4_rule(ctx, r, &mut spec);
+                for f in &r.destination_fqdns {
+                    match FqdnPattern::parse(f.get_ref()) {
+                        Ok(p) => spec.destination_fqdns.push(p),
+                        Err(e) => ctx.err(
+                            f.span(),
+                            format!("destination FQDN \"{}\": {e}", f.get_ref()),
+                        ),
+                    }
+                }
+                if kind == RuleKind::Dnat && !r.destination_fqdns.is_empty() {
+                    ctx.err(
+                        r.destination_fqdns[0].span(),
+                        "a dnat rule cannot use destination_fqdns",
+                    );
+                }
+                if r.destinations.is_empty()
+                    && r.destination_ip_groups.is_empty()
+                    && r.destination_fqdns.is_empty()
+                {
+                    ctx.err(r.name.span(), format!("rule \"{}\" has no destinations: give destinations, destination_ip_groups or destination_fqdns (\"*\" for any)", r.name.get_ref()));
+                }
+                if !r.fqdns.is_empty() || !r.fqdn_tags.is_empty() {
+                    let sp = r
+                        .fqdns
+                        .first()
+                        .or(r.fqdn_tags.first())
+                        .map_or(0..0, |x| x.span());
+                    ctx.err(
+                        sp,
+                        format!(
+                            "fqdns and fqdn_tags belong in application rules, not in a {} rule",
+                            kind.as_str()
+                        ),
+                    );
+                }
+            }
+            RuleKind::Application => app_rule(ctx, r, &mut spec),
+        }
+        if kind == RuleKind::Dnat {
+            dnat_rule(ctx, r, &mut spec, snat);
+        } else if let Some(t) = &r.translated_address {
+            ctx.err(t.span(), "translated_address is only allowed in dnat rules");
+        }
+        out.push(RuleOut {
+            spec,
+            order: (gp, cp, ri),
+            name_span: r.name.span(),
+            literal_srcs: lsrc,
+            literal_dsts: ldst,
+        });
+    }
+}
+
+type Lits = Vec<(Ipv4Net, Range<usize>)>;
+
+fn addresses(
+    ctx: &mut Ctx,
+    lits: &[S<String>],
+    refs: &[S<String>],
+    groups: &BTreeMap<String, Vec<Ipv4Net>>,
+) -> (Vec<Ipv4Net>, Lits) {
+    let mut nets = Vec::new();
+    let mut spans = Vec::new();
+    for l in lits {
+        if let Some(n) = ctx.prefix(l, true) {
+            nets.push(n);
+            spans.push((n, l.span()));
+        }
+    }
+    for g in refs {
+        match groups.get(g.get_ref()) {
+            Some(list) => nets.extend(list.iter().copied()),
+            None => ctx.err(
+                g.span(),
+                format!(
+                    "the IP group \"{}\" is not defined in [ip_groups]",
+                    g.get_ref()
+                ),
+            ),
+        }
+    }
+    (nets, spans)
+}
+
+fn l4_rule(ctx: &mut Ctx, r: &RawRule, spec: &mut RuleSpec) {
+    if r.protocols.is_empty() {
+        ctx.err(
+            r.name.span(),
+            format!(
+                "rule \"{}\" has no protocols: give tcp, udp, icmp or any",
+                r.name.get_ref()
+            ),
+        );
+    }
+    for p in &r.protocols {
+        match p.get_ref().to_ascii_lowercase().as_str() {
+            "tcp" => spec.protocols.tcp = true,
+            "udp" => spec.protocols.udp = true,
+            "icmp" => spec.protocols.icmp = true,
+            "any" | "*" => spec.protocols = Protocols::ANY,
+            o => ctx.err(
+                p.span(),
+                format!("protocol \"{o}\" is unknown here: use tcp, udp, icmp or any"),
+            ),
+        }
+    }
+    for p in &r.destination_ports {
+        match parse_port_range(p.get_ref(), true) {
+            Ok(range) => spec.ports.push(range),
+            Err(m) => ctx.err(p.span(), m),
+        }
+    }
+    if (spec.protocols.tcp || spec.protocols.udp)
+        && r.destination_ports.is_empty()
+        && !r.protocols.is_empty()
+    {
+        ctx.err(
+            r.name.span(),
+            format!(
+                "rule \"{}\" matches tcp or udp but has no destination_ports (\"*\" for any)",
+                r.name.get_ref()
+            ),
+        );
+    }
+}
+
+fn app_rule(ctx: &mut Ctx, r: &RawRule, spec: &mut RuleSpec) {
+    if r.protocols.is_empty() {
+        ctx.err(
+            r.name.span(),
+            format!(
+                "application rule \"{}\" has no protocols: give e.g. \"https:443\"",
+                r.name.get_ref()
+            ),
+        );
+    }
+    for p in &r.protocols {
+        let s = p.get_ref().to_ascii_lowercase();
+        let parsed = s.split_once(':').and_then(|(a, port)| {
+            let a = match a {
+                "http" => AppProto::Http,
+                "https" => AppProto::Https,
+                "quic" => AppProto::Quic,
+                _ => return None,
+            };
+            let port = port.parse::<u16>().ok().filter(|&x| x > 0)?;
+            Some((a, port))
+        });
+        match parsed {
+            Some(x) => spec.app_protocols.push(x),
+            None => ctx.err(
+                p.span(),
+                format!("application protocol \"{}\" must be http, https or quic with a port, as in \"https:443\"", p.get_ref()),
+            ),
+        }
+    }
+    for f in &r.fqdns {
+        match FqdnPattern::parse(f.get_ref()) {
+            Ok(p) => spec.fqdns.push(p),
+            Err(e) => ctx.err(f.span(), format!("FQDN \"{}\": {e}", f.get_ref())),
+        }
+    }
+    for t in &r.fqdn_tags {
+        match fqdn_tag(t.get_ref()) {
+            Some(list) => spec
+                .fqdns
+                .extend(list.iter().filter_map(|f| FqdnPattern::parse(f).ok())),
+            None => ctx.err(
+                t.span(),
+                format!("the FQDN tag \"{}\" is unknown", t.get_ref()),
+            ),
+        }
+    }
+    if r.fqdns.is_empty() && r.fqdn_tags.is_empty() {
+        ctx.err(
+            r.name.span(),
+            format!(
+                "application rule \"{}\" has no fqdns or fqdn_tags",
+                r.name.get_ref()
+            ),
+        );
+    }
+    let misplaced = [
+        (&r.destinations, "destinations"),
+        (&r.destination_ip_groups, "destination_ip_groups"),
+        (&r.destination_fqdns, "destination_fqdns"),
+        (&r.destination_ports, "destination_ports"),
+    ];
+    for (v, key) in misplaced {
+        if let Some(first) = v.first() {
+            ctx.err(
+                first.span(),
+                format!(
+                    "{key} is not used by application rules: they match on fqdns and protocols"
+                ),
+            );
+        }
+    }
+}
+
+fn dnat_rule(ctx: &mut Ctx, r: &RawRule, spec: &mut RuleSpec, snat: &[Ipv4Addr]) {
+    for d in &r.destinations {
+        if d.get_ref().trim() == "*" {
+            ctx.err(
+                d.span(),
+                "a dnat rule's destination must be one of the snat addresses, not \"*\"",
+            );
+        }
+        if let Ok(n) = d
+            .get_ref()
+            .trim()
+            .parse::<Ipv4Net>()
+            .or_else(|_| d.get_ref().trim().parse::<Ipv4Addr>().map(Ipv4Net::from))
+        {
+            if n.prefix_len() != 32 || !snat.contains(&n.addr()) {
+                ctx.err(
+                    d.span(),
+                    format!(
+                        "dnat destination \"{}\" is not one of the snat addresses {:?}",
+                        d.get_ref(),
+                        snat.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+                    ),
+                );
+            }
+        }
+    }
+    if !r.destination_ip_groups.is_empty() {
+        ctx.err(
+            r.destination_ip_groups[0].span(),
+            "a dnat rule's destinations must be snat addresses given directly, not ip groups",
+        );
+    }
+    let addr = match &r.translated_address {
+        Some(t) => ctx.addr(t, "translated_address"),
+        None => {
+            ctx.err(
+                r.name.span(),
+                format!(
+                    "dnat rule \"{}\" has no translated_address",
+                    r.name.get_ref()
+                ),
+            );
+            None
+        }
+    };
+    let port = r.translated_port.as_ref().and_then(|p| {
+        let v = *p.get_ref();
+        if (1..=65535).contains(&v) {
+            Some(v as u16)
+        } else {
+            ctx.err(
+                p.span(),
+                format!("translated_port {v} is out of range (1-65535)"),
+            );
+            None
+        }
+    });
+    spec.translated = Some((addr.unwrap_or(Ipv4Addr::UNSPECIFIED), port));
+}
+
+fn nets_within(inner: &[Ipv4Net], outer: &[Ipv4Net]) -> bool {
+    inner.iter().all(|i| outer.iter().any(|o| o.contains(i)))
+}
+
+fn ranges_within(inner: &[(u16, u16)], outer: &[(u16, u16)]) -> bool {
+    inner
+        .iter()
+        .all(|&(a, b)| outer.iter().any(|&(c, d)| c <= a && b <= d))
+}
+
+fn covers(a: &RuleSpec, b: &RuleSpec) -> bool {
+    if a.kind != b.kind || !nets_within(&b.sources, &a.sources) {
+        return false;
+    }
+    match b.kind {
+        RuleKind::Application => {
+            b.app_protocols.iter().all(|p| a.app_protocols.contains(p))
+                && b.fqdns
+                    .iter()
+                    .all(|f| a.fqdns.iter().any(|g| f.covered_by(g)))
+        }
+        _ => {
+            let (pa, pb) = (a.protocols, b.protocols);
+            let protos = (!pb.tcp || pa.tcp)
+                && (!pb.udp || pa.udp)
+                && (!pb.icmp || pa.icmp)
+                && (!pb.other || pa.other);
+            protos
+                && nets_within(&b.destinations, &a.destinations)
+                && (!(pb.tcp || pb.udp) || ranges_within(&b.ports, &a.ports))
+        }
+    }
+}
+
+/// The lowest and highest address a list of prefixes covers (`(1, 0)`: empty).
+fn hull(nets: &[Ipv4Net]) -> (u32, u32) {
+    nets.iter().fold((1, 0), |(lo, hi), n| {
+        let (a, b) = (u32::from(n.network()), u32::from(n.broadcast()));
+        if lo > hi {
+            (a, b)
+        } else {
+            (lo.min(a), hi.max(b))
+        }
+    })
+}
+
+fn analyze(ctx: &mut Ctx, rules: &[RuleOut]) {
+    // Application rules have no destinations: their hull is the whole space.
+    let hulls: Vec<((u32, u32), (u32, u32))> = rules
+        .iter()
+        .map(|r| {
+            let d = if r.spec.kind == RuleKind::Application {
+                (0, u32::MAX)
+            } else {
+                hull(&r.spec.destinations)
+            };
+            (hull(&r.spec.sources), d)
+        })
+        .collect();
+    for (i, b) in rules.iter().enumerate() {
+        let spec = &b.spec;
+        if !spec.destination_fqdns.is_empty() {
+            ctx.warn(
+                b.name_span.clone(),
+                format!(
+                    "rule \"{}\" uses destination_fqdns, which are not resolved yet (DNS comes later): the rule matches only its IP destinations",
+                    spec.name
+                ),
+            );
+        }
+        for lits in [&b.literal_srcs, &b.literal_dsts] {
+            for (j, (n, sp)) in lits.iter().enumerate() {
+                if let Some((m, _)) = lits[..j]
+                    .iter()
+                    .find(|(m, _)| m.contains(n) || n.contains(m))
+                {
+                    ctx.warn(
+                        sp.clone(),
+                        format!("the prefix {n} overlaps {m} in the same rule"),
+                    );
+                }
+            }
+        }
+        let empty = spec.sources.is_empty()
+            || (spec.kind != RuleKind::Application && spec.destinations.is_empty())
+            || (spec.kind == RuleKind::Application && spec.fqdns.is_empty());
+        if empty {
+            continue;
+        }
+        // Cheap necessary condition first: the earlier rule's address hulls contain this one's.
+        let (bs, bd) = (hulls[i].0, hulls[i].1);
+        let found = rules[..i].iter().zip(&hulls[..i]).find(|(a, h)| {
+            h.0 .0 <= bs.0
+                && bs.1 <= h.0 .1
+                && h.1 .0 <= bd.0
+                && bd.1 <= h.1 .1
+                && covers(&a.spec, spec)
+        });
+        if let Some((a, _)) = found {
+            let (l, c) = ctx.idx.line_col(a.name_span.start);
+            ctx.warn(
+                b.name_span.clone(),
+                format!(
+                    "rule \"{}\" can never match: the earlier rule \"{}\" (line {l}, column {c}) in {}/{} covers everything it matches",
+                    spec.name, a.spec.name, a.spec.group, a.spec.collection
+                ),
+            );
+        }
+    }
+}

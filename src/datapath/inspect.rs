@@ -1,0 +1,333 @@
+//! Holding the first payload of flows that only application rules can decide.
+//!
+//! The TCP handshake passes (SNATed as usual); the client's first data segments are copied
+//! into a per-flow slot and held, reassembled by sequence number, until the name (TLS SNI,
+//! HTTP Host, QUIC SNI) is read. Then the held segments are released in order, or the flow is
+//! reset. Slots are preallocated: the pool size is the global budget, the slot size the
+//! per-flow byte budget, and a slot older than the time budget is given up.
+
+use std::net::Ipv4Addr;
+
+use super::{IfaceId, Nanos};
+use crate::policy::AppProto;
+
+/// Most segments (or datagrams) held per flow.
+pub const MAX_HELD: usize = 8;
+/// Bytes of stream reassembled per flow: a ClientHello with post-quantum key shares is ~1.8 KiB.
+pub const STREAM_BUDGET: usize = 8192;
+/// Longest a flow may wait for its name.
+pub const TIME_BUDGET: Nanos = 10_000_000_000;
+const FRAME_CAP: usize = 2048;
+
+/// One flow under inspection.
+#[derive(Debug)]
+pub struct Slot {
+    pub flow: u32,
+    /// Sequence number of the first payload byte (client ISN + 1).
+    pub isn: u32,
+    pub started: Nanos,
+    data: Box<[u8]>,
+    /// Received byte ranges (offset, end) relative to `isn`, merged as they arrive.
+    ranges: [(u32, u32); MAX_HELD],
+    nranges: usize,
+    frames: Box<[u8]>,
+    frame_lens: [u16; MAX_HELD],
+    pub held: usize,
+}
+
+/// Why a segment could not be taken into a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldError {
+    /// Beyond the per-flow byte budget or segment count.
+    Budget,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            flow: u32::MAX,
+            isn: 0,
+            started: 0,
+            data: vec![0; STREAM_BUDGET].into_boxed_slice(),
+            ranges: [(0, 0); MAX_HELD],
+            nranges: 0,
+            frames: vec![0; FRAME_CAP * MAX_HELD].into_boxed_slice(),
+            frame_lens: [0; MAX_HELD],
+            held: 0,
+        }
+    }
+
+    /// Takes a segment: its payload at `seq` into the stream, its whole frame into the hold.
+    pub fn hold_segment(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        frame: &[u8],
+    ) -> Result<(), HoldError> {
+        let off = seq.wrapping_sub(self.isn) as usize;
+        let end = off + payload.len();
+        if end > STREAM_BUDGET || self.held >= MAX_HELD || frame.len() > FRAME_CAP {
+            return Err(HoldError::Budget);
+        }
+        self.data[off..end].copy_from_slice(payload);
+        self.hold_frame(frame)?;
+        self.add_range(off as u32, end as u32);
+        Ok(())
+    }
+
+    /// Takes a whole frame into the hold (a datagram, or a segment).
+    pub fn hold_frame(&mut self, frame: &[u8]) -> Result<(), HoldError> {
+        if self.held >= MAX_HELD || frame.len() > FRAME_CAP {
+            return Err(HoldError::Budget);
+        }
+        let at = self.held * FRAME_CAP;
+        self.frames[at..at + frame.len()].copy_from_slice(frame);
+        self.frame_lens[self.held] = frame.len() as u16;
+        self.held += 1;
+        Ok(())
+    }
+
+    /// Appends a datagram's payload to the stream (QUIC: Initials in arrival order).
+    pub fn append(&mut self, payload: &[u8]) -> Result<(), HoldError> {
+        let start = self.contiguous();
+        let end = start + payload.len();
+        if end > STREAM_BUDGET {
+            return Err(HoldError::Budget);
+        }
+        self.data[start..end].copy_from_slice(payload);
+        self.add_range(start as u32, end as u32);
+        Ok(())
+    }
+
+    fn add_range(&mut self, s: u32, e: u32) {
+        if self.nranges < MAX_HELD {
+            self.ranges[self.nranges] = (s, e);
+            self.nranges += 1;
+        }
+        // Merge: sort by start, coalesce overlapping or adjacent ranges.
+        let r = &mut self.ranges[..self.nranges];
+        r.sort_unstable();
+        let mut w = 0;
+        for i in 1..r.len() {
+            if r[i].0 <= r[w].1 {
+                r[w].1 = r[w].1.max(r[i].1);
+            } else {
+                w += 1;
+                r[w] = r[i];
+            }
+        }
+        self.nranges = if r.is_empty() { 0 } else { w + 1 };
+    }
+
+    /// Bytes of stream received without a gap from the start.
+    pub fn contiguous(&self) -> usize {
+        match self.ranges[..self.nranges].first() {
+            Some(&(0, e)) => e as usize,
+            _ => 0,
+        }
+    }
+
+    /// The contiguous stream prefix.
+    pub fn stream(&self) -> &[u8] {
+        &self.data[..self.contiguous()]
+    }
+
+    /// Held frame `i`.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let at = i * FRAME_CAP;
+        &self.frames[at..at + usize::from(self.frame_lens[i])]
+    }
+}
+
+/// The preallocated slots of one worker.
+#[derive(Debug)]
+pub struct InspectPool {
+    slots: Vec<Slot>,
+    free: Vec<u16>,
+}
+
+impl InspectPool {
+    pub fn new(n: usize) -> Self {
+        let n = n.min(usize::from(u16::MAX));
+        InspectPool {
+            slots: (0..n).map(|_| Slot::new()).collect(),
+            free: (0..n as u16).rev().collect(),
+        }
+    }
+    /// A free slot for `flow`, or None when the global budget is spent.
+    pub fn take(&mut self, flow: u32, isn: u32, now: Nanos) -> Option<u16> {
+        let i = self.free.pop()?;
+        let s = &mut self.slots[usize::from(i)];
+        s.flow = flow;
+        s.isn = isn;
+        s.started = now;
+        s.nranges = 0;
+        s.held = 0;
+        Some(i)
+    }
+    pub fn release(&mut self, i: u16) {
+        if let Some(s) = self.slots.get_mut(usize::from(i)) {
+            if s.flow != u32::MAX {
+                s.flow = u32::MAX;
+                self.free.push(i);
+            }
+        }
+    }
+    pub fn get_mut(&mut self, i: u16) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(usize::from(i))
+            .filter(|s| s.flow != u32::MAX)
+    }
+    pub fn get(&self, i: u16) -> Option<&Slot> {
+        self.slots
+            .get(usize::from(i))
+            .filter(|s| s.flow != u32::MAX)
+    }
+    /// Flows whose slot is older than the time budget.
+    pub fn overdue(&self, now: Nanos) -> Option<u32> {
+        self.slots
+            .iter()
+            .find(|s| s.flow != u32::MAX && s.started + TIME_BUDGET <= now)
+            .map(|s| s.flow)
+    }
+    pub fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// Frames waiting to be sent besides a verdict (released holds, resets), in a fixed ring.
+#[derive(Debug)]
+pub struct TxQueue {
+    bufs: Vec<Box<[u8]>>,
+    meta: Vec<(usize, IfaceId, Ipv4Addr)>,
+    head: usize,
+    len: usize,
+}
+
+impl TxQueue {
+    pub fn new(n: usize) -> Self {
+        TxQueue {
+            bufs: (0..n)
+                .map(|_| vec![0u8; FRAME_CAP].into_boxed_slice())
+                .collect(),
+            meta: vec![(0, 0, Ipv4Addr::UNSPECIFIED); n],
+            head: 0,
+            len: 0,
+        }
+    }
+    /// Borrows the next free buffer (None when full); commit it with [`TxQueue::push`].
+    pub fn take_buf(&mut self) -> Option<Box<[u8]>> {
+        if self.len == self.bufs.len() {
+            return None;
+        }
+        let i = (self.head + self.len) % self.bufs.len();
+        Some(std::mem::take(&mut self.bufs[i]))
+    }
+    /// Returns a buffer from [`TxQueue::take_buf`], queued for sending if `meta` is Some.
+    pub fn push(&mut self, buf: Box<[u8]>, meta: Option<(usize, IfaceId, Ipv4Addr)>) {
+        let i = (self.head + self.len) % self.bufs.len();
+        self.bufs[i] = buf;
+        if let Some(m) = meta {
+            self.meta[i] = m;
+            self.len += 1;
+        }
+    }
+    /// Copies the oldest queued frame into `out`.
+    pub fn pop(&mut self, out: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
+        if self.len == 0 {
+            return None;
+        }
+        let (len, tx_if, hop) = self.meta[self.head];
+        let n = len.min(out.len());
+        out[..n].copy_from_slice(&self.bufs[self.head][..n]);
+        self.head = (self.head + 1) % self.bufs.len();
+        self.len -= 1;
+        Some((n, tx_if, hop))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_segments_reassemble() {
+        let mut s = Slot::new();
+        s.isn = u32::MAX - 2; // wraps
+        s.hold_segment((u32::MAX - 2).wrapping_add(5), b"world", b"f2")
+            .unwrap();
+        assert_eq!(s.contiguous(), 0);
+        s.hold_segment(u32::MAX - 2, b"hello", b"f1").unwrap();
+        assert_eq!(s.stream(), b"helloworld");
+        assert_eq!(s.held, 2);
+        assert_eq!(s.frame(1), b"f1");
+        // Retransmission of the first part changes nothing.
+        s.hold_segment(u32::MAX - 2, b"hel", b"f3").unwrap();
+        assert_eq!(s.stream(), b"helloworld");
+    }
+
+    #[test]
+    fn budgets_are_enforced() {
+        let mut s = Slot::new();
+        assert_eq!(
+            s.hold_segment(STREAM_BUDGET as u32 - 1, b"xy", b"f"),
+            Err(HoldError::Budget)
+        );
+        for i in 0..MAX_HELD as u32 {
+            s.hold_segment(i, b"a", b"f").unwrap();
+        }
+        assert_eq!(s.hold_segment(9, b"a", b"f"), Err(HoldError::Budget));
+        let mut p = InspectPool::new(1);
+        assert!(p.take(1, 0, 0).is_some());
+        assert!(p.take(2, 0, 0).is_none());
+    }
+}
+
+/// What the first payload of a held flow says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L7<'a> {
+    /// A name to match application rules on.
+    Name(AppProto, &'a [u8]),
+    /// A complete TLS ClientHello (or QUIC Initial) without SNI, or an HTTP request without Host.
+    NoName(AppProto),
+    /// Not enough bytes yet.
+    NeedMore,
+    /// Neither TLS, HTTP nor QUIC: application rules cannot allow it.
+    Unknown,
+}
+
+/// Lower-cases an ASCII name into `buf` and strips one trailing dot. Non-ASCII or over-long
+/// names come back empty (they match nothing).
+pub fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 256]) -> &'b str {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.len() > buf.len() || !name.is_ascii() {
+        return "";
+    }
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
+}
+
+/// Reads the name a held flow's first bytes carry: TLS SNI or HTTP Host for a TCP stream.
+/// QUIC Initials (`quic`) are not decrypted yet: such flows cannot be allowed by name.
+pub fn classify<'a>(quic: bool, stream: &'a [u8], out: &'a mut [u8; 256]) -> L7<'a> {
+    use crate::wire::host::{request_host, HostResult};
+    use crate::wire::sni::{client_hello_sni, SniResult};
+    if quic {
+        return L7::Unknown;
+    }
+    match client_hello_sni(stream, out) {
+        SniResult::Sni { len, .. } => return L7::Name(AppProto::Https, &out[..len]),
+        SniResult::NoSni => return L7::NoName(AppProto::Https),
+        SniResult::NeedMore => return L7::NeedMore,
+        SniResult::Malformed(_) => return L7::Unknown,
+        SniResult::NotTls => {}
+    }
+    match request_host(stream) {
+        HostResult::Host(h) => L7::Name(AppProto::Http, h),
+        HostResult::NoHost => L7::NoName(AppProto::Http),
+        HostResult::NeedMore => L7::NeedMore,
+        HostResult::NotHttp => L7::Unknown,
+    }
+}

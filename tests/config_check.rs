@@ -1,0 +1,372 @@
+//! `check` diagnostics: one test per error class, asserting the sentence and the exact line:col.
+
+use std::path::PathBuf;
+
+use tollgate::cli::check::{check_report, CheckArgs};
+use tollgate::config::{load_str, ConfigErrors, Severity};
+
+const HEAD: &str = r#"[appliance]
+inside_prefixes = ["198.18.0.0/15"]
+
+[[interface]]
+name = "tg-in"
+role = "inside"
+addresses = ["198.18.0.1/24"]
+
+[snat]
+addresses = ["203.0.113.1"]
+
+[ip_groups]
+inside = ["198.18.0.0/15"]
+"#;
+// HEAD is 13 lines; text appended starts on line 14.
+
+fn diags(extra: &str) -> Vec<String> {
+    let text = format!("{HEAD}{extra}");
+    match load_str(&text, "t.toml") {
+        Ok(l) => l.warnings.iter().map(|d| d.to_string()).collect(),
+        Err(e) => e
+            .errors()
+            .iter()
+            .chain(e.warnings())
+            .map(|d| d.to_string())
+            .collect(),
+    }
+}
+
+fn has(extra: &str, want: &str) {
+    let d = diags(extra);
+    assert!(d.iter().any(|x| x == want), "want {want}\n got {d:#?}");
+}
+
+fn net_rule(body: &str) -> String {
+    format!(
+        r#"[[group]]
+name = "g"
+priority = 100
+  [[group.collection]]
+  name = "c"
+  priority = 100
+  kind = "network"
+  action = "allow"
+    [[group.collection.rule]]
+    name = "r"
+{body}"#
+    )
+}
+// net_rule's body starts on line 24.
+
+#[test]
+fn valid_head_loads() {
+    let l = load_str(HEAD, "t.toml").unwrap();
+    assert_eq!(l.engine.icmp_source.to_string(), "198.18.0.1");
+    assert_eq!(
+        l.engine.interfaces[0].connected[0].to_string(),
+        "198.18.0.0/24"
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let d = diags("[snat\n");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("t.toml:14:6: error: invalid table header"),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_all_reported() {
+    let d = diags("[conntrack]\nmax_flow = 5\n[conntrack.timeouts]\ntcp = 3\n");
+    assert_eq!(
+        d,
+        vec![
+            "t.toml:15:1: error: unknown key \"max_flow\" in [conntrack]; expected one of: max_flows, timeouts",
+            "t.toml:17:1: error: unknown key \"tcp\" in [conntrack.timeouts]; expected one of: tcp_syn, tcp_established, tcp_closing, tcp_time_wait, tcp_rst, udp, icmp",
+        ]
+    );
+}
+
+#[test]
+fn unknown_ip_group() {
+    has(
+        &net_rule("    source_ip_groups = [\"nodes\"]\n    destinations = [\"*\"]\n    protocols = [\"any\"]\n    destination_ports = [\"*\"]\n"),
+        "t.toml:24:25: error: the IP group \"nodes\" is not defined in [ip_groups]",
+    );
+}
+
+#[test]
+fn malformed_cidr_and_host_bits() {
+    let body = "    sources = [\"10.0.0.1/8\", \"10.0.0.0/33\"]\n    destinations = [\"*\"]\n    protocols = [\"any\"]\n    destination_ports = [\"*\"]\n";
+    has(
+        &net_rule(body),
+        "t.toml:24:16: error: the prefix \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+    );
+    has(
+        &net_rule(body),
+        "t.toml:24:30: error: \"10.0.0.0/33\" is not a valid CIDR prefix (expected a.b.c.d/len, len 0-32)",
+    );
+}
+
+fn app_rule(fqdns: &str, protocols: &str) -> String {
+    format!(
+        r#"[[group]]
+name = "g"
+priority = 100
+  [[group.collection]]
+  name = "c"
+  priority = 100
+  kind = "application"
+  action = "allow"
+    [[group.collection.rule]]
+    name = "r"
+    sources = ["*"]
+    fqdns = {fqdns}
+    protocols = {protocols}
+"#
+    )
+}
+
+#[test]
+fn misplaced_wildcards() {
+    let t = app_rule(
+        r#"["foo.*.com", "*foo.com", "*.ok.com"]"#,
+        r#"["https:443"]"#,
+    );
+    has(&t, "t.toml:25:14: error: FQDN \"foo.*.com\": a wildcard is only allowed as the whole left-most label, as in \"*.example.com\"");
+    has(&t, "t.toml:25:27: error: FQDN \"*foo.com\": a wildcard is only allowed as the whole left-most label, as in \"*.example.com\"");
+    assert_eq!(diags(&t).len(), 2);
+}
+
+#[test]
+fn bad_application_protocol() {
+    let t = app_rule(r#"["a.example"]"#, r#"["https", "ftp:21", "quic:443"]"#);
+    has(&t, "t.toml:26:18: error: application protocol \"https\" must be http, https or quic with a port, as in \"https:443\"");
+    has(&t, "t.toml:26:27: error: application protocol \"ftp:21\" must be http, https or quic with a port, as in \"https:443\"");
+    assert_eq!(diags(&t).len(), 2);
+}
+
+#[test]
+fn unknown_fqdn_tag() {
+    let t = app_rule(r#"["a.example"]"#, r#"["https:443"]"#).replace(
+        "fqdns = [\"a.example\"]",
+        "fqdn_tags = [\"AzureKubernetesServices\"]",
+    );
+    has(
+        &t,
+        "t.toml:25:18: error: the FQDN tag \"AzureKubernetesServices\" is unknown",
+    );
+}
+
+const TWO_GROUPS: &str = r#"[[group]]
+name = "g"
+priority = 100
+  [[group.collection]]
+  name = "c"
+  priority = 100
+  kind = "network"
+  action = "allow"
+  [[group.collection]]
+  name = "c"
+  priority = 100
+  kind = "network"
+  action = "allow"
+[[group]]
+name = "g"
+priority = 70000
+"#;
+
+#[test]
+fn duplicate_names_and_priorities() {
+    has(
+        TWO_GROUPS,
+        "t.toml:23:10: error: the collection name \"c\" is used twice in group \"g\"",
+    );
+    has(TWO_GROUPS, "t.toml:24:14: error: collection \"c\" has priority 100, which collection \"c\" in group \"g\" already has: priorities within a level must differ");
+    has(
+        TWO_GROUPS,
+        "t.toml:28:8: error: the group name \"g\" is used twice",
+    );
+    has(
+        TWO_GROUPS,
+        "t.toml:29:12: error: group priority 70000 is out of range: priorities go from 100 to 65000",
+    );
+}
+
+#[test]
+fn duplicate_rule_names() {
+    let t = net_rule("    sources = [\"*\"]\n    destinations = [\"*\"]\n    protocols = [\"icmp\"]\n    [[group.collection.rule]]\n    name = \"r\"\n    sources = [\"*\"]\n    destinations = [\"*\"]\n    protocols = [\"icmp\"]\n");
+    has(
+        &t,
+        "t.toml:28:12: error: the rule name \"r\" is used twice in collection \"c\"",
+    );
+}
+
+#[test]
+fn port_ranges() {
+    let t = net_rule("    sources = [\"*\"]\n    destinations = [\"*\"]\n    protocols = [\"tcp\"]\n    destination_ports = [\"9010-9000\", \"70000\", \"x\"]\n");
+    has(
+        &t,
+        "t.toml:27:26: error: the port range \"9010-9000\" is inverted: 9010 is greater than 9000",
+    );
+    has(
+        &t,
+        "t.toml:27:39: error: port 70000 is out of range (1-65535)",
+    );
+    has(
+        &t,
+        "t.toml:27:48: error: \"x\" is not a port, a port range like \"9000-9010\", or \"*\"",
+    );
+}
+
+#[test]
+fn snat_port_range_inverted() {
+    let text = HEAD.replace(
+        "addresses = [\"203.0.113.1\"]\n",
+        "addresses = [\"203.0.113.1\"]\nports = \"60000-1024\"\n",
+    );
+    let e = load_str(&text, "t.toml").unwrap_err();
+    assert_eq!(
+        e.errors()[0].to_string(),
+        "t.toml:11:9: error: snat.ports: the port range \"60000-1024\" is inverted: 60000 is greater than 1024"
+    );
+}
+
+#[test]
+fn route_to_unknown_interface() {
+    has(
+        "[[route]]\nprefix = \"198.18.64.0/24\"\nvia = \"198.18.0.11\"\ninterface = \"tg-inn\"\n",
+        "t.toml:17:13: error: the route names interface \"tg-inn\", which is not a configured [[interface]]",
+    );
+}
+
+fn dnat(dest: &str, to: &str) -> String {
+    format!(
+        r#"[[group]]
+name = "g"
+priority = 100
+  [[group.collection]]
+  name = "in"
+  priority = 100
+  kind = "dnat"
+  action = "allow"
+    [[group.collection.rule]]
+    name = "web"
+    sources = ["*"]
+    destinations = ["{dest}"]
+    protocols = ["tcp"]
+    destination_ports = ["8080"]
+    translated_address = "{to}"
+    translated_port = 80
+"#
+    )
+}
+
+#[test]
+fn dnat_errors() {
+    has(&dnat("203.0.113.1", "198.18.0.20/32"), "t.toml:28:26: error: translated_address must be a single IPv4 address, not a prefix: \"198.18.0.20/32\"");
+    has(&dnat("203.0.113.2", "198.18.0.20"), "t.toml:25:21: error: dnat destination \"203.0.113.2\" is not one of the snat addresses [\"203.0.113.1\"]");
+    assert!(load_str(
+        &format!("{HEAD}{}", dnat("203.0.113.1", "198.18.0.20")),
+        "t"
+    )
+    .is_ok());
+}
+
+#[test]
+fn shadowed_rule_and_overlap_warnings() {
+    let t = net_rule("    sources = [\"198.18.0.0/15\", \"198.18.1.0/24\"]\n    destinations = [\"*\"]\n    protocols = [\"tcp\"]\n    destination_ports = [\"1-65535\"]\n    [[group.collection.rule]]\n    name = \"narrow\"\n    sources = [\"198.18.0.5\"]\n    destinations = [\"203.0.113.0/24\"]\n    protocols = [\"tcp\"]\n    destination_ports = [\"443\"]\n");
+    let l = load_str(&format!("{HEAD}{t}"), "t.toml").unwrap();
+    let w: Vec<String> = l.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        w,
+        vec![
+            "t.toml:24:33: warning: the prefix 198.18.1.0/24 overlaps 198.18.0.0/15 in the same rule",
+            "t.toml:29:12: warning: rule \"narrow\" can never match: the earlier rule \"r\" (line 23, column 12) in g/c covers everything it matches",
+        ]
+    );
+    assert!(l.warnings.iter().all(|d| d.severity == Severity::Warning));
+}
+
+#[test]
+fn unresolved_destination_fqdns_warn() {
+    let t = net_rule("    sources = [\"*\"]\n    destination_fqdns = [\"ntp.ubuntu.com\"]\n    protocols = [\"udp\"]\n    destination_ports = [\"123\"]\n");
+    has(&t, "t.toml:23:12: warning: rule \"r\" uses destination_fqdns, which are not resolved yet (DNS comes later): the rule matches only its IP destinations");
+}
+
+#[test]
+fn every_error_is_collected() {
+    let t = net_rule("    sources = [\"10.0.0.1/8\"]\n    source_ip_groups = [\"nope\"]\n    destinations = [\"300.1.1.1\"]\n    protocols = [\"sctp\"]\n    destination_ports = [\"0\"]\n");
+    let e = load_str(&format!("{HEAD}{t}"), "t.toml").unwrap_err();
+    assert!(matches!(e, ConfigErrors::Invalid { .. }));
+    assert_eq!(e.errors().len(), 5, "{:#?}", e.errors());
+}
+
+#[test]
+fn examples_pass_check() {
+    for f in ["config/lab.toml", "config/aks-egress.toml"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(f);
+        let (code, out) = check_report(&CheckArgs {
+            file: path,
+            deny_warnings: true,
+        });
+        assert_eq!(code, 0, "{f}: {out}");
+    }
+}
+
+#[test]
+fn check_exit_codes() {
+    let dir = std::env::temp_dir().join(format!("tollgate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, format!("{HEAD}[snat2]\n")).unwrap();
+    let (code, out) = check_report(&CheckArgs {
+        file: bad.clone(),
+        deny_warnings: false,
+    });
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("bad.toml:14:2: error: unknown key \"snat2\" at the top level"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("invalid (1 error(s), 0 warning(s))\n"),
+        "{out}"
+    );
+    let warn = dir.join("warn.toml");
+    let rule = net_rule(
+        "    sources = [\"*\"]\n    destination_fqdns = [\"a.example\"]\n    protocols = [\"icmp\"]\n",
+    );
+    std::fs::write(&warn, format!("{HEAD}{rule}")).unwrap();
+    let args = |file, deny_warnings| CheckArgs {
+        file,
+        deny_warnings,
+    };
+    assert_eq!(check_report(&args(warn.clone(), false)).0, 0);
+    assert_eq!(check_report(&args(warn, true)).0, 1);
+    assert_eq!(check_report(&args(dir.join("missing.toml"), false)).0, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unknown_keys_do_not_hide_other_errors() {
+    let t = net_rule("    colour = \"red\"\n    sources = [\"10.0.0.1/8\"]\n    destinations = [\"*\"]\n    protocols = [\"icmp\"]\n");
+    assert_eq!(
+        diags(&t),
+        vec![
+            "t.toml:24:5: error: unknown key \"colour\" in [group.collection.rule]; expected one of: name, sources, source_ip_groups, destinations, destination_ip_groups, destination_fqdns, protocols, destination_ports, fqdns, fqdn_tags, translated_address, translated_port",
+            "t.toml:25:16: error: the prefix \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+        ]
+    );
+}
+
+#[test]
+fn wrong_type_is_reported_with_position() {
+    let d = diags("[conntrack]\nmax_flows = \"many\"\n");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("t.toml:15:13: error: invalid type: string \"many\", expected i64"),
+        "{d:#?}"
+    );
+}

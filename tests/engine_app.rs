@@ -1,0 +1,230 @@
+//! Application rules in the engine: the first payload is held until its name is read, then
+//! released in order or reset both ways.
+
+mod engine_util;
+
+use std::sync::Arc;
+
+use engine_util::*;
+use tollgate::datapath::{DropReason, Verdict, Worker};
+use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
+
+const HELLO: &[u8] = include_bytes!("fixtures/clienthello_allowed.bin");
+const HELLO_NOSNI: &[u8] = include_bytes!("fixtures/clienthello_nosni.bin");
+
+/// TEST ONLY: TCP 80/443 may only be allowed by name; `allowed.example` is (rule 5).
+#[derive(Debug)]
+struct AppTestPolicy;
+
+impl Policy for AppTestPolicy {
+    fn decide(&self, q: &FlowQuery) -> Decision {
+        if q.proto == 6 && (q.dport == 443 || q.dport == 80) {
+            Decision::Inspect
+        } else {
+            Decision::Deny { rule: None }
+        }
+    }
+    fn decide_app(&self, _: &FlowQuery, _: AppProto, fqdn: Option<&str>) -> Decision {
+        match fqdn {
+            Some("allowed.example") => Decision::Allow { rule: 5 },
+            _ => Decision::Deny { rule: None },
+        }
+    }
+    fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
+        None
+    }
+}
+
+fn app_worker() -> Worker {
+    Worker::new(Arc::new(lab_config()), Arc::new(AppTestPolicy), 0, 1, 3)
+}
+
+/// Opens a TCP flow to SERVER:dport through the worker; returns the public port.
+fn handshake(w: &mut Worker, sport: u16, dport: u16) -> u16 {
+    let (v, out) = run(w, 0, INSIDE_IF, &tcp(NODE1, sport, SERVER, dport, "S", b""));
+    assert!(
+        matches!(v, Verdict::Forward { .. }),
+        "the handshake passes: {v:?}"
+    );
+    let port = tuple(&out).1;
+    let (v, _) = run(
+        w,
+        0,
+        OUTSIDE_IF,
+        &tcp(SERVER, dport, PUBLIC, port, "SA", b""),
+    );
+    assert!(matches!(v, Verdict::Forward { .. }));
+    run(w, 0, INSIDE_IF, &tcp(NODE1, sport, SERVER, dport, "A", b""));
+    port
+}
+
+/// A data segment with an explicit sequence number (etherparse's builder fixes seq = 1000).
+fn data(sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    eth()
+        .ipv4(ip(NODE1).octets(), ip(SERVER).octets(), 64)
+        .tcp(sport, dport, seq, 65535)
+        .ack(2000)
+        .psh()
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn drain(w: &mut Worker) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Some((len, _, _)) = w.poll_transmit(&mut buf) {
+        out.push(buf[..len].to_vec());
+    }
+    out
+}
+
+fn payload_of(frame: &[u8]) -> Vec<u8> {
+    let s = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+    match s.transport.unwrap() {
+        etherparse::TransportSlice::Tcp(t) => t.payload().to_vec(),
+        _ => panic!(),
+    }
+}
+
+#[test]
+fn a_client_hello_split_in_two_segments_is_held_then_released_in_order() {
+    let mut w = app_worker();
+    let port = handshake(&mut w, 40000, 443);
+    // The SYN carried seq 1000, so the stream starts at 1001.
+    let (a, b) = HELLO.split_at(200);
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40000, 443, 1001, a)).0,
+        Verdict::Held
+    );
+    assert!(
+        drain(&mut w).is_empty(),
+        "nothing reaches the server before the verdict"
+    );
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40000, 443, 1201, b)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 2);
+    for f in &sent {
+        assert_eq!(tuple(f), (ip(PUBLIC), port, ip(SERVER), 443));
+        assert_checksums(f);
+    }
+    assert_eq!(payload_of(&sent[0]), a);
+    assert_eq!(payload_of(&sent[1]), b);
+    // The flow then continues untouched.
+    let (v, _) = run(
+        &mut w,
+        2,
+        INSIDE_IF,
+        &data(40000, 443, 1001 + HELLO.len() as u32, b"app data"),
+    );
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_eq!(w.inspecting(), 0);
+}
+
+#[test]
+fn out_of_order_segments_are_reassembled() {
+    let mut w = app_worker();
+    handshake(&mut w, 40001, 443);
+    let (a, b) = HELLO.split_at(300);
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40001, 443, 1301, b)).0,
+        Verdict::Held
+    );
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40001, 443, 1001, a)).0,
+        Verdict::Held
+    );
+    assert_eq!(drain(&mut w).len(), 2);
+}
+
+#[test]
+fn a_denied_name_resets_both_ends() {
+    let mut w = app_worker();
+    let port = handshake(&mut w, 40002, 443);
+    let other = std::fs::read("tests/fixtures/clienthello_allowed.bin").unwrap();
+    // Same ClientHello with the name changed to another of equal length.
+    let mut denied = other.clone();
+    let at = denied
+        .windows(15)
+        .position(|x| x == b"allowed.example")
+        .unwrap();
+    denied[at..at + 15].copy_from_slice(b"blocked.example");
+    let (v, rst) = run(&mut w, 1, INSIDE_IF, &data(40002, 443, 1001, &denied));
+    assert_eq!(
+        v,
+        Verdict::Reply {
+            tx_if: INSIDE_IF,
+            next_hop: ip(NODE1)
+        }
+    );
+    assert_eq!(tuple(&rst), (ip(SERVER), 443, ip(NODE1), 40002));
+    assert_eq!(rst[14 + 20 + 13] & 0x04, 0x04);
+    assert_checksums(&rst);
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "one RST toward the server, no payload");
+    assert_eq!(tuple(&sent[0]), (ip(PUBLIC), port, ip(SERVER), 443));
+    assert_eq!(
+        u32::from_be_bytes(sent[0][38..42].try_into().unwrap()),
+        1001,
+        "at the server's expected sequence"
+    );
+    assert!(payload_of(&sent[0]).is_empty());
+    assert_eq!(w.counters().drop_count(DropReason::AppDeny), 1);
+    assert_eq!(w.flow_count(), 0);
+}
+
+#[test]
+fn tls_without_sni_is_denied_as_no_sni() {
+    let mut w = app_worker();
+    handshake(&mut w, 40003, 443);
+    let (v, _) = run(&mut w, 1, INSIDE_IF, &data(40003, 443, 1001, HELLO_NOSNI));
+    assert!(matches!(v, Verdict::Reply { .. }));
+    assert_eq!(w.counters().drop_count(DropReason::NoSni), 1);
+}
+
+#[test]
+fn http_host_decides_plain_http() {
+    let mut w = app_worker();
+    handshake(&mut w, 40004, 80);
+    let req = b"GET / HTTP/1.1\r\nHost: Allowed.Example.\r\nAccept: */*\r\n\r\n";
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40004, 80, 1001, req)).0,
+        Verdict::Held
+    );
+    assert_eq!(drain(&mut w).len(), 1);
+    handshake(&mut w, 40005, 80);
+    let req = b"GET / HTTP/1.1\r\nHost: other.example\r\n\r\n";
+    assert!(matches!(
+        run(&mut w, 1, INSIDE_IF, &data(40005, 80, 1001, req)).0,
+        Verdict::Reply { .. }
+    ));
+}
+
+#[test]
+fn a_flow_that_never_completes_its_hello_spends_its_budget() {
+    let mut w = app_worker();
+    handshake(&mut w, 40006, 443);
+    let mut last = Verdict::Held;
+    for i in 0..9u32 {
+        last = run(
+            &mut w,
+            1,
+            INSIDE_IF,
+            &data(40006, 443, 1001 + i, &HELLO[i as usize..i as usize + 1]),
+        )
+        .0;
+    }
+    assert!(matches!(last, Verdict::Reply { .. }), "{last:?}");
+    assert_eq!(w.counters().drop_count(DropReason::InspectBudget), 1);
+    // A slow client is given up after the time budget.
+    handshake(&mut w, 40007, 443);
+    run(&mut w, 1, INSIDE_IF, &data(40007, 443, 1001, &HELLO[..10]));
+    assert_eq!(w.inspecting(), 1);
+    w.housekeeping(11 * NS, 10);
+    assert_eq!(w.inspecting(), 0);
+    assert_eq!(w.counters().drop_count(DropReason::InspectBudget), 2);
+}

@@ -1,0 +1,186 @@
+//! Engine support for operations: decision events and policy reload.
+
+mod engine_util;
+
+use std::sync::Arc;
+
+use engine_util::*;
+use tollgate::datapath::events::{self, Action};
+use tollgate::datapath::{DropReason, Verdict, Worker};
+
+#[test]
+fn every_new_flow_decision_is_an_event_naming_the_rule_and_the_snat_port() {
+    let mut w = Worker::new(Arc::new(lab_config()), Arc::new(DenyingTestPolicy), 0, 1, 1);
+    let (sink, mut rx) = events::channel(16, 100);
+    w.set_event_sink(sink);
+    let (_, out) = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, SERVER, 443, "S", b""),
+    );
+    run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40001, "198.51.100.66", 443, "S", b""),
+    );
+    run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40002, SERVER, 25, "S", b""),
+    );
+    // Packets of an existing flow are not decisions.
+    run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, SERVER, 443, "A", b""),
+    );
+
+    let a = rx.pop().unwrap();
+    assert_eq!(a.action, Action::Allow);
+    assert_eq!(a.rule, Some(1));
+    assert_eq!(a.snat, Some((ip(PUBLIC), tuple(&out).1)));
+    assert_eq!(a.flow.dst(), ip(SERVER));
+    let d = rx.pop().unwrap();
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Deny, Some(3), Some(DropReason::RuleDeny))
+    );
+    let d = rx.pop().unwrap();
+    assert_eq!(
+        (d.action, d.rule, d.reason),
+        (Action::Deny, None, Some(DropReason::DefaultDeny))
+    );
+    assert!(rx.pop().is_err());
+}
+
+#[test]
+fn a_flood_of_decisions_is_rate_limited_and_counted() {
+    let mut w = worker(lab_config());
+    let (sink, mut rx) = events::channel(1024, 10);
+    w.set_event_sink(sink);
+    for p in 0..50 {
+        run(
+            &mut w,
+            0,
+            INSIDE_IF,
+            &udp(NODE1, 1000 + p, SERVER, 53, b"q"),
+        );
+    }
+    let mut n = 0;
+    while rx.pop().is_ok() {
+        n += 1;
+    }
+    assert_eq!((n, w.events_suppressed()), (10, 40));
+}
+
+#[test]
+fn a_reload_cuts_flows_the_new_rules_deny_and_keeps_the_others() {
+    let mut w = worker(lab_config());
+    let denied = "198.51.100.66";
+    let (_, o1) = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, denied, 443, "S", b""),
+    );
+    let (_, o2) = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40001, SERVER, 443, "S", b""),
+    );
+    let (p1, p2) = (tuple(&o1).1, tuple(&o2).1);
+    run(
+        &mut w,
+        0,
+        OUTSIDE_IF,
+        &tcp(denied, 443, PUBLIC, p1, "SA", b""),
+    );
+    run(
+        &mut w,
+        0,
+        OUTSIDE_IF,
+        &tcp(SERVER, 443, PUBLIC, p2, "SA", b""),
+    );
+
+    assert_eq!(w.set_policy(Arc::new(DenyingTestPolicy)), 1);
+    // The cut flow's next packet draws a RST back to the client...
+    let (v, rst) = run(
+        &mut w,
+        1,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, denied, 443, "PA", b"more"),
+    );
+    assert_eq!(
+        v,
+        Verdict::Reply {
+            tx_if: INSIDE_IF,
+            next_hop: ip(NODE1)
+        }
+    );
+    assert_eq!(tuple(&rst), (ip(denied), 443, ip(NODE1), 40000));
+    assert_eq!(rst[14 + 20 + 13] & 0x04, 0x04, "RST flag");
+    assert_checksums(&rst);
+    // ...and one onward to the server, on the translated tuple.
+    let mut buf = [0u8; 2048];
+    let (len, tx_if, _) = w
+        .poll_transmit(&mut buf)
+        .expect("a reset toward the server");
+    assert_eq!(tx_if, OUTSIDE_IF);
+    assert_eq!(tuple(&buf[..len]), (ip(PUBLIC), p1, ip(denied), 443));
+    assert_checksums(&buf[..len]);
+    assert_eq!(w.counters().drop_count(DropReason::PolicyRevoked), 1);
+    // The allowed flow goes on untouched.
+    let (v, _) = run(
+        &mut w,
+        1,
+        INSIDE_IF,
+        &tcp(NODE1, 40001, SERVER, 443, "PA", b"data"),
+    );
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_eq!(w.flow_count(), 1);
+}
+
+/// TEST ONLY: every flow hits deny rule 9, which sits in an audit-mode collection.
+#[derive(Debug)]
+struct AuditTestPolicy;
+
+impl tollgate::policy::Policy for AuditTestPolicy {
+    fn decide(&self, _: &tollgate::policy::FlowQuery) -> tollgate::policy::Decision {
+        tollgate::policy::Decision::Deny { rule: Some(9) }
+    }
+    fn decide_app(
+        &self,
+        _: &tollgate::policy::FlowQuery,
+        _: tollgate::policy::AppProto,
+        _: Option<&str>,
+    ) -> tollgate::policy::Decision {
+        tollgate::policy::Decision::Deny { rule: Some(9) }
+    }
+    fn describe(&self, _: u32) -> Option<tollgate::policy::RuleRef<'_>> {
+        None
+    }
+    fn is_audit(&self, rule: u32) -> bool {
+        rule == 9
+    }
+}
+
+#[test]
+fn audit_mode_logs_would_deny_and_lets_the_flow_pass() {
+    let mut w = Worker::new(Arc::new(lab_config()), Arc::new(AuditTestPolicy), 0, 1, 1);
+    let (sink, mut rx) = events::channel(16, 100);
+    w.set_event_sink(sink);
+    let (v, _) = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, SERVER, 443, "S", b""),
+    );
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let e = rx.pop().unwrap();
+    assert_eq!((e.action, e.rule), (Action::Audit, Some(9)));
+}
