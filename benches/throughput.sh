@@ -20,7 +20,7 @@ RUNS=${RUNS:-5}
 SECS=${SECS:-3}
 FLOWS=${FLOWS:-8}
 WORKERS=${WORKERS:-2}
-RX_RING=${RX_RING:-v3}   # v3 (block-based RX ring) or v2 (frame-based)
+RX_RING=${RX_RING:-v2}   # v2 (frame-based RX ring, the default) or v3 (block-based)
 P="tgb$$-"
 C=${P}client; A=${P}app; S=${P}server
 PIDS=()

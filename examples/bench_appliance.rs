@@ -88,8 +88,8 @@ fn main() -> std::process::ExitCode {
         workers,
         ..ServeOptions::default()
     };
-    if args.windows(2).any(|w| w[0] == "--rx-ring" && w[1] == "v2") {
-        opts.af.rx_version = tollgate::io::afpacket::RxRingVersion::V2;
+    if args.windows(2).any(|w| w[0] == "--rx-ring" && w[1] == "v3") {
+        opts.af.rx_version = tollgate::io::afpacket::RxRingVersion::V3;
     }
     match daemon::serve(
         &cfg,

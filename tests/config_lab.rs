@@ -64,10 +64,19 @@ fn lab_decisions() {
     let l = load("lab.toml");
     let p = &l.policy;
     let inside = [198, 18, 0, 10];
-    for port in [80, 443, 5201] {
+    for port in [80, 5201] {
         let d = p.decide(&q(inside, [203, 0, 113, 7], proto::TCP, port));
         assert_eq!(names(&l, d), "lab/internet/tcp-services");
     }
+    // 443 is left to the application rule: the name decides.
+    let tls = q(inside, [203, 0, 113, 7], proto::TCP, 443);
+    assert_eq!(p.decide(&tls), Decision::Inspect);
+    let d = p.decide_app(&tls, AppProto::Https, Some("allowed.example"));
+    assert_eq!(names(&l, d), "lab/web/allowed-site");
+    assert_eq!(
+        p.decide_app(&tls, AppProto::Https, Some("denied.example")),
+        Decision::Deny { rule: None }
+    );
     for port in [7, 53] {
         let d = p.decide(&q(inside, [203, 0, 113, 7], proto::UDP, port));
         assert_eq!(names(&l, d), "lab/internet/udp-services");
@@ -167,8 +176,12 @@ fn ex(cfg: &str, src: &str, dst: &str, pr: &str, sni: Option<&str>) -> String {
 #[test]
 fn explain_output() {
     assert_eq!(
-        ex("lab.toml", "198.18.0.10", "203.0.113.5:443", "tcp", None),
-        "flow: 198.18.0.10:40000 -> 203.0.113.5:443 tcp\ndecision: allow\n  by lab/internet/tcp-services (network rule)\nsnat: to 203.0.113.1\n"
+        ex("lab.toml", "198.18.0.10", "203.0.113.5:80", "tcp", None),
+        "flow: 198.18.0.10:40000 -> 203.0.113.5:80 tcp\ndecision: allow\n  by lab/internet/tcp-services (network rule)\nsnat: to 203.0.113.1\n"
+    );
+    assert_eq!(
+        ex("lab.toml", "198.18.0.10", "203.0.113.5:443", "tcp", Some("allowed.example")),
+        "flow: 198.18.0.10:40000 -> 203.0.113.5:443 tcp\napplication: Https with name \"allowed.example\"\ndecision: allow\n  by lab/web/allowed-site (application rule)\nsnat: to 203.0.113.1\n"
     );
     let deny = ex(
         "lab.toml",

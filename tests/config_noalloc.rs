@@ -40,7 +40,8 @@ fn decisions_do_not_allocate() {
         }
     });
     assert_eq!(info.count_total, 0, "decide/decide_app allocated");
-    assert_eq!(inspected, 1000);
+    // TCP 443 to the lab servers and to 198.51.100.7: both only application rules can decide.
+    assert_eq!(inspected, 2000);
 }
 
 #[test]

@@ -79,8 +79,6 @@ fn dnat_reaches_the_inside_server_one_worker() {
 }
 
 #[test]
-#[ignore = "engine: with several workers, the reply of a DNAT flow (inside server -> client) lands on the \
-            fanout-hash worker, not on the one owner_of() chose for the inbound SYN (tcp_non_syn)"]
 fn dnat_reaches_the_inside_server_two_workers() {
     if !root_or_skip("dnat_reaches_the_inside_server_two_workers") {
         return;

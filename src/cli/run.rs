@@ -22,8 +22,9 @@ pub struct RunArgs {
     /// Leave the interfaces' offload settings alone.
     #[arg(long)]
     pub keep_offloads: bool,
-    /// TPACKET version of the RX rings: v3 (block-based) or v2 (frame-based, lower latency).
-    #[arg(long, default_value = "v3", value_parser = ["v2", "v3"])]
+    /// TPACKET version of the RX rings: v2 (frame-based, the default: no block timeout) or v3
+    /// (block-based: a block reaches user space when full or after >= 1 ms).
+    #[arg(long, default_value = "v2", value_parser = ["v2", "v3"])]
     pub rx_ring: String,
 }
 
@@ -34,8 +35,8 @@ pub fn main(a: RunArgs) -> ExitCode {
         offloads: !a.keep_offloads,
         ..ServeOptions::default()
     };
-    if a.rx_ring == "v2" {
-        opts.af.rx_version = crate::io::afpacket::RxRingVersion::V2;
+    if a.rx_ring == "v3" {
+        opts.af.rx_version = crate::io::afpacket::RxRingVersion::V3;
     }
     match daemon::run_from_file(&a.config, opts, a.workers) {
         Ok(_) => {

@@ -222,13 +222,28 @@ impl std::fmt::Debug for LoadedConfig {
     }
 }
 
-/// Loads the TOML configuration.
-// TEMPORARY until `tollgate::config::load_file` lands from the policy branch: then this calls it.
+/// Loads the TOML configuration (`tollgate::config::load_file`); warnings go to stderr, and an
+/// invalid file yields every error with FILE:LINE:COL.
 pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, DaemonError> {
-    Err(DaemonError::Config(format!(
-        "{}: the configuration loader (tollgate::config::load_file) has not landed on this branch yet",
-        path.display()
-    )))
+    match crate::config::load_file(path) {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("tollgate: {w}");
+            }
+            Ok(LoadedConfig {
+                engine: l.engine,
+                policy: l.policy,
+                workers: l.workers,
+            })
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            for d in e.errors().iter().chain(e.warnings()) {
+                msg.push_str(&format!("\n  {d}"));
+            }
+            Err(DaemonError::Config(msg))
+        }
+    }
 }
 
 /// `tollgate run`: loads the configuration, serves until SIGTERM/SIGINT, prints the counters.

@@ -47,7 +47,7 @@ impl Default for AfPacketOptions {
             tx_frame_nr: 512,
             qdisc_bypass: true,
             fanout_base: (std::process::id() as u16).wrapping_mul(61),
-            rx_version: RxRingVersion::V3,
+            rx_version: RxRingVersion::V2,
         }
     }
 }

@@ -228,6 +228,19 @@ pub fn pin_to_nth_cpu(nth: usize) -> io::Result<usize> {
     Ok(cpu)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (time since boot, never zero in practice).
+pub fn monotonic_ns() -> Nanos {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a valid, exclusively borrowed value.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
 /// Number of CPUs the process may use.
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism()
@@ -293,7 +306,8 @@ impl<B: PacketIo> Ctx<'_, B> {
 /// Runs `cfg.workers` worker threads until `stop` is set; returns their reports.
 ///
 /// `make_engine(i)` and `make_io(i)` are called on worker `i`'s own thread (so neither needs to
-/// be `Send`); `epoch` is the common zero of the engines' clock.
+/// be `Send`); the engines' clock is CLOCK_MONOTONIC, read once per batch as `epoch` plus the
+/// time elapsed since (so it starts far from zero, like the clock of a running machine).
 pub fn run<E, B, FE, FB>(
     cfg: &RuntimeConfig,
     make_engine: FE,
@@ -327,6 +341,7 @@ where
             }
         }
     }
+    let base = monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as Nanos);
     let mut startup_error: Option<io::Error> = None;
     let reports = std::thread::scope(|s| {
         let mut handles = Vec::new();
@@ -354,6 +369,7 @@ where
                     let mut eng = make_engine(i);
                     worker_loop(
                         i, &cfg, &mut eng, &mut io, &neigh, &stop, &wakers, prods, cons, epoch,
+                        base,
                     )
                 })
                 .expect("spawn worker thread");
@@ -396,6 +412,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
     mut prods: Vec<Option<rtrb::Producer<Slot>>>,
     mut cons: Vec<rtrb::Consumer<Slot>>,
     epoch: Instant,
+    base: Nanos,
 ) -> io::Result<WorkerReport> {
     let n = wakers.len();
     let mut batch = Batch::new(cfg.batch.max(1));
@@ -406,7 +423,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
     while !stop.load(Ordering::Relaxed) {
         batch.clear();
         io.rx_batch(&mut batch)?;
-        let now = epoch.elapsed().as_nanos() as Nanos;
+        let now = base + epoch.elapsed().as_nanos() as Nanos;
         let snap = neigh.load();
         let mut ctx = Ctx {
             io,

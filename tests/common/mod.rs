@@ -102,6 +102,10 @@ impl Policy for LabTestPolicy {
     fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
         None
     }
+    fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
+        const TARGETS: [(Ipv4Addr, u16, u8); 1] = [(Ipv4Addr::new(198, 18, 0, 20), 80, 6)];
+        &TARGETS
+    }
 }
 
 /// The appliance running in-process, in the lab's `app` namespace, on its own threads.
