@@ -275,3 +275,30 @@ fn run_refuses_a_missing_interface_and_leaves_nothing_behind() {
     assert!(!table_left, "nftables table removed at exit");
     assert_eq!(fwd_before, fwd_after, "ip_forward restored");
 }
+
+/// Hairpinning (RFC 4787 REQ-9): an inside host reaches an inside server through the public
+/// address of a DNAT rule; the appliance SNATs it too, so the answer comes back through it.
+fn hairpin(workers: usize) {
+    let lab = lab();
+    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), workers);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(sh(&lab, "node1", "curl -s -m 3 http://203.0.113.1:8080/"));
+    }
+    let _t = app.stop();
+    for (ok, text) in answers {
+        assert!(
+            ok && text.contains("peer=203.0.113.1:"),
+            "hairpin: the inside server must answer and see the public address: {text}"
+        );
+    }
+}
+
+#[test]
+fn hairpin_through_a_dnat_rule() {
+    if !root_or_skip("hairpin_through_a_dnat_rule") {
+        return;
+    }
+    hairpin(1);
+    hairpin(2);
+}
