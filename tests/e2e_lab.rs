@@ -302,3 +302,96 @@ fn hairpin_through_a_dnat_rule() {
     hairpin(1);
     hairpin(2);
 }
+
+/// A namespace this test adds beyond the lab's internet router; deleted on every exit path.
+struct FarSide(String);
+
+impl Drop for FarSide {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+fn ip_cmd(args: &[&str]) {
+    let st = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+/// Path MTU discovery through the NAT: a router beyond the appliance has a 1280-byte link, so
+/// it answers node1's full-size DF segments (translated to 203.0.113.1) with ICMP
+/// fragmentation-needed. The appliance must translate that error back to node1, whose TCP then
+/// lowers its segment size and completes the upload; without it the upload stalls.
+#[test]
+fn pmtu_frag_needed_is_translated_back_to_the_inside_client() {
+    if !root_or_skip("pmtu_frag_needed_is_translated_back_to_the_inside_client") {
+        return;
+    }
+    let lab = lab();
+    let far = FarSide(lab.ns("far"));
+    let inet = lab.ns("inet");
+    let (a, b) = (format!("{}fa", lab.ns("")), format!("{}fb", lab.ns("")));
+    ip_cmd(&["netns", "add", &far.0]);
+    ip_cmd(&[
+        "link", "add", &a, "netns", &inet, "type", "veth", "peer", "name", &b, "netns", &far.0,
+    ]);
+    ip_cmd(&["-n", &inet, "addr", "add", "192.0.2.1/24", "dev", &a]);
+    ip_cmd(&["-n", &inet, "link", "set", &a, "mtu", "1280", "up"]);
+    ip_cmd(&["-n", &far.0, "addr", "add", "192.0.2.10/24", "dev", &b]);
+    // Only the router's egress is small: the far host still advertises MSS 1460.
+    ip_cmd(&["-n", &far.0, "link", "set", &b, "up"]);
+    ip_cmd(&["-n", &far.0, "link", "set", "lo", "up"]);
+    ip_cmd(&["-n", &far.0, "route", "add", "default", "via", "192.0.2.1"]);
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &inet,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(st.success());
+    // A sink on the far side that counts the bytes it receives.
+    let out = std::env::temp_dir().join(format!("{}pmtu.out", lab.ns("")));
+    let out_s = out.to_string_lossy().into_owned();
+    let mut sink = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &far.0,
+            "socat",
+            "-u",
+            "TCP-LISTEN:9000,reuseaddr",
+            &format!("CREATE:{out_s}"),
+        ])
+        .spawn()
+        .expect("socat sink");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 1);
+    let (ok, text) = sh(
+        &lab,
+        "node1",
+        "ip route flush cache; head -c 400000 /dev/urandom > /tmp/tg-pmtu-$$ && \
+         timeout 20 socat -u FILE:/tmp/tg-pmtu-$$ TCP:192.0.2.10:9000; r=$?; rm -f /tmp/tg-pmtu-$$; \
+         ip route get 192.0.2.10; exit $r",
+    );
+    let _ = sink.wait();
+    let t = app.stop();
+    let got = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(&out);
+    assert!(ok, "upload through a 1280-byte link must complete: {text}");
+    assert_eq!(got, 400_000, "bytes received beyond the small link");
+    assert!(
+        text.contains("mtu 1280"),
+        "node1 learned the path MTU: {text}"
+    );
+    assert!(t.rt.forwarded > 0);
+}
