@@ -196,8 +196,8 @@ def csum(b):
     s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
     while s >> 16: s = (s & 0xffff) + (s >> 16)
     return (~s) & 0xffff
-def iphdr(total, proto=6, vihl=0x45):
-    h = struct.pack('!BBHHHBBH4s4s', vihl, 0, total, 1, 0, 64, proto, 0,
+def iphdr(total, proto=6, vihl=0x45, frag=0):
+    h = struct.pack('!BBHHHBBH4s4s', vihl, 0, total, 1, frag, 64, proto, 0,
                     socket.inet_aton('198.18.0.11'), socket.inet_aton('203.0.113.10'))
     return h[:10] + struct.pack('!H', csum(h)) + h[12:]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -207,6 +207,8 @@ for _ in range(5):
     s.send(eth + iphdr(40, vihl=0x43) + b'\0' * 20)     # IHL 3
     tcp = struct.pack('!HHIIBBHHH', 1234, 80, 1, 0, 0x20, 0x02, 8192, 0, 0)  # data offset 2
     s.send(eth + iphdr(40) + tcp)
+    # RFC 1858 overlapping fragment: TCP at fragment offset 8 bytes rewrites the ports/flags.
+    s.send(eth + iphdr(28, frag=1) + b'\x00\x50\x00\x00\x02\x00\x00\x00')
 "#;
 
 #[test]
@@ -234,6 +236,7 @@ fn malformed_frames_are_counted_and_dropped_while_flows_keep_working() {
     );
     assert!(drops(&t, DropReason::Truncated) + drops(&t, DropReason::BadIpHeader) >= 10);
     assert!(drops(&t, DropReason::BadL4Header) >= 5);
+    assert!(drops(&t, DropReason::FragmentOverlap) >= 5);
 }
 
 #[test]
