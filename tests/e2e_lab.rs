@@ -169,6 +169,7 @@ fn port_exhaustion_drops_new_flows_under_out_of_ports() {
     let mut cfg = lab_engine_config();
     cfg.nat.port_min = 40000;
     cfg.nat.port_max = 40001;
+    cfg.timeouts.udp = 2;
     let app = Appliance::start(&lab, cfg, Arc::new(LabTestPolicy), 1);
     let mut answered = 0;
     for sport in [5001, 5002, 5003, 5004] {
@@ -181,9 +182,20 @@ fn port_exhaustion_drops_new_flows_under_out_of_ports() {
             answered += 1;
         }
     }
+    // The mappings expire (2 s + the 1 s expiry granularity): the pool recovers.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (ok, after) = sh(
+        &lab,
+        "node1",
+        "echo x | socat -T 1 - UDP4:203.0.113.10:7,sourceport=5009",
+    );
     let t = app.stop();
     assert_eq!(answered, 2, "two ports, two flows");
     assert!(drops(&t, DropReason::OutOfPorts) > 0);
+    assert!(
+        ok && after.contains("peer=203.0.113.1:4000"),
+        "recovered after expiry: {after}"
+    );
 }
 
 /// Raw frames from node1 to the appliance's MAC: truncated IPv4, bad IHL, bad TCP data offset.
