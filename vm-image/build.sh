@@ -214,7 +214,8 @@ sed -i -e "s|^  LINUX .*|  LINUX /boot/vmlinuz-$k|" -e "s|^  INITRD .*|  INITRD 
 EOF
 chmod 0755 "$mnt/etc/kernel/postinst.d/zz-tollgate-extlinux"
 extlinux --install "$mnt/boot/extlinux" >/dev/null
-[ -f "$mnt/boot/initrd.img-$kver" ] || in_chroot update-initramfs -c -k "$kver"
+# Again now that fstab names the root file system: the initramfs then carries fsck.ext4.
+in_chroot update-initramfs -u -k "$kver" >/dev/null
 
 log "trimming apt caches"
 in_chroot apt-get clean
