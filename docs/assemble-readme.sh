@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 first=1
-for f in readme-head io-lab rules app-rules engine benchmarks snat-bench operability vm-image deploy-azure; do
+for f in readme-head io-lab rules app-rules engine benchmarks snat-bench operability vm-image deploy-azure limits; do
   [ -f "$f.md" ] || continue
   [ "$first" = 1 ] || echo
   first=0
