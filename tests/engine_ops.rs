@@ -184,3 +184,20 @@ fn audit_mode_logs_would_deny_and_lets_the_flow_pass() {
     let e = rx.pop().unwrap();
     assert_eq!((e.action, e.rule), (Action::Audit, Some(9)));
 }
+
+#[test]
+fn housekeeping_publishes_heartbeat_flows_and_snat_utilisation() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut cfg = lab_config();
+    cfg.nat.port_min = 5000;
+    cfg.nat.port_max = 5003; // 4 UDP ports
+    let mut w = worker(cfg);
+    for p in 0..3 {
+        run(&mut w, 0, INSIDE_IF, &udp(NODE1, 100 + p, SERVER, 53, b"q"));
+    }
+    w.housekeeping(7 * NS, 0);
+    let c = w.counters();
+    assert_eq!(c.heartbeat_ns.load(Relaxed), 7 * NS);
+    assert_eq!(c.flows.load(Relaxed), 3);
+    assert_eq!(c.snat_util_ppm.load(Relaxed), 750_000, "3 of 4 ports");
+}

@@ -19,6 +19,13 @@ pub struct Counters {
     pub flows_created: AtomicU64,
     pub flows_expired: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// Gauges the worker publishes between batches (in `housekeeping`), never per packet:
+    /// the caller's clock at the last publication (a stalled worker stops moving it),
+    pub heartbeat_ns: AtomicU64,
+    /// tracked flows,
+    pub flows: AtomicU64,
+    /// and the busiest SNAT slice's use, in parts per million of its ports.
+    pub snat_util_ppm: AtomicU64,
 }
 
 impl Default for Counters {
@@ -33,6 +40,9 @@ impl Default for Counters {
             flows_created: AtomicU64::new(0),
             flows_expired: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            heartbeat_ns: AtomicU64::new(0),
+            flows: AtomicU64::new(0),
+            snat_util_ppm: AtomicU64::new(0),
         }
     }
 }

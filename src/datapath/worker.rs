@@ -216,6 +216,7 @@ impl Worker {
 
     /// Reclaims up to `budget` expired flows; the I/O loop calls this between batches.
     pub fn housekeeping(&mut self, now: Nanos, budget: usize) -> usize {
+        self.publish_gauges(now);
         let mut n = 0;
         while let Some(idx) = self.inspect.overdue(now) {
             self.remove_flow(idx, now);
@@ -232,6 +233,24 @@ impl Worker {
             }
         }
         n
+    }
+
+    /// Publishes the heartbeat, flow count and busiest SNAT slice for the control plane.
+    fn publish_gauges(&self, now: Nanos) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.counters;
+        c.heartbeat_ns.store(now, Relaxed);
+        c.flows.store(self.flows.len() as u64, Relaxed);
+        let mut worst = 0u64;
+        for a in 0..self.snat.addrs().len() {
+            for p in [proto::TCP, proto::UDP, proto::ICMP] {
+                let (used, size) = self.snat.utilisation(a, p);
+                if size > 0 {
+                    worst = worst.max(u64::from(used) * 1_000_000 / u64::from(size));
+                }
+            }
+        }
+        c.snat_util_ppm.store(worst, Relaxed);
     }
 
     fn remove_flow(&mut self, idx: u32, now: Nanos) {
