@@ -31,7 +31,26 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
     let (ok, http) = sh(&lab, "node1", "curl -s -m 5 http://203.0.113.10/");
     let (denied, _) = sh(&lab, "node1", "curl -s -m 3 http://198.51.100.66/");
     let (dnat_ok, dnat) = sh(&lab, "inet", "curl -s -m 5 http://203.0.113.1:8080/");
+    // The management endpoint, on loopback inside the appliance's namespace.
+    let (_, ready) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/readyz");
+    let (health_ok, health) = sh(&lab, "app", "curl -sf -m 3 http://127.0.0.1:9090/healthz");
+    let (_, metrics) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/metrics");
     let exited_cleanly = lab.stop("appliance", Duration::from_secs(5));
+    assert_eq!(ready.trim(), "ready");
+    assert!(health_ok && health.trim() == "healthy", "healthz: {health}");
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    // node1's HTTP flow and the DNAT flow were admitted; the denied one was counted.
+    assert!(metric("tollgate_flows_created_total ") >= 2, "{metrics}");
+    assert!(
+        metric("tollgate_drops_total{reason=\"rule_deny\"} ") >= 1,
+        "{metrics}"
+    );
+    assert!(metrics.contains("tollgate_snat_utilisation_ratio{worker=\"0\"} 0."));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     eprintln!("{text}");
     let (table_left, _) = sh(&lab, "app", "nft list table inet tollgate");
@@ -46,4 +65,64 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
     assert!(text.contains("drop.rule_deny"), "counters at exit:\n{text}");
     assert!(text.contains("stopped cleanly"));
     assert!(!table_left, "the nftables table is removed at exit");
+}
+
+/// `/healthz` reports `degraded` once a SNAT pool is more than 95% used (as Azure Firewall
+/// does), while the appliance keeps forwarding.
+#[test]
+fn health_turns_degraded_when_the_snat_pool_is_nearly_exhausted() {
+    if !root_or_skip("health_turns_degraded_when_the_snat_pool_is_nearly_exhausted") {
+        return;
+    }
+    let mut lab = lab();
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml"))
+        .expect("lab config");
+    let small: String = base
+        .lines()
+        .map(|l| {
+            if l.starts_with("ports =") {
+                "ports = \"40000-40003\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        small.contains("40000-40003"),
+        "the test config sets a 4-port pool"
+    );
+    let config = lab.dir.join("small-pool.toml");
+    std::fs::write(&config, small).expect("write config");
+    let log = lab.dir.join("appliance.log");
+    let cfg = config.to_string_lossy().into_owned();
+    lab.spawn(
+        "appliance",
+        "app",
+        &[exe, "run", "--config", &cfg, "--workers", "1"],
+        &log,
+    )
+    .expect("spawn tollgate run");
+    assert!(
+        lab.wait_spawned_appliance(Duration::from_secs(10)),
+        "tollgate run did not come up"
+    );
+    let (_, before) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/healthz");
+    for sport in 6001..=6004 {
+        sh(
+            &lab,
+            "node1",
+            &format!("echo x | socat -T 1 - UDP4:203.0.113.10:7,sourceport={sport}"),
+        );
+    }
+    // Gauges are published between batches, at least every 100 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, after) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/healthz");
+    lab.stop("appliance", Duration::from_secs(5));
+    assert_eq!(before.trim(), "healthy");
+    assert!(
+        ok && after.trim() == "degraded",
+        "healthz with 4 of 4 ports used: {after}"
+    );
 }

@@ -211,6 +211,8 @@ pub struct LoadedConfig {
     pub policy: Arc<dyn crate::policy::Policy>,
     /// Worker threads (0 = one per CPU).
     pub workers: usize,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub management: std::net::SocketAddr,
 }
 
 impl std::fmt::Debug for LoadedConfig {
@@ -234,6 +236,7 @@ pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, DaemonError> 
                 engine: l.engine,
                 policy: l.policy,
                 workers: l.workers,
+                management: l.management,
             })
         }
         Err(e) => {
@@ -261,12 +264,38 @@ pub fn run_from_file(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x5eed);
+    let workers = if opts.workers == 0 {
+        runtime::available_cpus()
+    } else {
+        opts.workers
+    };
+    let registry = super::mgmt::Registry::new(workers);
+    let mgmt_stop = Arc::new(AtomicBool::new(false));
+    let mgmt = match super::mgmt::spawn(loaded.management, registry.clone(), mgmt_stop.clone()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!(
+                "tollgate: warning: no management endpoint on {}: {e}",
+                loaded.management
+            );
+            None
+        }
+    };
     let totals = serve(
         &loaded.engine,
         &opts,
-        |i, n| crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed),
+        |i, n| {
+            let w = crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed);
+            registry.register(w.counters().clone());
+            w
+        },
         stop,
-    )?;
+    );
+    mgmt_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = mgmt {
+        let _ = h.join();
+    }
+    let totals = totals?;
     if opts.verbose {
         eprint!("{}", format_counters(&totals));
     }

@@ -4,3 +4,4 @@
 pub mod daemon;
 pub mod host;
 pub mod lab;
+pub mod mgmt;
