@@ -201,3 +201,40 @@ fn housekeeping_publishes_heartbeat_flows_and_snat_utilisation() {
     assert_eq!(c.flows.load(Relaxed), 3);
     assert_eq!(c.snat_util_ppm.load(Relaxed), 750_000, "3 of 4 ports");
 }
+
+#[test]
+fn a_published_policy_is_adopted_at_the_next_housekeeping() {
+    use tollgate::datapath::updates::PolicyCell;
+    let mut w = worker(lab_config());
+    let cell = PolicyCell::new(Arc::new(PermissiveTestPolicy));
+    w.follow_policy(cell.clone());
+    run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, "198.51.100.66", 443, "S", b""),
+    );
+    w.housekeeping(NS, 8);
+    assert_eq!(w.last_reload_cut, 0, "nothing published yet");
+    cell.publish(Arc::new(DenyingTestPolicy));
+    w.housekeeping(2 * NS, 8);
+    assert_eq!(w.last_reload_cut, 1);
+    let (v, _) = run(
+        &mut w,
+        2 * NS,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, "198.51.100.66", 443, "A", b""),
+    );
+    assert!(matches!(v, Verdict::Reply { .. }), "cut with a RST: {v:?}");
+    let (v, _) = run(
+        &mut w,
+        2 * NS,
+        INSIDE_IF,
+        &tcp(NODE1, 40001, "198.51.100.66", 443, "S", b""),
+    );
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::RuleDeny),
+        "new flows meet the new policy"
+    );
+}

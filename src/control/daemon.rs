@@ -281,11 +281,22 @@ pub fn run_from_file(
             None
         }
     };
+    let cell = crate::datapath::updates::PolicyCell::new(policy.clone());
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+    let reloader = super::reload::spawn(
+        path.to_path_buf(),
+        loaded.engine.clone(),
+        cell.clone(),
+        hup,
+        mgmt_stop.clone(),
+    )?;
     let totals = serve(
         &loaded.engine,
         &opts,
         |i, n| {
-            let w = crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed);
+            let mut w = crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed);
+            w.follow_policy(cell.clone());
             registry.register(w.counters().clone());
             w
         },
@@ -295,6 +306,7 @@ pub fn run_from_file(
     if let Some(h) = mgmt {
         let _ = h.join();
     }
+    let _ = reloader.join();
     let totals = totals?;
     if opts.verbose {
         eprint!("{}", format_counters(&totals));

@@ -5,3 +5,4 @@ pub mod daemon;
 pub mod host;
 pub mod lab;
 pub mod mgmt;
+pub mod reload;

@@ -11,6 +11,7 @@ mod frag;
 mod inspect;
 mod reason;
 mod route;
+pub mod updates;
 mod worker;
 
 pub use config::{EngineConfig, Iface, IfaceId, IfaceRole, Route};

@@ -69,6 +69,10 @@ pub struct Worker {
     inspect: InspectPool,
     txq: TxQueue,
     events: Option<EventSink>,
+    /// Where reloaded policies come from, and the generation this worker runs.
+    updates: Option<(Arc<super::updates::PolicyCell>, u64)>,
+    /// Flows cut by the last adopted reload.
+    pub last_reload_cut: usize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -129,6 +133,8 @@ impl Worker {
             inspect: InspectPool::new((max as usize / 16).clamp(16, 1024)),
             txq: TxQueue::new(64),
             events: None,
+            updates: None,
+            last_reload_cut: 0,
             cfg,
             policy,
             index,
@@ -154,6 +160,12 @@ impl Worker {
     pub fn config(&self) -> &Arc<EngineConfig> {
         &self.cfg
     }
+    /// Follows `cell`: a policy published there is adopted at the next `housekeeping` call.
+    pub fn follow_policy(&mut self, cell: Arc<super::updates::PolicyCell>) {
+        let g = cell.generation();
+        self.updates = Some((cell, g));
+    }
+
     /// Sends decision events to `sink` (see [`super::events::channel`]).
     pub fn set_event_sink(&mut self, sink: EventSink) {
         self.events = Some(sink);
@@ -216,6 +228,14 @@ impl Worker {
 
     /// Reclaims up to `budget` expired flows; the I/O loop calls this between batches.
     pub fn housekeeping(&mut self, now: Nanos, budget: usize) -> usize {
+        if let Some((cell, seen)) = &self.updates {
+            let g = cell.generation();
+            if g != *seen {
+                let (p, cell) = (cell.current(), cell.clone());
+                self.updates = Some((cell, g));
+                self.last_reload_cut = self.set_policy(p);
+            }
+        }
         self.publish_gauges(now);
         let mut n = 0;
         while let Some(idx) = self.inspect.overdue(now) {
