@@ -53,6 +53,50 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
     assert!(metrics.contains("tollgate_snat_utilisation_ratio{worker=\"0\"} 0."));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     eprintln!("{text}");
+    // Decision logs: JSON lines on stdout, one per new-flow decision, naming the rule.
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+        })
+        .collect();
+    let find = |action: &str, dst: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["action"] == action
+                    && e["destination"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with(dst))
+            })
+            .unwrap_or_else(|| panic!("no {action} event to {dst} in {events:?}"))
+    };
+    let allow = find("allow", "203.0.113.10:80");
+    assert!(allow["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("198.18.0.11:"));
+    assert!(allow["snat"].as_str().unwrap().starts_with("203.0.113.1:"));
+    assert_eq!(allow["protocol"], "TCP");
+    assert!(
+        allow["rule_collection_group"].is_string() && allow["rule"].is_string(),
+        "{allow}"
+    );
+    let deny = find("deny", "198.51.100.66:80");
+    assert_eq!(deny["reason"], "rule_deny");
+    assert!(deny["rule"].is_string(), "{deny}");
+    let dnat_ev = find("dnat", "203.0.113.1:8080");
+    assert_eq!(dnat_ev["dnat"], "198.18.0.20:80");
+    for e in &events {
+        assert!(
+            e["time"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+            "{e}"
+        );
+    }
     let (table_left, _) = sh(&lab, "app", "nft list table inet tollgate");
     assert!(ok && http.contains("peer=203.0.113.1:"), "http: {http}");
     assert!(!denied, "198.51.100.66 is denied by the lab config");

@@ -249,6 +249,9 @@ pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, DaemonError> 
     }
 }
 
+/// Decision events logged per worker and second; beyond it they are counted as suppressed.
+pub const DECISION_LOG_RATE: u32 = 2000;
+
 /// `tollgate run`: loads the configuration, serves until SIGTERM/SIGINT, prints the counters.
 pub fn run_from_file(
     path: &std::path::Path,
@@ -291,6 +294,14 @@ pub fn run_from_file(
         hup,
         mgmt_stop.clone(),
     )?;
+    let rings: super::decision_log::Rings = Arc::default();
+    let logger = super::decision_log::spawn(
+        rings.clone(),
+        registry.clone(),
+        cell.clone(),
+        Box::new(io::stdout()),
+        mgmt_stop.clone(),
+    )?;
     let totals = serve(
         &loaded.engine,
         &opts,
@@ -298,6 +309,11 @@ pub fn run_from_file(
             let mut w = crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed);
             w.follow_policy(cell.clone());
             registry.register(w.counters().clone());
+            let (sink, ring) = crate::datapath::events::channel(8192, DECISION_LOG_RATE);
+            w.set_event_sink(sink);
+            if let Ok(mut r) = rings.lock() {
+                r.push(ring);
+            }
             w
         },
         stop,
@@ -307,6 +323,7 @@ pub fn run_from_file(
         let _ = h.join();
     }
     let _ = reloader.join();
+    let _ = logger.join();
     let totals = totals?;
     if opts.verbose {
         eprint!("{}", format_counters(&totals));

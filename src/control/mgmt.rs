@@ -40,6 +40,10 @@ impl Registry {
     fn snapshot(&self) -> Vec<Arc<Counters>> {
         self.workers.lock().map(|w| w.clone()).unwrap_or_default()
     }
+    /// Every registered worker's counters.
+    pub fn all(&self) -> Vec<Arc<Counters>> {
+        self.snapshot()
+    }
 }
 
 /// What `/healthz` answers.

@@ -2,6 +2,7 @@
 //! packet path.
 
 pub mod daemon;
+pub mod decision_log;
 pub mod host;
 pub mod lab;
 pub mod mgmt;

@@ -26,6 +26,8 @@ pub struct Counters {
     pub flows: AtomicU64,
     /// and the busiest SNAT slice's use, in parts per million of its ports.
     pub snat_util_ppm: AtomicU64,
+    /// Decision events not logged (rate limit or full ring).
+    pub events_suppressed: AtomicU64,
 }
 
 impl Default for Counters {
@@ -43,6 +45,7 @@ impl Default for Counters {
             heartbeat_ns: AtomicU64::new(0),
             flows: AtomicU64::new(0),
             snat_util_ppm: AtomicU64::new(0),
+            events_suppressed: AtomicU64::new(0),
         }
     }
 }

@@ -178,7 +178,9 @@ impl Worker {
     #[inline]
     fn emit(&mut self, now: Nanos, e: DecisionEvent) {
         if let Some(s) = &mut self.events {
-            s.offer(now, e);
+            if !s.offer(now, e) {
+                bump(&self.counters.events_suppressed, 1);
+            }
         }
     }
 
