@@ -98,14 +98,14 @@ fn unknown_ip_group() {
 
 #[test]
 fn malformed_cidr_and_host_bits() {
-    let body = "    sources = [\"10.0.0.1/8\", \"10.0.0.0/33\"]\n    destinations = [\"*\"]\n    protocols = [\"any\"]\n    destination_ports = [\"*\"]\n";
+    let body = "    sources = [\"198.19.0.1/15\", \"198.18.0.0/33\"]\n    destinations = [\"*\"]\n    protocols = [\"any\"]\n    destination_ports = [\"*\"]\n";
     has(
         &net_rule(body),
-        "t.toml:24:16: error: the prefix \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+        "t.toml:24:16: error: the prefix \"198.19.0.1/15\" has host bits set; did you mean \"198.18.0.0/15\"?",
     );
     has(
         &net_rule(body),
-        "t.toml:24:30: error: \"10.0.0.0/33\" is not a valid CIDR prefix (expected a.b.c.d/len, len 0-32)",
+        "t.toml:24:33: error: \"198.18.0.0/33\" is not a valid CIDR prefix (expected a.b.c.d/len, len 0-32)",
     );
 }
 
@@ -297,7 +297,7 @@ fn unresolved_destination_fqdns_warn() {
 
 #[test]
 fn every_error_is_collected() {
-    let t = net_rule("    sources = [\"10.0.0.1/8\"]\n    source_ip_groups = [\"nope\"]\n    destinations = [\"300.1.1.1\"]\n    protocols = [\"sctp\"]\n    destination_ports = [\"0\"]\n");
+    let t = net_rule("    sources = [\"198.19.0.1/15\"]\n    source_ip_groups = [\"nope\"]\n    destinations = [\"198.18.300.1\"]\n    protocols = [\"sctp\"]\n    destination_ports = [\"0\"]\n");
     let e = load_str(&format!("{HEAD}{t}"), "t.toml").unwrap_err();
     assert!(matches!(e, ConfigErrors::Invalid { .. }));
     assert_eq!(e.errors().len(), 5, "{:#?}", e.errors());
@@ -351,12 +351,12 @@ fn check_exit_codes() {
 
 #[test]
 fn unknown_keys_do_not_hide_other_errors() {
-    let t = net_rule("    colour = \"red\"\n    sources = [\"10.0.0.1/8\"]\n    destinations = [\"*\"]\n    protocols = [\"icmp\"]\n");
+    let t = net_rule("    colour = \"red\"\n    sources = [\"198.19.0.1/15\"]\n    destinations = [\"*\"]\n    protocols = [\"icmp\"]\n");
     assert_eq!(
         diags(&t),
         vec![
             "t.toml:24:5: error: unknown key \"colour\" in [group.collection.rule]; expected one of: name, sources, source_ip_groups, destinations, destination_ip_groups, destination_fqdns, protocols, destination_ports, fqdns, fqdn_tags, translated_address, translated_port",
-            "t.toml:25:16: error: the prefix \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+            "t.toml:25:16: error: the prefix \"198.19.0.1/15\" has host bits set; did you mean \"198.18.0.0/15\"?",
         ]
     );
 }
