@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+
 /// Tollgate: a userspace firewall and SNAT router for egress behind a user-defined route.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
@@ -17,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the drop reasons the dataplane counts.
     Reasons,
+    /// Benchmarks (`bench snat`: the SNAT simulator).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the command line; the exit code is documented in the README.
@@ -29,5 +34,6 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Bench(b) => bench::main(&b),
     }
 }
