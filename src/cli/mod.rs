@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod check;
 pub mod explain;
 pub mod lab;
@@ -30,6 +31,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// The network-namespace lab: up, down, status, run.
     Lab(lab::LabArgs),
+    /// Benchmarks (`bench snat`: the SNAT simulator).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the command line; the exit code is documented in the README.
@@ -46,5 +50,6 @@ pub fn main() -> ExitCode {
         Command::Explain(a) => explain::run(&a),
         Command::Run(a) => run::main(a),
         Command::Lab(a) => lab::main(a),
+        Command::Bench(b) => bench::main(&b),
     }
 }

@@ -7,3 +7,4 @@ pub mod host;
 pub mod lab;
 pub mod mgmt;
 pub mod reload;
+pub mod snatbench;

@@ -1,0 +1,301 @@
+//! `tollgate bench snat`: argument parsing and output for the SNAT simulator.
+
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::control::snatbench::{
+    self, CloseMix, DestSpec, Group, Mapping, Observer, Report, Sample, Scenario, TimeoutSpec,
+};
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Engine-level SNAT simulator: synthetic connections through the real engine in virtual
+    /// time (flows at first failure, utilisation, fairness, latency by occupancy, recovery).
+    Snat(Box<SnatArgs>),
+}
+
+/// Workload and NAT settings. With `--scenario`, the flags given override the file's
+/// top-level settings; without it they describe a one-group workload.
+#[derive(Debug, Args)]
+pub struct SnatArgs {
+    /// Scenario TOML file (see benches/snat/).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Virtual seconds to simulate.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Inside hosts (one-group workload).
+    #[arg(long, default_value_t = 50)]
+    pub hosts: u32,
+    /// New connections per second, all hosts together (one-group workload).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Evenly spaced arrivals instead of Poisson.
+    #[arg(long)]
+    pub fixed_arrivals: bool,
+    /// Connection duration in seconds (one-group workload; `inf` keeps them open).
+    #[arg(long, default_value_t = 5.0)]
+    pub conn_duration: f64,
+    /// Close mix as fin,rst,idle weights (one-group workload).
+    #[arg(long, default_value = "1,0,0")]
+    pub close: String,
+    /// The hot destination (one-group workload).
+    #[arg(long, default_value = "203.0.113.50:443")]
+    pub dest: SocketAddrV4,
+    /// Add a long tail of this many destinations, weighted `--tail-weight` (one-group).
+    #[arg(long, default_value_t = 0)]
+    pub tail: u32,
+    #[arg(long, default_value_t = 0.5)]
+    pub tail_weight: f64,
+    /// Public (SNAT) addresses.
+    #[arg(long)]
+    pub public_ips: Option<u8>,
+    #[arg(long)]
+    pub port_min: Option<u16>,
+    #[arg(long)]
+    pub port_max: Option<u16>,
+    /// endpoint-independent (eim) or address-and-port-dependent (apdm).
+    #[arg(long)]
+    pub mapping: Option<String>,
+    /// Per-host SNAT quota (0: none).
+    #[arg(long)]
+    pub quota: Option<u32>,
+    /// TCP established idle timeout, seconds.
+    #[arg(long)]
+    pub tcp_established: Option<u32>,
+    /// TCP TIME_WAIT timeout, seconds.
+    #[arg(long)]
+    pub time_wait: Option<u32>,
+    /// Seconds a freed port rests before reuse.
+    #[arg(long)]
+    pub cooldown: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write the full report (with per-second samples) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write one CSV line per virtual second.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write PNG and SVG plots into this directory.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Run the scenario with EIM and APDM and 1, 2, 4 public IPs; print flows held at the
+    /// first failure for each.
+    #[arg(long)]
+    pub compare: bool,
+    /// Print a table line every this many virtual seconds (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub every: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn scenario_of(a: &SnatArgs) -> Result<Scenario, String> {
+    let mut s = match &a.scenario {
+        Some(p) => Scenario::load(&p.to_string_lossy()).map_err(|e| e.to_string())?,
+        None => {
+            let w: Vec<f64> = a
+                .close
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| "--close takes three numbers: fin,rst,idle".to_string())?;
+            let [fin, rst, idle] = w[..] else {
+                return Err("--close takes three numbers: fin,rst,idle".into());
+            };
+            let mut dest = vec![DestSpec {
+                addr: Some(*a.dest.ip()),
+                port: a.dest.port(),
+                tail: 0,
+                weight: 1.0,
+            }];
+            if a.tail > 0 {
+                dest[0].weight = 1.0 - a.tail_weight;
+                dest.push(DestSpec {
+                    addr: None,
+                    port: 443,
+                    tail: a.tail,
+                    weight: a.tail_weight,
+                });
+            }
+            Scenario {
+                name: "cli".into(),
+                description: String::new(),
+                duration_s: 60.0,
+                seed: 1,
+                public_ips: 1,
+                port_min: 1024,
+                port_max: 65535,
+                mapping: Mapping::default(),
+                per_host_quota: None,
+                reuse_cooldown_s: 2,
+                max_flows: 1 << 18,
+                housekeeping_ms: 10,
+                housekeeping_budget: 1024,
+                timeouts: TimeoutSpec::default(),
+                groups: vec![Group {
+                    name: "hosts".into(),
+                    hosts: a.hosts,
+                    rate: a.rate,
+                    phases: vec![],
+                    arrival: if a.fixed_arrivals {
+                        snatbench::Arrival::Fixed
+                    } else {
+                        snatbench::Arrival::Poisson
+                    },
+                    duration_s: a.conn_duration,
+                    duration_dist: snatbench::DurationDist::Fixed,
+                    close: CloseMix { fin, rst, idle },
+                    data_packets: 0,
+                    max_connections: None,
+                    dest,
+                }],
+            }
+        }
+    };
+    if let Some(d) = a.duration {
+        s.duration_s = d;
+    }
+    if let Some(v) = a.public_ips {
+        s.public_ips = v;
+    }
+    if let Some(v) = a.port_min {
+        s.port_min = v;
+    }
+    if let Some(v) = a.port_max {
+        s.port_max = v;
+    }
+    if let Some(m) = &a.mapping {
+        s.mapping = Mapping::parse(m).ok_or_else(|| {
+            format!("unknown mapping {m}: endpoint-independent or address-and-port-dependent")
+        })?;
+    }
+    if let Some(q) = a.quota {
+        s.per_host_quota = (q > 0).then_some(q);
+    }
+    if let Some(v) = a.tcp_established {
+        s.timeouts.tcp_established = v;
+    }
+    if let Some(v) = a.time_wait {
+        s.timeouts.tcp_time_wait = v;
+    }
+    if let Some(v) = a.cooldown {
+        s.reuse_cooldown_s = v;
+    }
+    if let Some(v) = a.seed {
+        s.seed = v;
+    }
+    s.validate().map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+struct Bar {
+    pb: ProgressBar,
+    every: u64,
+}
+
+impl Observer for Bar {
+    fn second(&mut self, s: &Sample, duration_s: u64) {
+        self.pb.set_length(duration_s);
+        self.pb.set_position(s.t_s);
+        self.pb
+            .set_message(format!("flows {} refused {}", s.engine_flows, s.failures()));
+        if self.every > 0 && s.t_s % self.every == 0 {
+            self.pb.println(Report::progress_line(s));
+        }
+    }
+}
+
+fn write(path: &PathBuf, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn snat(a: &SnatArgs) -> Result<(), String> {
+    let s = scenario_of(a)?;
+    if a.compare {
+        let mut reports = Vec::new();
+        let rows = snatbench::compare(&s, &mut |r| {
+            if !a.quiet {
+                eprintln!(
+                    "ran {} {} x {} IP in {:.2} s",
+                    r.scenario, r.mapping, r.public_ips, r.wall_s
+                );
+            }
+            reports.push(r.clone());
+        });
+        print!("{}", snatbench::compare_table(&s.name, &rows));
+        if let Some(p) = &a.json {
+            let j = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+            write(p, &j)?;
+        }
+        if let Some(p) = &a.csv {
+            let csv: String = reports
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let c = r.csv();
+                    if i == 0 {
+                        c
+                    } else {
+                        c.lines().skip(1).map(|l| format!("{l}\n")).collect()
+                    }
+                })
+                .collect();
+            write(p, &csv)?;
+        }
+        return Ok(());
+    }
+    let pb = if a.quiet {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(s.duration_s.ceil() as u64)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} virtual s {msg}")
+            .expect("literal template"),
+    );
+    if a.every > 0 {
+        pb.println(Report::progress_header(usize::from(s.public_ips)));
+    }
+    let mut bar = Bar { pb, every: a.every };
+    let r = snatbench::run(&s, &mut bar);
+    bar.pb.finish_and_clear();
+    print!("{}", r.summary());
+    if let Some(p) = &a.json {
+        write(
+            p,
+            &serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?,
+        )?;
+    }
+    if let Some(p) = &a.csv {
+        write(p, &r.csv())?;
+    }
+    if let Some(d) = &a.plot {
+        let files = snatbench::write_plots(&r, d).map_err(|e| format!("plotting failed: {e}"))?;
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+/// Runs a bench subcommand.
+pub fn main(cmd: &BenchCommand) -> ExitCode {
+    let res = match cmd {
+        BenchCommand::Snat(a) => snat(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate bench snat: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
