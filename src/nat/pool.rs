@@ -63,6 +63,12 @@ pub struct SnatPool {
     hasher: foldhash::fast::FixedState,
     eim: HashTable<Mapping>,
     held: HashMap<u32, u32, foldhash::fast::FixedState>,
+    /// APDM: releases per protocol so far, and the destination (address, port, protocol) whose
+    /// reuse scan last failed with the release count then. Until something is released, that
+    /// destination fails at once instead of rescanning every port (a SYN flood toward one
+    /// destination would otherwise cost a full scan per packet).
+    releases: [u64; 3],
+    scan_failed: [Option<(u32, u16, u64)>; 3],
 }
 
 impl std::fmt::Debug for SnatPool {
@@ -111,6 +117,8 @@ impl SnatPool {
                 0
             }),
             held: HashMap::with_capacity_and_hasher(4096, hasher),
+            releases: [0; 3],
+            scan_failed: [None; 3],
         }
     }
 
@@ -199,7 +207,15 @@ impl SnatPool {
             }
         }
         if grant.is_none() && self.mode == MappingMode::AddressAndPortDependent {
-            grant = self.reuse_busy_port(first, slot, &taken);
+            let dest = (u32::from(orig.dst()), orig.dport());
+            let known_full = self.scan_failed[slot]
+                .is_some_and(|(a, p, r)| (a, p) == dest && r == self.releases[slot]);
+            if !known_full {
+                grant = self.reuse_busy_port(first, slot, &taken);
+                if grant.is_none() {
+                    self.scan_failed[slot] = Some((dest.0, dest.1, self.releases[slot]));
+                }
+            }
         }
         let g = grant.ok_or(AllocError::OutOfPorts)?;
         *self.held.entry(inside).or_insert(0) += 1;
@@ -287,11 +303,72 @@ impl SnatPool {
         if let Some(s) = self.slices.get_mut(usize::from(addr_idx)) {
             s[slot].release(port, now);
         }
+        self.releases[slot] += 1;
         if let Some(c) = self.held.get_mut(&inside) {
             *c -= 1;
             if *c == 0 {
                 self.held.remove(&inside);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_destination_with_no_port_left_fails_without_rescanning_until_a_release() {
+        let cfg = NatConfig {
+            public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
+            port_min: 3000,
+            port_max: 3003,
+            mapping: MappingMode::AddressAndPortDependent,
+            reuse_cooldown: 0,
+            ..NatConfig::default()
+        };
+        let mut pool = SnatPool::new(&cfg, 0, 1, 64, 1);
+        let dst = Ipv4Addr::new(203, 0, 113, 10);
+        let key = |sport| FlowKey::new(Ipv4Addr::new(198, 18, 0, 11), dst, sport, 443, 6);
+        let used = std::cell::RefCell::new(Vec::new());
+        for sport in 0..4 {
+            let g = pool
+                .allocate(&key(sport), 0, |_, p| used.borrow().contains(&p))
+                .unwrap();
+            used.borrow_mut().push(g.port);
+        }
+        let probes = Cell::new(0);
+        let taken = |_: Ipv4Addr, p: u16| {
+            probes.set(probes.get() + 1);
+            used.borrow().contains(&p)
+        };
+        assert_eq!(
+            pool.allocate(&key(10), 0, taken),
+            Err(AllocError::OutOfPorts)
+        );
+        let first = probes.get();
+        assert!(first >= 4, "the first failure scans");
+        assert_eq!(
+            pool.allocate(&key(11), 0, taken),
+            Err(AllocError::OutOfPorts)
+        );
+        assert_eq!(probes.get(), first, "the second fails without probing");
+        // Another destination may still reuse every port.
+        let other = FlowKey::new(
+            Ipv4Addr::new(198, 18, 0, 11),
+            Ipv4Addr::new(203, 0, 113, 20),
+            12,
+            443,
+            6,
+        );
+        assert!(pool.allocate(&other, 0, |_, _| false).is_ok());
+        // After a release the destination is scanned again and gets the freed port.
+        let freed = used.borrow_mut().remove(0);
+        pool.release(&key(0), 0, freed, 0);
+        let g = pool
+            .allocate(&key(13), 0, |_, p| used.borrow().contains(&p))
+            .unwrap();
+        assert_eq!(g.port, freed);
     }
 }
