@@ -163,11 +163,15 @@ fn aks_config() {
 
 fn ex(cfg: &str, src: &str, dst: &str, pr: &str, sni: Option<&str>) -> String {
     let args = ExplainArgs {
-        config: PathBuf::from(cfg),
+        config: Some(PathBuf::from(cfg)),
         src: src.into(),
         dst: dst.into(),
         proto: pr.into(),
         sni: sni.map(str::to_string),
+        sock: tollgate::cli::admin::SocketArg {
+            socket: None,
+            json: false,
+        },
     };
     let l = load(cfg);
     explain(&l, &parse_flow(&args).unwrap(), sni)

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod admin;
 pub mod bench;
 pub mod check;
 pub mod explain;
@@ -31,6 +32,14 @@ pub enum Command {
     Run(run::RunArgs),
     /// The network-namespace lab: up, down, status, run.
     Lab(lab::LabArgs),
+    /// The running daemon's flows (like `conntrack -L`), over its admin socket.
+    Flows(admin::FlowsArgs),
+    /// The running daemon's counters (packets, flows, drops by reason).
+    Stats(admin::SocketArg),
+    /// The running daemon's SNAT use per public address, top hosts and destinations.
+    Snat(admin::SnatArgs),
+    /// Makes the running daemon reload its configuration file now and prints the outcome.
+    Reload(admin::SocketArg),
     /// Benchmarks (`bench snat`: the SNAT simulator).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,5 +60,9 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Lab(a) => lab::main(a),
         Command::Bench(b) => bench::main(&b),
+        Command::Flows(a) => admin::flows(&a),
+        Command::Stats(a) => admin::stats(&a),
+        Command::Snat(a) => admin::snat(&a),
+        Command::Reload(a) => admin::reload(&a),
     }
 }

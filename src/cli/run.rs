@@ -26,6 +26,13 @@ pub struct RunArgs {
     /// (block-based: a block reaches user space when full or after >= 1 ms).
     #[arg(long, default_value = "v2", value_parser = ["v2", "v3"])]
     pub rx_ring: String,
+    /// The admin socket (overrides `appliance.admin_socket`).
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// Keep every capability after start (by default workers keep none and the main thread
+    /// only CAP_NET_ADMIN, to undo the host preparation at exit).
+    #[arg(long)]
+    pub keep_caps: bool,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; exit code 0 on a clean stop, 1 on an error.
@@ -33,6 +40,8 @@ pub fn main(a: RunArgs) -> ExitCode {
     let mut opts = ServeOptions {
         pcap: a.pcap,
         offloads: !a.keep_offloads,
+        admin_socket: a.admin_socket,
+        drop_caps: !a.keep_caps,
         ..ServeOptions::default()
     };
     if a.rx_ring == "v3" {

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
@@ -13,6 +14,10 @@ use crate::conntrack::Timeouts;
 use crate::datapath::{EngineConfig, Iface, IfaceRole, Route};
 use crate::nat::{MappingMode, NatConfig};
 use crate::policy::{Action, AppProto, FqdnPattern, Protocols, RuleKind, RuleSpec, Ruleset};
+
+/// Where the admin socket listens unless `appliance.admin_socket` says otherwise, in the
+/// host's network namespace (in another one, see `control::admin::default_socket_path`).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/tollgate/admin.sock";
 
 const TAGS_TOML: &str = include_str!("../../data/fqdn-tags.toml");
 
@@ -350,6 +355,17 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         },
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
     };
+    let admin_socket = match &raw.appliance.admin_socket {
+        Some(a) if !a.get_ref().starts_with('/') => {
+            ctx.err(
+                a.span(),
+                format!("admin socket \"{}\" must be an absolute path", a.get_ref()),
+            );
+            None
+        }
+        Some(a) => Some(Some(PathBuf::from(a.get_ref()))),
+        None => Some(None),
+    };
     let workers = match raw.appliance.workers {
         Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -462,6 +478,8 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         policy,
         workers,
         management: management?,
+        admin_socket: admin_socket?,
+        decision_log: raw.appliance.decision_log.unwrap_or(true),
         warnings: Vec::new(),
     })
 }

@@ -15,7 +15,14 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "ip_groups",
             "group",
         ],
-        "appliance" => &["inside_prefixes", "icmp_source", "workers", "management"],
+        "appliance" => &[
+            "inside_prefixes",
+            "icmp_source",
+            "workers",
+            "management",
+            "admin_socket",
+            "decision_log",
+        ],
         "interface" => &["name", "role", "addresses", "gateway", "mtu"],
         "route" => &["prefix", "via", "interface"],
         "snat" => &[

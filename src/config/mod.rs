@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::datapath::EngineConfig;
 use crate::policy::Ruleset;
 
-pub use compile::fqdn_tag;
+pub use compile::{fqdn_tag, DEFAULT_ADMIN_SOCKET};
 
 /// A compiled configuration.
 #[derive(Debug, Clone)]
@@ -26,6 +26,11 @@ pub struct Loaded {
     /// Worker threads, resolved (0 in the file means one per core).
     pub workers: usize,
     pub management: SocketAddr,
+    /// The admin socket (`tollgate flows`, `stats`, `snat`, `reload`, `explain`); None: the
+    /// default for the network namespace the daemon runs in.
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// Whether decision logs are written (JSON lines on stdout).
+    pub decision_log: bool,
     /// Problems that do not stop the load (shadowed rules, overlapping prefixes, unresolved
     /// FQDNs).
     pub warnings: Vec<Diagnostic>,

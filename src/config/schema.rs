@@ -36,6 +36,8 @@ pub struct RawAppliance {
     pub icmp_source: Option<S<String>>,
     pub workers: Option<usize>,
     pub management: Option<S<String>>,
+    pub admin_socket: Option<S<String>>,
+    pub decision_log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,6 +29,10 @@ pub struct ServeOptions {
     pub af: AfPacketOptions,
     /// Print the startup line and counters to stderr.
     pub verbose: bool,
+    /// Drop capabilities once the rings are open (workers keep none, main keeps NET_ADMIN).
+    pub drop_caps: bool,
+    /// The admin socket path, overriding the configuration's.
+    pub admin_socket: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -40,6 +44,8 @@ impl Default for ServeOptions {
             extra_ports: Vec::new(),
             af: AfPacketOptions::default(),
             verbose: true,
+            drop_caps: true,
+            admin_socket: None,
         }
     }
 }
@@ -165,6 +171,7 @@ where
     let (neigh, neigh_thread) = Neighbours::spawn(ifaces.clone(), neigh_stop.clone());
     let rt = RuntimeConfig {
         workers,
+        drop_caps: opts.drop_caps,
         ..RuntimeConfig::default()
     };
     let epoch = Instant::now();
@@ -213,6 +220,8 @@ pub struct LoadedConfig {
     pub workers: usize,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub management: std::net::SocketAddr,
+    /// The whole loaded file (for reloads and `tollgate explain` against the running config).
+    pub full: crate::config::Loaded,
 }
 
 impl std::fmt::Debug for LoadedConfig {
@@ -233,10 +242,11 @@ pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, DaemonError> 
                 eprintln!("tollgate: {w}");
             }
             Ok(LoadedConfig {
-                engine: l.engine,
-                policy: l.policy,
+                engine: l.engine.clone(),
+                policy: l.policy.clone(),
                 workers: l.workers,
                 management: l.management,
+                full: l,
             })
         }
         Err(e) => {
@@ -273,35 +283,74 @@ pub fn run_from_file(
         opts.workers
     };
     let registry = super::mgmt::Registry::new(workers);
+    registry.describe(
+        loaded
+            .engine
+            .interfaces
+            .iter()
+            .map(|i| i.name.clone())
+            .collect(),
+        loaded.engine.nat.public_addrs.clone(),
+    );
     let mgmt_stop = Arc::new(AtomicBool::new(false));
-    let mgmt = match super::mgmt::spawn(loaded.management, registry.clone(), mgmt_stop.clone()) {
-        Ok(h) => Some(h),
+    let mut threads = Vec::new();
+    // Control threads keep no capability: what they need (sockets) is bound before they start.
+    crate::io::caps::control_threads_drop(opts.drop_caps);
+    match super::mgmt::spawn(loaded.management, registry.clone(), mgmt_stop.clone()) {
+        Ok(h) => threads.push(h),
         Err(e) => {
             eprintln!(
                 "tollgate: warning: no management endpoint on {}: {e}",
                 loaded.management
             );
-            None
         }
-    };
+    }
     let cell = crate::datapath::updates::PolicyCell::new(policy.clone());
+    let admin_path = opts
+        .admin_socket
+        .clone()
+        .or_else(|| loaded.full.admin_socket.clone())
+        .unwrap_or_else(super::admin::default_socket_path);
+    let decision_log = loaded.full.decision_log;
+    let live = super::reload::LiveConfig::new(path.to_path_buf(), loaded.full, cell.clone());
+    match super::admin::bind(&admin_path) {
+        Ok(sock) => {
+            let st = Arc::new(super::admin::AdminState {
+                inboxes: registry.inboxes.clone(),
+                registry: registry.clone(),
+                live: live.clone(),
+                started: Instant::now(),
+            });
+            threads.push(super::admin::spawn(sock, st, mgmt_stop.clone())?);
+        }
+        Err(e) => eprintln!("tollgate: warning: no admin socket: {e}"),
+    }
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
-    let reloader = super::reload::spawn(
-        path.to_path_buf(),
-        loaded.engine.clone(),
-        cell.clone(),
-        hup,
-        mgmt_stop.clone(),
-    )?;
+    threads.push(super::reload::spawn(live, hup, mgmt_stop.clone())?);
     let rings: super::decision_log::Rings = Arc::default();
-    let logger = super::decision_log::spawn(
-        rings.clone(),
-        registry.clone(),
-        cell.clone(),
-        Box::new(io::stdout()),
-        mgmt_stop.clone(),
-    )?;
+    if decision_log {
+        threads.push(super::decision_log::spawn(
+            rings.clone(),
+            registry.clone(),
+            cell.clone(),
+            Box::new(io::stdout()),
+            mgmt_stop.clone(),
+        )?);
+    }
+    match super::notify::Notifier::from_env() {
+        Ok(Some(n)) => {
+            let status = summary_line(&loaded.engine, workers, "af_packet");
+            threads.push(super::notify::spawn(
+                n,
+                registry.clone(),
+                status,
+                mgmt_stop.clone(),
+            )?);
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("tollgate: warning: cannot reach $NOTIFY_SOCKET: {e}"),
+    }
     let totals = serve(
         &loaded.engine,
         &opts,
@@ -309,21 +358,24 @@ pub fn run_from_file(
             let mut w = crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed);
             w.follow_policy(cell.clone());
             registry.register(w.counters().clone());
-            let (sink, ring) = crate::datapath::events::channel(8192, DECISION_LOG_RATE);
-            w.set_event_sink(sink);
-            if let Ok(mut r) = rings.lock() {
-                r.push(ring);
+            let inbox = crate::datapath::query::Inbox::new();
+            registry.inboxes.register(inbox.clone());
+            w.set_inbox(inbox);
+            if decision_log {
+                let (sink, ring) = crate::datapath::events::channel(8192, DECISION_LOG_RATE);
+                w.set_event_sink(sink);
+                if let Ok(mut r) = rings.lock() {
+                    r.push(ring);
+                }
             }
             w
         },
         stop,
     );
     mgmt_stop.store(true, Ordering::Relaxed);
-    if let Some(h) = mgmt {
+    for h in threads {
         let _ = h.join();
     }
-    let _ = reloader.join();
-    let _ = logger.join();
     let totals = totals?;
     if opts.verbose {
         eprint!("{}", format_counters(&totals));

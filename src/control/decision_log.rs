@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::datapath::events::DecisionEvent;
 use crate::datapath::updates::PolicyCell;
-use crate::datapath::Counters;
+use crate::datapath::{Counters, DropReason};
 use crate::policy::AppProto;
 
 /// The event rings of all workers (each added once, when its worker starts).
@@ -61,7 +61,7 @@ pub fn to_json(
         _ => "IP",
     };
     let names = e.rule.and_then(|r| policy.describe(r));
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "time": time,
         "protocol": proto,
         "source": endpoint(f.src(), f.sport()),
@@ -80,8 +80,15 @@ pub fn to_json(
         "reason": e.reason.map(|r| r.as_str()),
         "snat": e.snat.map(|(a, p)| endpoint(a, p)),
         "dnat": e.dnat.map(|(a, p)| endpoint(a, p)),
-    })
+    });
+    if e.reason == Some(DropReason::TcpNonSyn) {
+        v["hint"] = ASYMMETRIC_HINT.into();
+    }
+    v
 }
+
+/// What a mid-stream TCP packet from inside with no flow usually means.
+pub const ASYMMETRIC_HINT: &str = "mid-stream TCP from inside with no tracked flow: the connection did not start through this appliance. Asymmetric routing? (e.g. inbound through a public load balancer or public IP while the UDR sends the answers here: add a route for the client's prefix with next hop Internet, or DNAT through the appliance). Also seen after the flow idled out or the appliance restarted.";
 
 /// Drains `rings` into `out` as JSON lines until `stop`; every 5 s, reports events the workers
 /// suppressed since the last report.
@@ -95,6 +102,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("tollgate-log".into())
         .spawn(move || {
+            crate::io::caps::enter_control_thread();
             let mut reported = 0u64;
             let mut ticks = 0u32;
             loop {

@@ -10,18 +10,49 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::datapath::{Counters, DropReason};
+use std::collections::BTreeMap;
+
+use crate::datapath::query::Inboxes;
+use crate::datapath::{Counters, DropReason, RuleHits, SNAT_PROTOS};
+
+fn kind_str(k: &str) -> &'static str {
+    match k {
+        "dnat" => "dnat",
+        "network" => "network",
+        "application" => "application",
+        _ => "other",
+    }
+}
+
+/// Prometheus label value escaping (backslash, quote, newline).
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
 
 /// SNAT use above which the appliance reports itself degraded (Azure Firewall's threshold).
 pub const DEGRADED_PPM: u64 = 950_000;
 /// A worker whose heartbeat has not moved for this long is stalled.
 pub const STALLED_AFTER: Duration = Duration::from_secs(5);
 
-/// The workers' counters, registered once each as they start.
+/// Rule names as exported: group, collection, rule, kind.
+type RuleName = (String, String, String, &'static str);
+
+/// The workers' counters, registered once each as they start, and what the control plane
+/// needs to export them.
 #[derive(Debug, Default)]
 pub struct Registry {
     workers: Mutex<Vec<Arc<Counters>>>,
     expected: std::sync::atomic::AtomicUsize,
+    /// The workers' inboxes (flow and SNAT questions).
+    pub inboxes: Arc<Inboxes>,
+    /// Data interface names by interface id.
+    ifaces: Mutex<Vec<String>>,
+    /// Public SNAT addresses, in the pool's order.
+    snat_addrs: Mutex<Vec<std::net::Ipv4Addr>>,
+    /// Hits of rules under policies the workers have left behind (reloads), by name.
+    retired_hits: Mutex<BTreeMap<RuleName, u64>>,
 }
 
 impl Registry {
@@ -30,6 +61,57 @@ impl Registry {
         let r = Registry::default();
         r.expected.store(workers, Relaxed);
         Arc::new(r)
+    }
+    /// Names the data interfaces and SNAT addresses for the per-interface and per-address
+    /// metrics.
+    pub fn describe(&self, ifaces: Vec<String>, snat_addrs: Vec<std::net::Ipv4Addr>) {
+        if let Ok(mut i) = self.ifaces.lock() {
+            *i = ifaces;
+        }
+        if let Ok(mut a) = self.snat_addrs.lock() {
+            *a = snat_addrs;
+        }
+    }
+    /// Per-rule hit totals across workers and reloads, by name (rules with hits only).
+    pub fn rule_hits(&self) -> BTreeMap<RuleName, u64> {
+        let ws = self.snapshot();
+        let Ok(mut retired) = self.retired_hits.lock() else {
+            return BTreeMap::new();
+        };
+        let add = |m: &mut BTreeMap<RuleName, u64>, h: &RuleHits| {
+            for (i, c) in h.counts.iter().enumerate() {
+                let v = c.load(Relaxed);
+                if v == 0 {
+                    continue;
+                }
+                if let Some(r) = h.policy.describe(i as u32) {
+                    let k = (
+                        r.group.to_string(),
+                        r.collection.to_string(),
+                        r.rule.to_string(),
+                        kind_str(r.kind),
+                    );
+                    *m.entry(k).or_default() += v;
+                }
+            }
+        };
+        for c in &ws {
+            let old: Vec<Arc<RuleHits>> = c
+                .retired_hits
+                .lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default();
+            for h in old {
+                add(&mut retired, &h);
+            }
+        }
+        let mut total = retired.clone();
+        for c in &ws {
+            if let Some(h) = c.rule_hits.load_full() {
+                add(&mut total, &h);
+            }
+        }
+        total
     }
     /// Called once per worker at startup (not on the packet path).
     pub fn register(&self, c: Arc<Counters>) {
@@ -43,6 +125,12 @@ impl Registry {
     /// Every registered worker's counters.
     pub fn all(&self) -> Vec<Arc<Counters>> {
         self.snapshot()
+    }
+    /// Every worker has registered and published a heartbeat.
+    pub fn ready(&self) -> bool {
+        let ws = self.snapshot();
+        ws.len() >= self.expected.load(Relaxed)
+            && ws.iter().all(|c| c.heartbeat_ns.load(Relaxed) != 0)
     }
 }
 
@@ -58,10 +146,12 @@ pub enum Health {
 
 /// Tracks when each worker's heartbeat last moved.
 #[derive(Debug, Default)]
-struct Beats(Vec<(u64, Instant)>);
+pub struct Beats(Vec<(u64, Instant)>);
 
 impl Beats {
-    fn health(&mut self, reg: &Registry, now: Instant) -> Health {
+    /// The appliance's health at `now` (call it regularly: a stall is a heartbeat that has not
+    /// moved between calls for [`STALLED_AFTER`]).
+    pub fn health(&mut self, reg: &Registry, now: Instant) -> Health {
         let ws = reg.snapshot();
         if ws.len() < reg.expected.load(Relaxed) {
             return Health::Unhealthy;
@@ -95,6 +185,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("tollgate-mgmt".into())
         .spawn(move || {
+            crate::io::caps::enter_control_thread();
             let mut beats = Beats::default();
             while !stop.load(Relaxed) {
                 match listener.accept() {
@@ -128,10 +219,7 @@ fn handle(mut s: TcpStream, reg: &Registry, beats: &mut Beats) -> io::Result<()>
             ),
         },
         "/readyz" => {
-            let ws = reg.snapshot();
-            let ready = ws.len() >= reg.expected.load(Relaxed)
-                && ws.iter().all(|c| c.heartbeat_ns.load(Relaxed) != 0);
-            if ready {
+            if reg.ready() {
                 ("200 OK", "ready\n".to_string(), "text/plain")
             } else {
                 (
@@ -231,8 +319,129 @@ pub fn metrics(reg: &Registry) -> String {
             ppm % 1_000_000
         );
     }
+    extended_metrics(reg, &ws, &mut out);
     out
 }
+
+/// Per-interface traffic, per-address SNAT use, rule hits and the busiest SNAT destinations.
+fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
+    let ifaces = reg.ifaces.lock().map(|v| v.clone()).unwrap_or_default();
+    for (name, help, dir, pick) in [
+        (
+            "tollgate_interface_packets_total",
+            "Frames by data interface and direction.",
+            "rx",
+            0,
+        ),
+        ("tollgate_interface_packets_total", "", "tx", 2),
+        (
+            "tollgate_interface_bytes_total",
+            "Bytes by data interface and direction.",
+            "rx",
+            1,
+        ),
+        ("tollgate_interface_bytes_total", "", "tx", 3),
+    ] {
+        if !help.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        }
+        for (i, ifname) in ifaces.iter().enumerate() {
+            let v: u64 = ws
+                .iter()
+                .filter_map(|c| c.ifaces.get(i))
+                .map(|c| match pick {
+                    0 => c.rx_packets.load(Relaxed),
+                    1 => c.rx_bytes.load(Relaxed),
+                    2 => c.tx_packets.load(Relaxed),
+                    _ => c.tx_bytes.load(Relaxed),
+                })
+                .sum();
+            let _ = writeln!(
+                out,
+                "{name}{{interface=\"{}\",direction=\"{dir}\"}} {v}",
+                esc(ifname)
+            );
+        }
+    }
+    let addrs = reg.snat_addrs.lock().map(|v| v.clone()).unwrap_or_default();
+    let pname = |p: u8| match p {
+        6 => "tcp",
+        17 => "udp",
+        _ => "icmp",
+    };
+    let _ = writeln!(out, "# HELP tollgate_snat_ports_used SNAT ports (EIM) or port slots (APDM) in use, per public address, protocol and worker.\n# TYPE tollgate_snat_ports_used gauge");
+    for (a, addr) in addrs.iter().enumerate() {
+        for (j, &p) in SNAT_PROTOS.iter().enumerate() {
+            for (w, c) in ws.iter().enumerate() {
+                let v = c
+                    .snat_used
+                    .get(a * SNAT_PROTOS.len() + j)
+                    .map_or(0, |x| x.load(Relaxed));
+                let _ = writeln!(out, "tollgate_snat_ports_used{{address=\"{addr}\",protocol=\"{}\",worker=\"{w}\"}} {v}", pname(p));
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP tollgate_snat_ports SNAT ports available, per public address, protocol and worker.\n# TYPE tollgate_snat_ports gauge");
+    for (a, addr) in addrs.iter().enumerate() {
+        for (j, &p) in SNAT_PROTOS.iter().enumerate() {
+            for (w, c) in ws.iter().enumerate() {
+                let v = c
+                    .snat_size
+                    .get(a * SNAT_PROTOS.len() + j)
+                    .map_or(0, |x| x.load(Relaxed));
+                let _ = writeln!(
+                    out,
+                    "tollgate_snat_ports{{address=\"{addr}\",protocol=\"{}\",worker=\"{w}\"}} {v}",
+                    pname(p)
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP tollgate_snat_address_utilisation_ratio Share of a public address's SNAT ports in use (all workers), per protocol.\n# TYPE tollgate_snat_address_utilisation_ratio gauge");
+    for (a, addr) in addrs.iter().enumerate() {
+        for (j, &p) in SNAT_PROTOS.iter().enumerate() {
+            let k = a * SNAT_PROTOS.len() + j;
+            let used: u64 = ws
+                .iter()
+                .filter_map(|c| c.snat_used.get(k))
+                .map(|x| x.load(Relaxed))
+                .sum();
+            let size: u64 = ws
+                .iter()
+                .filter_map(|c| c.snat_size.get(k))
+                .map(|x| x.load(Relaxed))
+                .sum();
+            let r = if size == 0 {
+                0.0
+            } else {
+                used as f64 / size as f64
+            };
+            let _ = writeln!(out, "tollgate_snat_address_utilisation_ratio{{address=\"{addr}\",protocol=\"{}\"}} {r:.6}", pname(p));
+        }
+    }
+    let _ = writeln!(out, "# HELP tollgate_rule_hits_total New-flow decisions by rule (kept across reloads by name).\n# TYPE tollgate_rule_hits_total counter");
+    for ((g, c, r, k), v) in reg.rule_hits() {
+        let _ = writeln!(
+            out,
+            "tollgate_rule_hits_total{{group=\"{}\",collection=\"{}\",rule=\"{}\",kind=\"{k}\"}} {v}",
+            esc(&g),
+            esc(&c),
+            esc(&r)
+        );
+    }
+    let (m, _, _) = super::admin::ask_snat(&reg.inboxes, TOP_DESTINATIONS);
+    let _ = writeln!(out, "# HELP tollgate_snat_destination_flows SNATed flows toward the busiest destinations (top {TOP_DESTINATIONS}).\n# TYPE tollgate_snat_destination_flows gauge");
+    for ((a, port, p), n) in m.destinations {
+        let _ = writeln!(
+            out,
+            "tollgate_snat_destination_flows{{destination=\"{a}:{port}\",protocol=\"{}\"}} {n}",
+            pname(p)
+        );
+    }
+}
+
+/// Destinations listed in `tollgate_snat_destination_flows`.
+pub const TOP_DESTINATIONS: usize = 10;
 
 #[cfg(test)]
 mod tests {

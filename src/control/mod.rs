@@ -1,10 +1,13 @@
 //! The control plane: the daemon around the workers, reload, metrics, the lab. Never on the
 //! packet path.
 
+pub mod admin;
 pub mod daemon;
 pub mod decision_log;
+pub mod explain;
 pub mod host;
 pub mod lab;
 pub mod mgmt;
+pub mod notify;
 pub mod reload;
 pub mod snatbench;

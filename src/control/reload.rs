@@ -8,53 +8,98 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use crate::config::Loaded;
 use crate::datapath::updates::PolicyCell;
 use crate::datapath::EngineConfig;
 
-/// The outcome of one reload attempt, as logged.
-pub fn reload_once(
-    path: &std::path::Path,
-    running: &EngineConfig,
-    cell: &PolicyCell,
-) -> Result<String, String> {
-    match crate::config::load_file(path) {
-        Ok(l) => {
-            let mut notes = Vec::new();
-            let e = &l.engine;
-            if e.interfaces != running.interfaces
-                || e.routes != running.routes
-                || e.nat != running.nat
-                || e.inside_prefixes != running.inside_prefixes
-            {
-                notes.push("interface, route, SNAT or inside-prefix settings changed: they need a restart and were left as they run");
+/// The configuration the daemon runs: its file, the settings fixed at start, the policy cell
+/// the workers follow, and the last loaded file (for `tollgate explain` against it). Reloads
+/// from SIGHUP, a file change and `tollgate reload` go through [`LiveConfig::reload`], one at
+/// a time.
+pub struct LiveConfig {
+    pub path: PathBuf,
+    running: EngineConfig,
+    pub cell: Arc<PolicyCell>,
+    loaded: Mutex<Arc<Loaded>>,
+    one_at_a_time: Mutex<()>,
+}
+
+impl std::fmt::Debug for LiveConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveConfig")
+            .field("path", &self.path)
+            .field("generation", &self.cell.generation())
+            .finish()
+    }
+}
+
+impl LiveConfig {
+    pub fn new(path: PathBuf, loaded: Loaded, cell: Arc<PolicyCell>) -> Arc<Self> {
+        Arc::new(LiveConfig {
+            path,
+            running: loaded.engine.clone(),
+            cell,
+            loaded: Mutex::new(Arc::new(loaded)),
+            one_at_a_time: Mutex::new(()),
+        })
+    }
+
+    /// The configuration last applied.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Reads, validates and compiles the file; if valid, publishes its policy to the workers.
+    /// Ok or Err carries the message to log (with every file:line:col on error).
+    pub fn reload(&self) -> Result<String, String> {
+        let _one = self.one_at_a_time.lock();
+        let path = &self.path;
+        match crate::config::load_file(path) {
+            Ok(l) => {
+                let mut notes = Vec::new();
+                let e = &l.engine;
+                let r = &self.running;
+                if e.interfaces != r.interfaces
+                    || e.routes != r.routes
+                    || e.nat != r.nat
+                    || e.inside_prefixes != r.inside_prefixes
+                {
+                    notes.push("interface, route, SNAT or inside-prefix settings changed: they need a restart and were left as they run");
+                }
+                self.cell.publish(l.policy.clone());
+                let mut msg = format!(
+                    "tollgate: reload: {} applied (policy generation {}); flows the new rules deny are cut at their next packet",
+                    path.display(),
+                    self.cell.generation()
+                );
+                for n in notes {
+                    msg.push_str(&format!("\ntollgate: reload: warning: {n}"));
+                }
+                for w in &l.warnings {
+                    msg.push_str(&format!("\ntollgate: {w}"));
+                }
+                if let Ok(mut cur) = self.loaded.lock() {
+                    *cur = Arc::new(l);
+                }
+                Ok(msg)
             }
-            cell.publish(l.policy.clone());
-            let mut msg = format!(
-                "tollgate: reload: {} applied (policy generation {}); flows the new rules deny are cut at their next packet",
-                path.display(),
-                cell.generation()
-            );
-            for n in notes {
-                msg.push_str(&format!("\ntollgate: reload: warning: {n}"));
+            Err(err) => {
+                let mut msg = format!(
+                    "tollgate: reload: {} rejected, the running configuration stays: {err}",
+                    path.display()
+                );
+                for d in err.errors() {
+                    msg.push_str(&format!("\n  {d}"));
+                }
+                Err(msg)
             }
-            for w in &l.warnings {
-                msg.push_str(&format!("\ntollgate: {w}"));
-            }
-            Ok(msg)
-        }
-        Err(err) => {
-            let mut msg = format!(
-                "tollgate: reload: {} rejected, the running configuration stays: {err}",
-                path.display()
-            );
-            for d in err.errors() {
-                msg.push_str(&format!("\n  {d}"));
-            }
-            Err(msg)
         }
     }
 }
@@ -65,15 +110,15 @@ fn mtime(path: &std::path::Path) -> Option<SystemTime> {
 
 /// Watches `hup` (set by SIGHUP) and the file's modification time (every 100 ms) until `stop`.
 pub fn spawn(
-    path: PathBuf,
-    running: EngineConfig,
-    cell: Arc<PolicyCell>,
+    live: Arc<LiveConfig>,
     hup: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("tollgate-reload".into())
         .spawn(move || {
+            crate::io::caps::enter_control_thread();
+            let path = live.path.clone();
             let mut seen = mtime(&path);
             while !stop.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
@@ -88,7 +133,7 @@ pub fn spawn(
                     c
                 };
                 if hup.swap(false, Relaxed) || changed {
-                    match reload_once(&path, &running, &cell) {
+                    match live.reload() {
                         Ok(m) | Err(m) => eprintln!("{m}"),
                     }
                 }

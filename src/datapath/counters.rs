@@ -2,8 +2,57 @@
 //! read-modify-write), read by the control plane at scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 
 use super::DropReason;
+use crate::policy::Policy;
+
+/// How many times each rule of one policy decided a new flow, on one worker. A reload gives
+/// the worker a fresh table (rule numbers change with the file); the old one is retired to
+/// the control plane, which keeps the totals by rule name so counters never go backwards.
+pub struct RuleHits {
+    pub policy: Arc<dyn Policy>,
+    pub counts: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for RuleHits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleHits")
+            .field("rules", &self.counts.len())
+            .finish()
+    }
+}
+
+impl RuleHits {
+    pub fn new(policy: Arc<dyn Policy>) -> Arc<Self> {
+        let n = policy.rule_count();
+        Arc::new(RuleHits {
+            policy,
+            counts: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+    /// Counts one decision by `rule` (only its worker writes).
+    #[inline]
+    pub fn hit(&self, rule: u32) {
+        if let Some(c) = self.counts.get(rule as usize) {
+            bump(c, 1);
+        }
+    }
+}
+
+/// Frames and bytes through one data interface.
+#[derive(Debug, Default)]
+pub struct IfaceCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+}
+
+/// SNAT protocols in the per-address gauges, in their order.
+pub const SNAT_PROTOS: [u8; 3] = [6, 17, 1];
 
 /// Counters of one worker.
 #[derive(Debug)]
@@ -28,10 +77,27 @@ pub struct Counters {
     pub snat_util_ppm: AtomicU64,
     /// Decision events not logged (rate limit or full ring).
     pub events_suppressed: AtomicU64,
+    /// Per data interface (by [`super::IfaceId`]): what arrived on it and what left by it.
+    pub ifaces: Box<[IfaceCounters]>,
+    /// Ports in use and slice sizes per (public address, protocol in [`SNAT_PROTOS`] order),
+    /// published between batches.
+    pub snat_used: Box<[AtomicU64]>,
+    pub snat_size: Box<[AtomicU64]>,
+    /// Rule hits under the policy the worker runs, and the tables of policies it left.
+    pub rule_hits: ArcSwapOption<RuleHits>,
+    pub retired_hits: Mutex<Vec<Arc<RuleHits>>>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
+        Self::sized(0, 0)
+    }
+}
+
+impl Counters {
+    /// Counters for a worker with `ifaces` data interfaces and `addrs` public addresses.
+    pub fn sized(ifaces: usize, addrs: usize) -> Self {
+        let n = addrs * SNAT_PROTOS.len();
         Counters {
             rx_packets: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
@@ -46,6 +112,11 @@ impl Default for Counters {
             flows: AtomicU64::new(0),
             snat_util_ppm: AtomicU64::new(0),
             events_suppressed: AtomicU64::new(0),
+            ifaces: (0..ifaces).map(|_| IfaceCounters::default()).collect(),
+            snat_used: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            snat_size: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            rule_hits: ArcSwapOption::empty(),
+            retired_hits: Mutex::new(Vec::new()),
         }
     }
 }
@@ -57,6 +128,22 @@ pub fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    /// Counts a frame received on `i`.
+    #[inline]
+    pub fn rx_on(&self, i: super::IfaceId, len: usize) {
+        if let Some(c) = self.ifaces.get(usize::from(i)) {
+            bump(&c.rx_packets, 1);
+            bump(&c.rx_bytes, len as u64);
+        }
+    }
+    /// Counts a frame sent on `i`.
+    #[inline]
+    pub fn tx_on(&self, i: super::IfaceId, len: usize) {
+        if let Some(c) = self.ifaces.get(usize::from(i)) {
+            bump(&c.tx_packets, 1);
+            bump(&c.tx_bytes, len as u64);
+        }
+    }
     /// Drops counted under `r`.
     pub fn drop_count(&self, r: DropReason) -> u64 {
         self.drops[r as usize].load(Relaxed)

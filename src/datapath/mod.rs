@@ -9,13 +9,14 @@ mod counters;
 pub mod events;
 mod frag;
 mod inspect;
+pub mod query;
 mod reason;
 mod route;
 pub mod updates;
 mod worker;
 
 pub use config::{EngineConfig, Iface, IfaceId, IfaceRole, Route};
-pub use counters::Counters;
+pub use counters::{Counters, RuleHits, SNAT_PROTOS};
 pub use reason::DropReason;
 pub use route::RouteTable;
 pub use worker::Worker;

@@ -3,10 +3,11 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use super::counters::{bump, Counters};
+use super::counters::{bump, Counters, RuleHits, SNAT_PROTOS};
 use super::events::{Action, DecisionEvent, EventSink};
 use super::frag::FragCache;
 use super::inspect::{self, InspectPool, TxQueue, L7};
+use super::query::{self, Answer, Inbox, Query, SnatReport, SnatUse};
 use super::route::RouteTable;
 use super::{DropReason, EngineConfig, IfaceId, Nanos, Packet, Verdict};
 use crate::conntrack::{Dir, FlowKey, FlowTable, TcpTrack, TimeoutClass};
@@ -73,7 +74,17 @@ pub struct Worker {
     updates: Option<(Arc<super::updates::PolicyCell>, u64)>,
     /// Flows cut by the last adopted reload.
     pub last_reload_cut: usize,
+    /// Per-rule hit counts under the running policy (also published in `counters`).
+    hits: Arc<RuleHits>,
+    /// Questions from the control plane (`tollgate flows`, `tollgate snat`).
+    inbox: Option<Arc<Inbox>>,
+    /// When the last asymmetric-route hint was logged (at most one per [`HINT_EVERY`]).
+    last_hint: Option<Nanos>,
 }
+
+/// Asymmetric-route hints (mid-stream TCP with no flow) are logged at most this often per
+/// worker; every such packet is still counted under `tcp_non_syn`.
+const HINT_EVERY: Nanos = 100_000_000;
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,18 +134,27 @@ impl Worker {
             .iter()
             .flat_map(|i| i.addrs.iter().copied())
             .collect();
+        let counters = Arc::new(Counters::sized(
+            cfg.interfaces.len(),
+            cfg.nat.public_addrs.len(),
+        ));
+        let hits = RuleHits::new(policy.clone());
+        counters.rule_hits.store(Some(hits.clone()));
         Worker {
             flows: FlowTable::with_advice(max, seed, cfg.timeouts, advise),
             snat: SnatPool::new(&cfg.nat, index, workers, max as usize, seed.rotate_left(17)),
             routes: RouteTable::from_config(&cfg),
             frags: FragCache::new(),
-            counters: Arc::new(Counters::default()),
+            counters,
             local_addrs,
             inspect: InspectPool::new((max as usize / 16).clamp(16, 1024)),
             txq: TxQueue::new(64),
             events: None,
             updates: None,
             last_reload_cut: 0,
+            hits,
+            inbox: None,
+            last_hint: None,
             cfg,
             policy,
             index,
@@ -166,6 +186,11 @@ impl Worker {
         self.updates = Some((cell, g));
     }
 
+    /// Answers the control plane's questions posted to `inbox` between batches.
+    pub fn set_inbox(&mut self, inbox: Arc<Inbox>) {
+        self.inbox = Some(inbox);
+    }
+
     /// Sends decision events to `sink` (see [`super::events::channel`]).
     pub fn set_event_sink(&mut self, sink: EventSink) {
         self.events = Some(sink);
@@ -177,6 +202,9 @@ impl Worker {
 
     #[inline]
     fn emit(&mut self, now: Nanos, e: DecisionEvent) {
+        if let Some(r) = e.rule {
+            self.hits.hit(r);
+        }
         if let Some(s) = &mut self.events {
             if !s.offer(now, e) {
                 bump(&self.counters.events_suppressed, 1);
@@ -190,6 +218,13 @@ impl Worker {
     /// their verdict: their name was read once and is not kept. Returns the flows cut.
     pub fn set_policy(&mut self, p: Arc<dyn Policy>) -> usize {
         self.policy = p;
+        let hits = RuleHits::new(self.policy.clone());
+        if let Some(old) = self.counters.rule_hits.swap(Some(hits.clone())) {
+            if let Ok(mut r) = self.counters.retired_hits.lock() {
+                r.push(old);
+            }
+        }
+        self.hits = hits;
         let revoked: Vec<u32> = self
             .flows
             .iter()
@@ -216,9 +251,10 @@ impl Worker {
     /// Returns (length, interface, next hop) of a frame written into `buf`.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
         let r = self.txq.pop(buf);
-        if let Some((len, _, _)) = r {
+        if let Some((len, tx_if, _)) = r {
             bump(&self.counters.tx_packets, 1);
             bump(&self.counters.tx_bytes, len as u64);
+            self.counters.tx_on(tx_if, len);
         }
         r
     }
@@ -239,6 +275,11 @@ impl Worker {
             }
         }
         self.publish_gauges(now);
+        if let Some(inbox) = self.inbox.clone() {
+            if inbox.pending() {
+                inbox.serve(|q| self.answer(now, q));
+            }
+        }
         let mut n = 0;
         while let Some(idx) = self.inspect.overdue(now) {
             self.remove_flow(idx, now);
@@ -265,14 +306,58 @@ impl Worker {
         c.flows.store(self.flows.len() as u64, Relaxed);
         let mut worst = 0u64;
         for a in 0..self.snat.addrs().len() {
-            for p in [proto::TCP, proto::UDP, proto::ICMP] {
+            for (j, p) in SNAT_PROTOS.into_iter().enumerate() {
                 let (used, size) = self.snat.utilisation(a, p);
                 if size > 0 {
                     worst = worst.max(u64::from(used) * 1_000_000 / u64::from(size));
                 }
+                let k = a * SNAT_PROTOS.len() + j;
+                if let (Some(u), Some(s)) = (c.snat_used.get(k), c.snat_size.get(k)) {
+                    u.store(u64::from(used), Relaxed);
+                    s.store(u64::from(size), Relaxed);
+                }
             }
         }
         c.snat_util_ppm.store(worst, Relaxed);
+    }
+
+    /// Answers a control-plane question (between batches, never per packet: it may allocate).
+    fn answer(&self, now: Nanos, q: Query) -> Answer {
+        match q {
+            Query::Flows(filter) => query::list_flows(
+                self.index,
+                self.flows.iter().map(|(_, f)| f),
+                self.flows.len(),
+                &filter,
+                now,
+                self.flows.timeouts(),
+                &*self.policy,
+            ),
+            Query::Snat { top } => {
+                let mut slices = Vec::new();
+                for (a, &addr) in self.snat.addrs().iter().enumerate() {
+                    for p in SNAT_PROTOS {
+                        let (used, size) = self.snat.utilisation(a, p);
+                        slices.push(SnatUse {
+                            addr,
+                            proto: p,
+                            used,
+                            size,
+                        });
+                    }
+                }
+                let public = |a: Ipv4Addr| self.cfg.nat.public_addrs.contains(&a);
+                Answer::Snat(SnatReport {
+                    slices,
+                    hosts: query::top_n(self.snat.holders(), top),
+                    destinations: query::busiest_destinations(
+                        self.flows.iter().map(|(_, f)| f),
+                        public,
+                        top,
+                    ),
+                })
+            }
+        }
     }
 
     fn remove_flow(&mut self, idx: u32, now: Nanos) {
@@ -361,13 +446,18 @@ impl Worker {
     pub fn process(&mut self, now: Nanos, pkt: &mut Packet<'_>) -> Verdict {
         bump(&self.counters.rx_packets, 1);
         bump(&self.counters.rx_bytes, pkt.len as u64);
+        self.counters.rx_on(pkt.rx_if, pkt.len);
         let v = self.decide(now, pkt);
         match v {
-            Verdict::Forward { .. } => {
+            Verdict::Forward { tx_if, .. } => {
                 bump(&self.counters.tx_packets, 1);
                 bump(&self.counters.tx_bytes, pkt.len as u64);
+                self.counters.tx_on(tx_if, pkt.len);
             }
-            Verdict::Reply { .. } => bump(&self.counters.replies, 1),
+            Verdict::Reply { tx_if, .. } => {
+                bump(&self.counters.replies, 1);
+                self.counters.tx_on(tx_if, pkt.len);
+            }
             Verdict::Local => bump(&self.counters.local, 1),
             Verdict::Drop(r) => bump(&self.counters.drops[r as usize], 1),
             Verdict::Held => {}
@@ -532,6 +622,18 @@ impl Worker {
         {
             if to_public && !self.in_snat_range(p.dport) {
                 return Verdict::Local;
+            }
+            // A SYN-ACK or ACK from inside with no flow: the connection did not start through
+            // the appliance (classically: in through a public load balancer, out via the UDR).
+            if from_inside
+                && p.tcp_flags & tcp_flags::RST == 0
+                && self
+                    .last_hint
+                    .map_or(true, |t| now.saturating_sub(t) >= HINT_EVERY)
+            {
+                self.last_hint = Some(now);
+                let e = DecisionEvent::new(now, key, Action::Deny);
+                self.emit(now, e.with_reason(DropReason::TcpNonSyn));
             }
             return Verdict::Drop(DropReason::TcpNonSyn);
         }

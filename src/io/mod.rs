@@ -15,6 +15,7 @@
 #![allow(unsafe_code)]
 
 pub mod afpacket;
+pub mod caps;
 mod csum;
 pub mod mem;
 pub mod memio;

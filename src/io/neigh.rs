@@ -131,7 +131,10 @@ impl Neighbours {
         let shared = me.clone();
         let h = std::thread::Builder::new()
             .name("tg-neigh".into())
-            .spawn(move || refresher(shared, ifaces, rx, stop))
+            .spawn(move || {
+                super::caps::enter_control_thread();
+                refresher(shared, ifaces, rx, stop)
+            })
             .expect("spawn neighbour thread");
         (me, h)
     }

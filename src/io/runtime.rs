@@ -69,6 +69,9 @@ pub struct RuntimeConfig {
     pub handoff_slots: usize,
     /// poll() timeout when idle, so a shutdown is noticed.
     pub idle_timeout_ms: i32,
+    /// Once every worker has its rings: workers drop every capability, the calling (main)
+    /// thread keeps only [`super::caps::MAIN_THREAD_KEEPS`].
+    pub drop_caps: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -79,6 +82,7 @@ impl Default for RuntimeConfig {
             pin: true,
             handoff_slots: 1024,
             idle_timeout_ms: 100,
+            drop_caps: false,
         }
     }
 }
@@ -343,11 +347,15 @@ where
     }
     let base = monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as Nanos);
     let mut startup_error: Option<io::Error> = None;
+    // Workers that have opened their rings and built their engine (then dropped their caps).
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    let caps_errors = std::sync::Mutex::new(Vec::<String>::new());
     let reports = std::thread::scope(|s| {
         let mut handles = Vec::new();
         for (i, (prods, cons)) in producers.into_iter().zip(consumers).enumerate() {
             let make_engine = &make_engine;
             let make_io = &make_io;
+            let (started, caps_errors) = (&started, &caps_errors);
             let neigh = neigh.clone();
             let stop = stop.clone();
             let wakers = wakers.clone();
@@ -367,6 +375,14 @@ where
                         }
                     };
                     let mut eng = make_engine(i);
+                    if cfg.drop_caps {
+                        if let Err(e) = super::caps::drop_all_on_this_thread() {
+                            if let Ok(mut v) = caps_errors.lock() {
+                                v.push(format!("worker {i}: {e}"));
+                            }
+                        }
+                    }
+                    started.fetch_add(1, Ordering::AcqRel);
                     worker_loop(
                         i, &cfg, &mut eng, &mut io, &neigh, &stop, &wakers, prods, cons, epoch,
                         base,
@@ -374,6 +390,24 @@ where
                 })
                 .expect("spawn worker thread");
             handles.push(h);
+        }
+        if cfg.drop_caps {
+            while started.load(Ordering::Acquire) < n && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if !stop.load(Ordering::Relaxed) {
+                if let Err(e) = super::caps::retain_on_this_thread(&super::caps::MAIN_THREAD_KEEPS)
+                {
+                    if let Ok(mut v) = caps_errors.lock() {
+                        v.push(format!("main thread: {e}"));
+                    }
+                }
+                if let Ok(v) = caps_errors.lock() {
+                    for e in v.iter() {
+                        eprintln!("tollgate: warning: capabilities not dropped on {e}");
+                    }
+                }
+            }
         }
         let mut out = Vec::new();
         for h in handles {

@@ -96,6 +96,10 @@ pub trait Policy: Send + Sync {
     fn is_audit(&self, _rule: RuleId) -> bool {
         false
     }
+    /// Rules numbered `0..rule_count()` (for per-rule hit counters).
+    fn rule_count(&self) -> usize {
+        0
+    }
 }
 
 #[cfg(test)]

@@ -490,6 +490,10 @@ impl Policy for Ruleset {
         self.rules.get(rule as usize).is_some_and(|r| r.audit)
     }
 
+    fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
     fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
         &self.dnat_targets
     }
