@@ -396,7 +396,9 @@ impl InitialReader {
         while p < f.len() {
             let ty = varint(f, &mut p).ok_or(M(trunc))?;
             match ty {
-                FRAME_PADDING | FRAME_PING => {}
+                // Runs of PADDING (most of a client Initial) are skipped in one pass.
+                FRAME_PADDING => p += f[p..].iter().take_while(|&&b| b == 0).count(),
+                FRAME_PING => {}
                 FRAME_ACK | FRAME_ACK_ECN => {
                     let _largest = varint(f, &mut p).ok_or(M(trunc))?;
                     let _delay = varint(f, &mut p).ok_or(M(trunc))?;
