@@ -82,16 +82,26 @@ import asyncio, ssl, sys
 from aioquic.asyncio import connect
 from aioquic.quic.configuration import QuicConfiguration
 
-async def main(name, big):
+def config(name, big):
     alpn = ["echo"] + (["x-filler-%02d-%s" % (i, "f" * 40) for i in range(30)] if big else [])
-    cfg = QuicConfiguration(is_client=True, alpn_protocols=alpn, server_name=name,
-                            verify_mode=ssl.CERT_NONE)
-    async with connect("203.0.113.10", 443, configuration=cfg) as c:
+    return QuicConfiguration(is_client=True, alpn_protocols=alpn, server_name=name,
+                             verify_mode=ssl.CERT_NONE)
+
+async def main(name, big):
+    async with connect("203.0.113.10", 443, configuration=config(name, big)) as c:
         r, w = await c.create_stream()
         w.write(b"hello-" + name.encode())
         w.write_eof()
         print("REPLY", (await r.read()).decode(), flush=True)
 
+def first_flight(name, big):
+    # The same configuration, sans I/O: how many datagrams the ClientHello takes.
+    from aioquic.quic.connection import QuicConnection
+    c = QuicConnection(configuration=config(name, big))
+    c.connect(("203.0.113.10", 443), now=0.0)
+    return len(c.datagrams_to_send(now=0.0))
+
+print("FLIGHT", first_flight(sys.argv[1], sys.argv[2] == "big"), flush=True)
 try:
     asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2] == "big"), 4))
 except BaseException as e:
@@ -195,6 +205,10 @@ fn quic_names_decide_with_a_real_client_and_server() {
             && allowed.contains("REPLY peer=203.0.113.1:")
             && allowed.contains("echo=hello-allowed.example"),
         "allowed.example over QUIC, answered to the SNAT address: {allowed}"
+    );
+    assert!(
+        allowed.contains("FLIGHT 1") && big.contains("FLIGHT 2"),
+        "the big ClientHello takes two datagrams: {allowed} / {big}"
     );
     assert!(
         ok_big && big.contains("REPLY peer=203.0.113.1:"),
