@@ -3,9 +3,9 @@
 //!
 //! Input: a mode byte, then
 //! - even mode: the rest is one datagram;
-//! - odd mode: chunks of `u16 length + frames`, each sealed into a 1200-byte Initial (packet
-//!   number = chunk index) and pushed as its own datagram; a chunk with the low bit of its
-//!   first length byte set is pushed as raw bytes instead.
+//! - odd mode: chunks of a big-endian `u16` (length << 1 | raw) and that many bytes of frames,
+//!   each sealed into a 1200-byte Initial (packet number = chunk index) and pushed as its own
+//!   datagram, or pushed as raw bytes when `raw` is set.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -37,8 +37,9 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = rest;
     let mut pn = 0u32;
     while rest.len() >= 2 {
-        let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]) >> 1).min(rest.len() - 2);
-        let raw = rest[0] & 1 == 1;
+        let h = u16::from_be_bytes([rest[0], rest[1]]);
+        let n = usize::from(h >> 1).min(rest.len() - 2);
+        let raw = h & 1 == 1;
         let chunk = &rest[2..2 + n];
         rest = &rest[2 + n..];
         let r = if raw {
