@@ -18,6 +18,30 @@ install_deps() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   command -v cargo >/dev/null || { echo "cargo not found: install Rust first" >&2; exit 1; }
+  install_py_deps
+}
+
+# Python packages the end-to-end tests use (tests/e2e_quic.rs: aioquic), from PyPI, only if
+# python3 cannot import them yet. pip comes from apt when missing; on a Debian python3 that is
+# marked externally managed (PEP 668), pip needs --break-system-packages to install for root.
+need_py=(aioquic)
+
+install_py_deps() {
+  local missing=()
+  for m in "${need_py[@]}"; do
+    python3 -c "import $m" 2>/dev/null || missing+=("$m")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  echo "installing (pip): ${missing[*]}"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  python3 -m pip install -q "${missing[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${missing[@]}"
+  for m in "${missing[@]}"; do
+    python3 -c "import $m" || { echo "python3 still cannot import $m" >&2; exit 1; }
+  done
 }
 
 case "${1:-}" in

@@ -1,5 +1,6 @@
-//! Application-rule costs: reading the SNI (one segment, ~1.5 KiB, two segments) and matching
-//! a name against 10, 1k and 10k application rules.
+//! Application-rule costs: reading the SNI (one segment, ~1.5 KiB, two segments), reading the
+//! SNI of QUIC client Initials (key derivation, header protection, AES-128-GCM, CRYPTO
+//! reassembly), and matching a name against 10, 1k and 10k application rules.
 //!
 //! cargo bench --bench l7
 
@@ -11,9 +12,16 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tollgate::policy::{
     Action, AppProto, FlowQuery, FqdnPattern, Policy, RuleKind, RuleSpec, Ruleset,
 };
+use tollgate::wire::quic::{InitialKeys, InitialReader, QuicResult};
 use tollgate::wire::sni::{client_hello_sni, SniResult};
 
 const HELLO: &[u8] = include_bytes!("../tests/fixtures/clienthello_allowed.bin");
+const RFC_INITIAL: &[u8] = include_bytes!("../tests/fixtures/rfc9001_a2_client_initial.bin");
+const AIOQUIC_INITIAL: &[u8] = include_bytes!("../tests/fixtures/quic_initial_allowed.bin");
+const AIOQUIC_SPLIT: [&[u8]; 2] = [
+    include_bytes!("../tests/fixtures/quic_initial_split_0.bin"),
+    include_bytes!("../tests/fixtures/quic_initial_split_1.bin"),
+];
 
 /// The fixture with a padding extension (RFC 7685) that brings it to about 1.5 KiB, the size of
 /// a ClientHello with a post-quantum key share.
@@ -63,6 +71,46 @@ fn sni(c: &mut Criterion) {
             );
             client_hello_sni(black_box(&big), &mut out)
         })
+    });
+    g.finish();
+}
+
+/// One flow's worth of work per iteration: a fresh reader (so key derivation is included), every
+/// datagram decrypted and its CRYPTO data placed, then the SNI read.
+fn quic_flow(datagrams: &[&[u8]], scratch: &mut [u8], crypto: &mut [u8]) -> QuicResult {
+    let mut r = InitialReader::new();
+    let mut out = [0u8; 256];
+    let mut last = QuicResult::NeedMore;
+    for d in datagrams {
+        last = r.push_datagram(black_box(d), scratch, crypto, &mut out);
+    }
+    last
+}
+
+fn quic(c: &mut Criterion) {
+    let mut g = c.benchmark_group("quic_initial");
+    let (mut scratch, mut crypto) = (vec![0u8; 2048], vec![0u8; 8192]);
+    assert_eq!(RFC_INITIAL.len(), 1200);
+    assert_eq!(AIOQUIC_INITIAL.len(), 1200);
+    for (label, d) in [("rfc9001", RFC_INITIAL), ("aioquic", AIOQUIC_INITIAL)] {
+        assert!(matches!(
+            quic_flow(&[d], &mut scratch, &mut crypto),
+            QuicResult::Sni { .. }
+        ));
+        g.bench_function(
+            BenchmarkId::new(format!("decrypt_sni_{label}"), d.len()),
+            |b| b.iter(|| quic_flow(&[d], &mut scratch, &mut crypto)),
+        );
+    }
+    assert!(matches!(
+        quic_flow(&AIOQUIC_SPLIT, &mut scratch, &mut crypto),
+        QuicResult::Sni { .. }
+    ));
+    g.bench_function(BenchmarkId::new("decrypt_sni_two_datagrams", 2400), |b| {
+        b.iter(|| quic_flow(&AIOQUIC_SPLIT, &mut scratch, &mut crypto))
+    });
+    g.bench_function("initial_keys_hkdf", |b| {
+        b.iter(|| InitialKeys::client(black_box(&[0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08])))
     });
     g.finish();
 }
@@ -130,6 +178,6 @@ fn fqdn(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
-    targets = sni, fqdn
+    targets = sni, quic, fqdn
 }
 criterion_main!(benches);

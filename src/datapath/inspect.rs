@@ -5,11 +5,16 @@
 //! HTTP Host, QUIC SNI) is read. Then the held segments are released in order, or the flow is
 //! reset. Slots are preallocated: the pool size is the global budget, the slot size the
 //! per-flow byte budget, and a slot older than the time budget is given up.
+//!
+//! A QUIC flow's datagrams are held whole (to be released byte for byte); each is decrypted as
+//! it arrives (`wire::quic`, in the pool's one scratch buffer) and its CRYPTO data is placed by
+//! offset into the slot's stream buffer, so the ClientHello may span several Initials.
 
 use std::net::Ipv4Addr;
 
 use super::{IfaceId, Nanos};
 use crate::policy::AppProto;
+use crate::wire::quic::{InitialReader, QuicResult};
 
 /// Most segments (or datagrams) held per flow.
 pub const MAX_HELD: usize = 8;
@@ -33,6 +38,8 @@ pub struct Slot {
     frames: Box<[u8]>,
     frame_lens: [u16; MAX_HELD],
     pub held: usize,
+    /// QUIC: keys and CRYPTO ranges of the client Initials (the bytes are in `data`).
+    quic: InitialReader,
 }
 
 /// Why a segment could not be taken into a slot.
@@ -54,6 +61,7 @@ impl Slot {
             frames: vec![0; FRAME_CAP * MAX_HELD].into_boxed_slice(),
             frame_lens: [0; MAX_HELD],
             held: 0,
+            quic: InitialReader::new(),
         }
     }
 
@@ -87,16 +95,20 @@ impl Slot {
         Ok(())
     }
 
-    /// Appends a datagram's payload to the stream (QUIC: Initials in arrival order).
-    pub fn append(&mut self, payload: &[u8]) -> Result<(), HoldError> {
-        let start = self.contiguous();
-        let end = start + payload.len();
-        if end > STREAM_BUDGET {
-            return Err(HoldError::Budget);
-        }
-        self.data[start..end].copy_from_slice(payload);
-        self.add_range(start as u32, end as u32);
-        Ok(())
+    /// Holds a QUIC datagram whole and reads its client Initials: CRYPTO data into the
+    /// stream buffer by offset, the SNI (copied to `out`) once the ClientHello is complete.
+    /// `scratch` is where packets are decrypted (at least a datagram long).
+    pub fn hold_datagram(
+        &mut self,
+        frame: &[u8],
+        payload: &[u8],
+        scratch: &mut [u8],
+        out: &mut [u8; 256],
+    ) -> Result<QuicResult, HoldError> {
+        self.hold_frame(frame)?;
+        Ok(self
+            .quic
+            .push_datagram(payload, scratch, &mut self.data, out))
     }
 
     fn add_range(&mut self, s: u32, e: u32) {
@@ -144,6 +156,8 @@ impl Slot {
 pub struct InspectPool {
     slots: Vec<Slot>,
     free: Vec<u16>,
+    /// Where QUIC packets are decrypted, one at a time.
+    scratch: Box<[u8]>,
 }
 
 impl InspectPool {
@@ -152,6 +166,7 @@ impl InspectPool {
         InspectPool {
             slots: (0..n).map(|_| Slot::new()).collect(),
             free: (0..n as u16).rev().collect(),
+            scratch: vec![0; FRAME_CAP].into_boxed_slice(),
         }
     }
     /// A free slot for `flow`, or None when the global budget is spent.
@@ -163,6 +178,7 @@ impl InspectPool {
         s.started = now;
         s.nranges = 0;
         s.held = 0;
+        s.quic.reset();
         Some(i)
     }
     pub fn release(&mut self, i: u16) {
@@ -172,6 +188,21 @@ impl InspectPool {
                 self.free.push(i);
             }
         }
+    }
+    /// [`Slot::hold_datagram`] on slot `i` with the pool's scratch buffer.
+    pub fn hold_datagram(
+        &mut self,
+        i: u16,
+        frame: &[u8],
+        payload: &[u8],
+        out: &mut [u8; 256],
+    ) -> Result<QuicResult, HoldError> {
+        let slot = self
+            .slots
+            .get_mut(usize::from(i))
+            .filter(|s| s.flow != u32::MAX)
+            .ok_or(HoldError::Budget)?;
+        slot.hold_datagram(frame, payload, &mut self.scratch, out)
     }
     pub fn get_mut(&mut self, i: u16) -> Option<&mut Slot> {
         self.slots
@@ -294,6 +325,8 @@ pub enum L7<'a> {
     NeedMore,
     /// Neither TLS, HTTP nor QUIC: application rules cannot allow it.
     Unknown,
+    /// The name would need more than the per-flow budget.
+    OverBudget,
 }
 
 /// Lower-cases an ASCII name into `buf` and strips one trailing dot. Non-ASCII or over-long
@@ -310,13 +343,9 @@ pub fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; 256]) -> &'b str {
 }
 
 /// Reads the name a held flow's first bytes carry: TLS SNI or HTTP Host for a TCP stream.
-/// QUIC Initials (`quic`) are not decrypted yet: such flows cannot be allowed by name.
-pub fn classify<'a>(quic: bool, stream: &'a [u8], out: &'a mut [u8; 256]) -> L7<'a> {
+pub fn classify<'a>(stream: &'a [u8], out: &'a mut [u8; 256]) -> L7<'a> {
     use crate::wire::host::{request_host, HostResult};
     use crate::wire::sni::{client_hello_sni, SniResult};
-    if quic {
-        return L7::Unknown;
-    }
     match client_hello_sni(stream, out) {
         SniResult::Sni { len, .. } => return L7::Name(AppProto::Https, &out[..len]),
         SniResult::NoSni => return L7::NoName(AppProto::Https),
@@ -329,5 +358,17 @@ pub fn classify<'a>(quic: bool, stream: &'a [u8], out: &'a mut [u8; 256]) -> L7<
         HostResult::NoHost => L7::NoName(AppProto::Http),
         HostResult::NeedMore => L7::NeedMore,
         HostResult::NotHttp => L7::Unknown,
+    }
+}
+
+/// What the client Initials of a held QUIC flow say ([`Slot::hold_datagram`]); the name is in
+/// `out`. Not QUIC v1, or an Initial that does not decrypt: application rules cannot allow it.
+pub fn classify_quic(r: QuicResult, out: &[u8; 256]) -> L7<'_> {
+    match r {
+        QuicResult::Sni { len, .. } => L7::Name(AppProto::Quic, &out[..len.min(out.len())]),
+        QuicResult::NoSni => L7::NoName(AppProto::Quic),
+        QuicResult::NeedMore => L7::NeedMore,
+        QuicResult::Budget => L7::OverBudget,
+        QuicResult::NotQuic | QuicResult::Malformed(_) => L7::Unknown,
     }
 }

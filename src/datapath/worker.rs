@@ -563,6 +563,9 @@ impl Worker {
                         UdpDatagram::new_checked(l4).map_err(|e| Verdict::Drop(wire_reason(e)))?;
                     p.sport = u.src_port();
                     p.dport = u.dst_port();
+                    // Bounded by the UDP length field (the IP payload may be padded).
+                    p.payload = p.l4 + 8;
+                    p.payload_end = p.payload + u.payload().len();
                 }
             }
             proto::ICMP => {
@@ -881,18 +884,24 @@ impl Worker {
         idx: u32,
     ) -> Verdict {
         let f = *self.flows.get(idx);
-        let Some(slot) = self.inspect.get_mut(f.rule) else {
-            return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
-        };
         let (payload, frame) = (&pkt.buf[p.payload..p.payload_end], &pkt.buf[..pkt.len]);
-        let held = if f.inspect == INSPECT_TCP {
-            slot.hold_segment(p.seq, payload, frame)
+        let mut lower = [0u8; 256];
+        let mut raw = [0u8; 256];
+        let l7 = if f.inspect == INSPECT_TCP {
+            let Some(slot) = self.inspect.get_mut(f.rule) else {
+                return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
+            };
+            if slot.hold_segment(p.seq, payload, frame).is_err() {
+                return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
+            }
+            inspect::classify(slot.stream(), &mut raw)
         } else {
-            slot.hold_frame(frame).and_then(|_| slot.append(payload))
+            // QUIC: the datagram is held whole; its Initials are decrypted as they arrive.
+            match self.inspect.hold_datagram(f.rule, frame, payload, &mut raw) {
+                Ok(r) => inspect::classify_quic(r, &raw),
+                Err(_) => L7::OverBudget,
+            }
         };
-        if held.is_err() {
-            return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
-        }
         let q = FlowQuery {
             src: f.orig.src(),
             dst: f.orig.dst(),
@@ -900,28 +909,28 @@ impl Worker {
             sport: f.orig.sport(),
             dport: f.orig.dport(),
         };
-        let mut lower = [0u8; 256];
-        let mut raw = [0u8; 256];
-        let (decision, deny_reason, app, name) =
-            match inspect::classify(f.inspect == INSPECT_QUIC, slot.stream(), &mut raw) {
-                L7::NeedMore => return Verdict::Held,
-                L7::Name(app, name) => {
-                    let name = inspect::lowercase(name, &mut lower);
-                    (
-                        self.policy.decide_app(&q, app, Some(name)),
-                        DropReason::AppDeny,
-                        Some(app),
-                        name,
-                    )
-                }
-                L7::NoName(app) => (
-                    self.policy.decide_app(&q, app, None),
-                    DropReason::NoSni,
+        let (decision, deny_reason, app, name) = match l7 {
+            L7::NeedMore => return Verdict::Held,
+            L7::OverBudget => {
+                return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget)
+            }
+            L7::Name(app, name) => {
+                let name = inspect::lowercase(name, &mut lower);
+                (
+                    self.policy.decide_app(&q, app, Some(name)),
+                    DropReason::AppDeny,
                     Some(app),
-                    "",
-                ),
-                L7::Unknown => (Decision::Deny { rule: None }, DropReason::AppDeny, None, ""),
-            };
+                    name,
+                )
+            }
+            L7::NoName(app) => (
+                self.policy.decide_app(&q, app, None),
+                DropReason::NoSni,
+                Some(app),
+                "",
+            ),
+            L7::Unknown => (Decision::Deny { rule: None }, DropReason::AppDeny, None, ""),
+        };
         let mut e = DecisionEvent::new(now, f.orig, Action::Allow).with_name(name);
         e.app = app;
         let audited = match decision {

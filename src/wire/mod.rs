@@ -10,6 +10,7 @@ pub mod ethernet;
 pub mod host;
 pub mod ipv4;
 pub mod l4;
+pub mod quic;
 pub mod sni;
 
 pub use error::WireError;

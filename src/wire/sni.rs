@@ -1,5 +1,7 @@
 //! The server name of a TLS ClientHello at the start of a TCP stream (RFC 8446 section 4.1.2,
-//! RFC 6066 section 3), read without allocating and whatever the record-layer fragmentation.
+//! RFC 6066 section 3), read without allocating and whatever the record-layer fragmentation;
+//! or at the start of bare handshake messages (QUIC CRYPTO data has no record layer, RFC 9001
+//! section 4).
 
 /// What the first bytes of a stream say about its server name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,11 +28,13 @@ enum Stop {
     Malformed(&'static str),
 }
 
-/// Reads handshake bytes across TLS records, skipping the 5-byte record headers.
+/// Reads handshake bytes across TLS records, skipping the 5-byte record headers (or, without
+/// `records`, straight through: `rec_end` is then never reached).
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
     rec_end: usize,
+    records: bool,
 }
 
 impl Reader<'_> {
@@ -94,8 +98,29 @@ pub fn client_hello_sni(stream: &[u8], out: &mut [u8; 256]) -> SniResult {
         data: stream,
         pos: 0,
         rec_end: 0,
+        records: true,
     };
-    match parse(&mut r, out) {
+    run(&mut r, out)
+}
+
+/// Reads the SNI of the ClientHello that starts `messages`, bare TLS handshake messages without
+/// record headers (the CRYPTO stream of QUIC Initial packets). Never returns `NotTls`: anything
+/// but a ClientHello first is `Malformed`.
+pub fn handshake_sni(messages: &[u8], out: &mut [u8; 256]) -> SniResult {
+    if messages.is_empty() {
+        return SniResult::NeedMore;
+    }
+    let mut r = Reader {
+        data: messages,
+        pos: 0,
+        rec_end: usize::MAX,
+        records: false,
+    };
+    run(&mut r, out)
+}
+
+fn run(r: &mut Reader<'_>, out: &mut [u8; 256]) -> SniResult {
+    match parse(r, out) {
         Ok(res) => res,
         Err(Stop::NeedMore) => SniResult::NeedMore,
         Err(Stop::Malformed(m)) => SniResult::Malformed(m),
@@ -165,6 +190,9 @@ fn parse(r: &mut Reader<'_>, out: &mut [u8; 256]) -> Result<SniResult, Stop> {
 
 /// Bytes of handshake consumed so far (record headers excluded).
 fn consumed(r: &Reader<'_>) -> usize {
+    if !r.records {
+        return r.pos;
+    }
     // Each record header before `pos` is 5 bytes; count them by walking the headers.
     let mut n = 0;
     let mut p = 0;
