@@ -7,6 +7,9 @@
 #
 # usage (root): benches/throughput.sh [path/to/tollgate] [config.toml]
 #   env: RUNS=5 SECS=3 FLOWS=8 WORKERS=2
+#   OVERHEAD=1: instead of the kernel, Tollgate against itself: observability off
+#   (decision_log = false, nobody scrapes) vs on (decision log written, /metrics scraped every
+#   second), the two alternating run by run so machine noise hits both alike
 #   TG_RUN=path: an alternative appliance binary taking the same `run --config F --workers N`
 #   arguments (e.g. target/release/examples/bench_appliance, a built-in allow-from-inside policy)
 # Only namespaces this script creates (prefix tgb<pid>-), only 198.18.0.0/15 and 203.0.113.0/24;
@@ -107,7 +110,8 @@ kernel_off() {
 
 TGPID=
 tollgate_on() {
-  ip netns exec "$A" "$TG" run --config "$CONFIG" --workers "$WORKERS" --rx-ring "$RX_RING" >"$TMP/tollgate.log" 2>&1 & TGPID=$!
+  local cfg=${1:-$CONFIG}
+  ip netns exec "$A" "$TG" run --config "$cfg" --workers "$WORKERS" --rx-ring "$RX_RING" >"$TMP/tollgate.log" 2>&1 & TGPID=$!
   PIDS+=($TGPID)
   for _ in $(seq 100); do
     nsx "$A" nft list table inet tollgate >/dev/null 2>&1 && { sleep 0.3; return 0; }
@@ -158,9 +162,51 @@ v = [float(x) for x in sys.stdin.read().split()]
 print(statistics.median(v), min(v), max(v))'
 }
 
+# OVERHEAD=1: one measurement of $1 with observability off, then one with it on -> "off on"
+SCRAPER=
+overhead_pair() {
+  local off on
+  tollgate_on "$TMP/quiet.toml" || { echo "0 0"; return; }
+  off=$(measure "$1"); tollgate_off
+  tollgate_on "$CONFIG" || { echo "$off 0"; return; }
+  ( while :; do nsx "$A" curl -s -m 2 -o /dev/null http://127.0.0.1:9090/metrics; sleep 1; done ) & SCRAPER=$!
+  on=$(measure "$1")
+  kill "$SCRAPER" 2>/dev/null; wait "$SCRAPER" 2>/dev/null || true
+  tollgate_off
+  echo "$off $on"
+}
+overhead_series() {
+  local offs=() ons=() o n
+  for _ in $(seq "$RUNS"); do read -r o n <<<"$(overhead_pair "$1")"; offs+=("$o"); ons+=("$n"); done
+  python3 - "${offs[*]}" "${ons[*]}" <<'PY'
+import sys, statistics
+off = [float(x) for x in sys.argv[1].split()]; on = [float(x) for x in sys.argv[2].split()]
+print(statistics.median(off), min(off), max(off), statistics.median(on), min(on), max(on))
+PY
+}
+
 METRICS=(udp1 udpN tcp cps)
 declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s)" [udpN]="UDP 64 B, $FLOWS flows (packets/s)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s")
 declare -A K T
+
+if [ "${OVERHEAD:-0}" = 1 ]; then
+  [ -x "$TG" ] || { echo "no tollgate binary at $TG" >&2; exit 1; }
+  grep -q '^\[appliance\]' "$CONFIG" || { echo "$CONFIG has no [appliance] table" >&2; exit 1; }
+  sed 's/^\[appliance\]$/[appliance]\ndecision_log = false/' "$CONFIG" > "$TMP/quiet.toml"
+  setup
+  echo "tollgate observability off vs on, alternating ($RUNS pairs) ..." >&2
+  declare -A O
+  for m in "${METRICS[@]}"; do O[$m]=$(overhead_series "$m"); echo "  $m: ${O[$m]}" >&2; done
+  echo
+  echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS) | logs+scrapes off, median (min-max) | on, median (min-max) | on/off |"
+  echo "|---|---|---|---|"
+  for m in "${METRICS[@]}"; do
+    read -r a amin amax b bmin bmax <<<"${O[$m]}"
+    ratio=$(python3 -c "print('%.3f' % ($b / $a) if $a else 'n/a')")
+    echo "| ${NAME[$m]} | $a ($amin-$amax) | $b ($bmin-$bmax) | $ratio |"
+  done
+  exit 0
+fi
 
 setup
 echo "kernel: ip_forward=1 + nftables masquerade + conntrack ..." >&2

@@ -10,10 +10,14 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// bounding sets. Errors (e.g. not running with capabilities at all) are returned, not fatal.
 pub fn retain_on_this_thread(keep: &[Capability]) -> Result<(), caps::errors::CapsError> {
     let keep: CapsHashSet = keep.iter().copied().collect();
-    // The bounding set first: dropping from it needs CAP_SETPCAP, still effective here.
-    for c in caps::all() {
-        if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, c)?;
+    // The bounding set first: dropping from it needs CAP_SETPCAP, still effective here. Without
+    // it (e.g. systemd's CapabilityBoundingSet already cut it) the bounding set stays as the
+    // service manager set it, and the sets below are still cleared.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for c in caps::all() {
+            if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, c)?;
+            }
         }
     }
     caps::clear(None, CapSet::Ambient)?;
