@@ -48,7 +48,7 @@ pub struct SnatLiveArgs {
     #[arg(long, default_value_t = 30)]
     pub recovery_max: u64,
     /// Connections per host in the colliding-source-ports phase (0: skip it).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 2000)]
     pub collide_flows: usize,
     /// Tollgate worker threads (each owns a slice of the port pool).
     #[arg(long, default_value_t = 1)]

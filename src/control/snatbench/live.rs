@@ -17,8 +17,10 @@
 //! 2. Recovery: every flow is closed (FIN from the client, then the server), and a probe
 //!    connection is started every [`PROBE_INTERVAL`] until one is established.
 //! 3. Colliding source ports (optional): with the engine's default port range, two inside
-//!    hosts open `collide_flows` connections each from the same source ports (host A port p,
-//!    then host B port p, back to back) to the same server ip:port.
+//!    hosts open `collide_flows` connections each from the same source ports to the same
+//!    server ip:port: interleaved (host A port p, then host B port p, back to back), host B
+//!    only after all of host A's connections are established and held, and both at once from
+//!    two client threads.
 //!
 //! One thread issues every connect in order, so attempt order is SYN order: "held at the first
 //! failure" is the number of established connections among the attempts before the first one
@@ -102,7 +104,7 @@ impl LiveOptions {
             connect_timeout: Duration::from_millis(1500),
             time_wait_s: 5,
             recovery_max: Duration::from_secs(30),
-            collide_flows: 1000,
+            collide_flows: 2000,
             workers: 1,
             icmp_on_exhaustion: true,
             kernel: true,
@@ -500,8 +502,36 @@ pub struct Collision {
     pub established_after_retransmit: [usize; 2],
     /// Failures by kind, host B.
     pub second_host_failures: BTreeMap<String, usize>,
-    /// Source ports the server saw from host B's flows that equal host A's port (port kept).
+    /// [`CollideOrder`]: `interleaved`, `after` or `parallel`.
+    pub order: String,
     pub wall_s: f64,
+}
+
+/// How the two hosts of the colliding-ports phase take turns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CollideOrder {
+    /// One client thread: host A port p, then host B port p, back to back.
+    Interleaved,
+    /// Host B starts once all of host A's connections are established (and held).
+    After,
+    /// Two client threads at once, one per host, each walking the same ports.
+    Parallel,
+}
+
+impl CollideOrder {
+    pub const ALL: [CollideOrder; 3] = [
+        CollideOrder::Interleaved,
+        CollideOrder::After,
+        CollideOrder::Parallel,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollideOrder::Interleaved => "interleaved",
+            CollideOrder::After => "after",
+            CollideOrder::Parallel => "parallel",
+        }
+    }
 }
 
 /// What the engine itself counted.
@@ -527,7 +557,8 @@ pub struct EngineReport {
     pub exhaustion: Exhaustion,
     pub counters: EngineCounters,
     pub recovery: Recovery,
-    pub collision: Option<Collision>,
+    /// The colliding-source-ports phase in each [`CollideOrder`] (empty when off).
+    pub collision: Vec<Collision>,
 }
 
 /// The whole run.
@@ -691,13 +722,13 @@ impl Bench {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
-    /// Runs the client phases on a thread of their own (it moves between namespaces).
-    fn client<T: Send + 'static>(
+    /// Starts a client on a thread of its own (it moves between namespaces).
+    fn spawn_client<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Client<'_>) -> io::Result<T> + Send + 'static,
-    ) -> Result<T, LiveError> {
+    ) -> JoinHandle<io::Result<T>> {
         let names = [self.lab.ns("node1"), self.lab.ns("node2")];
-        let t = std::thread::spawn(move || -> io::Result<T> {
+        std::thread::spawn(move || -> io::Result<T> {
             let ns = names
                 .iter()
                 .map(|n| NetnsHandle::open(n))
@@ -707,7 +738,10 @@ impl Bench {
                 current: None,
             };
             f(&mut c)
-        });
+        })
+    }
+
+    fn join_client<T>(t: JoinHandle<io::Result<T>>) -> Result<T, LiveError> {
         match t.join() {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Err(LiveError::Interrupted),
@@ -716,6 +750,14 @@ impl Bench {
                 "the client thread panicked",
             ))),
         }
+    }
+
+    /// Runs a client and waits for it.
+    fn client<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client<'_>) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, LiveError> {
+        Self::join_client(self.spawn_client(f))
     }
 
     /// Exhaustion: the report and the connections still open.
@@ -756,24 +798,44 @@ impl Bench {
         })
     }
 
-    /// Two hosts, the same source ports, interleaved.
-    fn collide(&self, nat_ports: &str) -> Result<Collision, LiveError> {
+    /// Two hosts, the same source ports, in one of three orders.
+    fn collide(&self, nat_ports: &str, order: CollideOrder) -> Result<Collision, LiveError> {
         let o = &self.opts;
-        let pair = vec![
-            Host {
-                ns: 0,
-                addr: Ipv4Addr::new(198, 18, 0, 11),
-            },
-            Host {
-                ns: 1,
-                addr: Ipv4Addr::new(198, 18, 0, 12),
-            },
-        ];
+        let a = Host {
+            ns: 0,
+            addr: Ipv4Addr::new(198, 18, 0, 11),
+        };
+        let b = Host {
+            ns: 1,
+            addr: Ipv4Addr::new(198, 18, 0, 12),
+        };
         let stop = self.stop.clone();
-        let (flows, conc, timeout) = (o.collide_flows * 2, o.concurrency, o.connect_timeout);
+        let (m, conc, timeout) = (o.collide_flows, o.concurrency, o.connect_timeout);
+        let base = Some(COLLIDE_PORT_BASE);
         let t0 = Instant::now();
-        let (attempts, streams) = self
-            .client(move |c| c.ramp(&pair, flows, Some(COLLIDE_PORT_BASE), conc, timeout, &stop))?;
+        let (attempts, streams) = match order {
+            CollideOrder::Interleaved => {
+                self.client(move |c| c.ramp(&[a, b], 2 * m, base, conc, timeout, &stop))?
+            }
+            CollideOrder::After => self.client(move |c| {
+                let (mut att, mut st) = c.ramp(&[a], m, base, conc, timeout, &stop)?;
+                let (att_b, st_b) = c.ramp(&[b], m, base, conc, timeout, &stop)?;
+                att.extend(att_b.into_iter().map(|x| Attempt { host: 1, ..x }));
+                st.extend(st_b);
+                Ok((att, st))
+            })?,
+            CollideOrder::Parallel => {
+                let stop_b = stop.clone();
+                let ta = self.spawn_client(move |c| c.ramp(&[a], m, base, conc, timeout, &stop));
+                let tb = self.spawn_client(move |c| c.ramp(&[b], m, base, conc, timeout, &stop_b));
+                let ra = Self::join_client(ta);
+                let (att_b, st_b) = Self::join_client(tb)?;
+                let (mut att, mut st) = ra?;
+                att.extend(att_b.into_iter().map(|x| Attempt { host: 1, ..x }));
+                st.extend(st_b);
+                (att, st)
+            }
+        };
         let wall = t0.elapsed();
         // Resets, so no TIME_WAIT is left on the clients' ports.
         for s in streams {
@@ -786,6 +848,7 @@ impl Bench {
             flows_per_host: o.collide_flows,
             port_base: COLLIDE_PORT_BASE,
             nat_ports: nat_ports.to_string(),
+            order: order.as_str().into(),
             wall_s: wall.as_secs_f64(),
             ..Collision::default()
         };
@@ -806,6 +869,17 @@ impl Bench {
             }
         }
         Ok(c)
+    }
+
+    /// Both orders of the colliding-ports phase (none when it is off).
+    fn collisions(&self, nat_ports: &str) -> Result<Vec<Collision>, LiveError> {
+        if self.opts.collide_flows == 0 {
+            return Ok(Vec::new());
+        }
+        CollideOrder::ALL
+            .iter()
+            .map(|o| self.collide(nat_ports, *o))
+            .collect()
     }
 
     // ---- the kernel ----
@@ -881,12 +955,12 @@ impl Bench {
         };
         let collision = if o.collide_flows > 0 {
             self.kernel_nat(None)?;
-            let c = self.collide("masquerade (default range)");
+            let c = self.collisions("masquerade (default range)");
             self.kernel_off();
-            Some(c?)
+            c?
         } else {
             self.kernel_off();
-            None
+            Vec::new()
         };
         Ok(EngineReport {
             engine: "kernel".into(),
@@ -1035,11 +1109,11 @@ priority = 100
         self.interrupted()?;
         let collision = if o.collide_flows > 0 {
             self.tollgate_start("1024-65535", "collision")?;
-            let c = self.collide("1024-65535 (default)");
+            let c = self.collisions("1024-65535 (default)");
             self.lab.stop("appliance", Duration::from_secs(5));
-            Some(c?)
+            c?
         } else {
-            None
+            Vec::new()
         };
         Ok(EngineReport {
             engine: "tollgate".into(),
@@ -1219,24 +1293,32 @@ impl LiveReport {
                 None => format!("not within {:.0} s", r.recovery.limit_s),
             },
         );
-        row("colliding ports: host A / host B established", &|r| {
-            r.collision.as_ref().map_or("-".into(), |c| {
-                format!(
-                    "{} / {} of {} ({})",
-                    c.established[0], c.established[1], c.flows_per_host, c.nat_ports
-                )
-            })
-        });
-        row("colliding ports: host B after retransmit / failed", &|r| {
-            r.collision.as_ref().map_or("-".into(), |c| {
-                format!(
-                    "{} / {} ({})",
-                    c.established_after_retransmit[1],
-                    c.failed[1],
-                    kinds(&c.second_host_failures)
-                )
-            })
-        });
+        for (i, order) in [(0, "interleaved"), (1, "B after A"), (2, "parallel")] {
+            row(
+                &format!("colliding ports ({order}): A / B established"),
+                &|r| {
+                    r.collision.get(i).map_or("-".into(), |c| {
+                        format!(
+                            "{} / {} of {} ({})",
+                            c.established[0], c.established[1], c.flows_per_host, c.nat_ports
+                        )
+                    })
+                },
+            );
+            row(
+                &format!("colliding ports ({order}): B retransmitted / failed"),
+                &|r| {
+                    r.collision.get(i).map_or("-".into(), |c| {
+                        format!(
+                            "{} / {} ({})",
+                            c.established_after_retransmit[1],
+                            c.failed[1],
+                            kinds(&c.second_host_failures)
+                        )
+                    })
+                },
+            );
+        }
         let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         let w1 = rows.iter().map(|r| r.1[0].len()).max().unwrap_or(0).max(6);
         let _ = writeln!(s, "{:<w0$}  {:<w1$}  tollgate", "", "kernel");
