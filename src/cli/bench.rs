@@ -59,7 +59,11 @@ pub struct SnatLiveArgs {
     /// Run only one engine: kernel or tollgate.
     #[arg(long, value_parser = ["kernel", "tollgate"])]
     pub only: Option<String>,
-    /// Write the report as JSON.
+    /// Repeat the whole run this many times (fresh namespaces each time) and print the
+    /// medians after the per-run tables.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Write the report as JSON (with --runs > 1: an array of reports).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// No progress lines on stderr.
@@ -366,19 +370,35 @@ fn snat_live(a: &SnatLiveArgs) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
+    if a.runs == 0 || a.runs > 100 {
+        return Err("--runs takes 1 to 100".into());
+    }
     let quiet = a.quiet;
-    let r = snatbench::live::run(&o, stop, &mut |m| {
-        if !quiet {
-            eprintln!("{m}");
+    let mut reports = Vec::new();
+    for i in 0..a.runs {
+        if a.runs > 1 && !quiet {
+            eprintln!("run {} of {}", i + 1, a.runs);
         }
-    })
-    .map_err(|e| e.to_string())?;
-    print!("{}", r.table());
+        let r = snatbench::live::run(&o, stop.clone(), &mut |m| {
+            if !quiet {
+                eprintln!("{m}");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        print!("{}", r.table());
+        reports.push(r);
+    }
+    if a.runs > 1 {
+        println!();
+        print!("{}", snatbench::live::median_table(&reports));
+    }
     if let Some(p) = &a.json {
-        write(
-            p,
-            &serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?,
-        )?;
+        let j = if a.runs > 1 {
+            serde_json::to_string_pretty(&reports)
+        } else {
+            serde_json::to_string_pretty(&reports[0])
+        };
+        write(p, &j.map_err(|e| e.to_string())?)?;
     }
     Ok(())
 }

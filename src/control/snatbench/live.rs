@@ -1293,7 +1293,11 @@ impl LiveReport {
                 None => format!("not within {:.0} s", r.recovery.limit_s),
             },
         );
+        let collided = e.iter().flatten().any(|r| !r.collision.is_empty());
         for (i, order) in [(0, "interleaved"), (1, "B after A"), (2, "parallel")] {
+            if !collided {
+                break;
+            }
             row(
                 &format!("colliding ports ({order}): A / B established"),
                 &|r| {
@@ -1337,9 +1341,178 @@ impl LiveReport {
     }
 }
 
+/// The median of the values present, and how many runs had one.
+fn median(v: &[Option<f64>]) -> Option<(f64, usize)> {
+    let mut x: Vec<f64> = v.iter().flatten().copied().collect();
+    if x.is_empty() {
+        return None;
+    }
+    let n = x.len();
+    x.sort_by(f64::total_cmp);
+    let m = if n % 2 == 1 {
+        x[n / 2]
+    } else {
+        (x[n / 2 - 1] + x[n / 2]) / 2.0
+    };
+    Some((m, n))
+}
+
+/// Medians over several runs of the same options: one line per measure, kernel and Tollgate
+/// side by side, with the spread (min-max). A value absent in some runs (no failure, no
+/// recovery) says in how many runs it was present.
+pub fn median_table(reports: &[LiveReport]) -> String {
+    let mut s = String::new();
+    let Some(first) = reports.first() else {
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "medians of {} runs: {} flows from {} host(s), pool {} ({} ports), Tollgate workers {}",
+        reports.len(),
+        first.flows,
+        first.hosts,
+        first.ports,
+        first.pool,
+        first.workers
+    );
+    type Get = dyn Fn(&EngineReport) -> Option<f64>;
+    let cell = |get: &Get, tollgate: bool| -> String {
+        let v: Vec<Option<f64>> = reports
+            .iter()
+            .map(|r| {
+                let e = if tollgate { &r.tollgate } else { &r.kernel };
+                e.as_ref().and_then(get)
+            })
+            .collect();
+        let present: Vec<f64> = v.iter().flatten().copied().collect();
+        match median(&v) {
+            None => "none".into(),
+            Some((m, n)) => {
+                let lo = present.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = present.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let fmt = |x: f64| {
+                    if x.fract() == 0.0 && x.abs() < 1e9 {
+                        format!("{x:.0}")
+                    } else {
+                        format!("{x:.2}")
+                    }
+                };
+                let mut c = if lo == hi {
+                    fmt(m)
+                } else {
+                    format!("{} ({}-{})", fmt(m), fmt(lo), fmt(hi))
+                };
+                if n < v.len() {
+                    let _ = write!(c, " [{n}/{} runs]", v.len());
+                }
+                c
+            }
+        }
+    };
+    let n = |x: usize| Some(x as f64);
+    let mut rows: Vec<(String, Box<Get>)> = vec![
+        (
+            "held at the first refused SYN".into(),
+            Box::new(|r: &EngineReport| r.exhaustion.held_at_first_refusal.map(|x| x as f64)),
+        ),
+        (
+            "held at the first failed connect".into(),
+            Box::new(|r: &EngineReport| r.exhaustion.held_at_first_failure.map(|x| x as f64)),
+        ),
+        (
+            "established".into(),
+            Box::new(move |r: &EngineReport| n(r.exhaustion.established)),
+        ),
+        (
+            "failed connects".into(),
+            Box::new(move |r: &EngineReport| n(r.exhaustion.failed)),
+        ),
+        (
+            "established only after a SYN retransmit".into(),
+            Box::new(move |r: &EngineReport| n(r.exhaustion.established_after_retransmit)),
+        ),
+        (
+            "pool ports unused (server side)".into(),
+            Box::new(move |r: &EngineReport| n(r.exhaustion.pool_ports_unused)),
+        ),
+        (
+            "time to fail, median of the run (ms)".into(),
+            Box::new(|r: &EngineReport| {
+                median(
+                    &r.exhaustion
+                        .failure_ms_median
+                        .values()
+                        .map(|v| Some(*v))
+                        .collect::<Vec<_>>(),
+                )
+                .map(|x| x.0)
+            }),
+        ),
+        (
+            "connect time p50 (ms)".into(),
+            Box::new(|r: &EngineReport| Some(r.exhaustion.connect_ms_p50)),
+        ),
+        (
+            "connect time p99 (ms)".into(),
+            Box::new(|r: &EngineReport| Some(r.exhaustion.connect_ms_p99)),
+        ),
+        (
+            "refusals the NAT counted".into(),
+            Box::new(|r: &EngineReport| r.counters.nat_refusals.map(|x| x as f64)),
+        ),
+        (
+            "recovery after closing all (s)".into(),
+            Box::new(|r: &EngineReport| r.recovery.after_close_s),
+        ),
+    ];
+    for (i, order) in CollideOrder::ALL.iter().enumerate() {
+        rows.push((
+            format!("colliding ports ({}): host B established", order.as_str()),
+            Box::new(move |r: &EngineReport| r.collision.get(i).map(|c| c.established[1] as f64)),
+        ));
+    }
+    let cells: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|(name, get)| {
+            (
+                name.clone(),
+                cell(get.as_ref(), false),
+                cell(get.as_ref(), true),
+            )
+        })
+        .collect();
+    let w0 = cells.iter().map(|c| c.0.len()).max().unwrap_or(0);
+    let w1 = cells.iter().map(|c| c.1.len()).max().unwrap_or(0).max(6);
+    let _ = writeln!(s, "{:<w0$}  {:<w1$}  tollgate", "", "kernel");
+    for (a, b, c) in &cells {
+        let _ = writeln!(s, "{a:<w0$}  {b:<w1$}  {c}");
+    }
+    let ratio = |f: fn(&LiveReport) -> Option<f64>| {
+        median(&reports.iter().map(f).collect::<Vec<_>>())
+            .map_or("n/a".to_string(), |(m, _)| format!("{m:.3}"))
+    };
+    let _ = writeln!(
+        s,
+        "ratio of flows held, Tollgate / kernel (median): {} at the first refused SYN, {} at the first failed connect",
+        ratio(|r| r.ratio_held_at_first_refusal),
+        ratio(|r| r.ratio_held_at_first_failure)
+    );
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_skip_absent_values() {
+        assert_eq!(
+            median(&[Some(3.0), None, Some(1.0), Some(2.0)]),
+            Some((2.0, 3))
+        );
+        assert_eq!(median(&[Some(1.0), Some(4.0)]), Some((2.5, 2)));
+        assert_eq!(median(&[None, None]), None);
+    }
 
     fn est(ms: u64) -> Attempt {
         Attempt {
