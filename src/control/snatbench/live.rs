@@ -1465,7 +1465,15 @@ pub fn median_table(reports: &[LiveReport]) -> String {
             Box::new(|r: &EngineReport| r.recovery.after_close_s),
         ),
     ];
+    let collided = reports.iter().any(|r| {
+        [&r.kernel, &r.tollgate]
+            .iter()
+            .any(|e| e.as_ref().is_some_and(|e| !e.collision.is_empty()))
+    });
     for (i, order) in CollideOrder::ALL.iter().enumerate() {
+        if !collided {
+            break;
+        }
         rows.push((
             format!("colliding ports ({}): host B established", order.as_str()),
             Box::new(move |r: &EngineReport| r.collision.get(i).map(|c| c.established[1] as f64)),
