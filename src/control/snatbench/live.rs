@@ -267,6 +267,10 @@ impl Client<'_> {
                 let t = Instant::now();
                 match self.start(hosts[host], sport, SERVER) {
                     Ok(c) => inflight.push((next, c, t)),
+                    // Out of descriptors: a limit of this machine, not a NAT result.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                        return Err(e)
+                    }
                     Err(e) => {
                         attempts[next] = Some(Attempt {
                             host,
@@ -1144,6 +1148,14 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<LiveReport, LiveError> {
     opts.check()?;
+    // Client and server ends of every held connection, plus slack.
+    let want = 2 * opts.flows.max(2 * opts.collide_flows) as u64 + 256;
+    let have = tcpprobe::raise_nofile(want)?;
+    if have < want {
+        return Err(LiveError::Options(format!(
+            "{want} open files are needed and the limit is {have} (raise it with ulimit -n)"
+        )));
+    }
     let t0 = Instant::now();
     let mut b = Bench::up(opts, stop)?;
     progress(&format!("namespaces {}* up; server {SERVER}", b.lab.ns("")));
