@@ -47,6 +47,11 @@ pub struct SnatLiveArgs {
     /// Give up waiting for recovery after this many seconds.
     #[arg(long, default_value_t = 30)]
     pub recovery_max: u64,
+    /// Recovery after the flows idle out instead of after closing them: the NAT's TCP
+    /// established timeout in seconds (Tollgate tcp_established, the kernel's
+    /// nf_conntrack_tcp_timeout_established); the flows stay open and idle.
+    #[arg(long)]
+    pub idle_timeout: Option<u32>,
     /// Connections per host in the colliding-source-ports phase (0: skip it).
     #[arg(long, default_value_t = 2000)]
     pub collide_flows: usize,
@@ -362,6 +367,7 @@ fn snat_live(a: &SnatLiveArgs) -> Result<(), String> {
     o.time_wait_s = a.time_wait;
     o.recovery_max = std::time::Duration::from_secs(a.recovery_max);
     o.collide_flows = a.collide_flows;
+    o.idle_timeout_s = a.idle_timeout;
     o.workers = a.workers;
     o.icmp_on_exhaustion = !a.no_icmp;
     o.kernel = a.only.as_deref() != Some("tollgate");

@@ -77,8 +77,12 @@ pub struct LiveOptions {
     /// TCP TIME_WAIT of the NAT (Tollgate `tcp_time_wait`, kernel
     /// `nf_conntrack_tcp_timeout_time_wait`), seconds.
     pub time_wait_s: u32,
-    /// Give up waiting for recovery after this.
+    /// Give up waiting for recovery after this (plus the idle timeout in idle mode).
     pub recovery_max: Duration,
+    /// Idle recovery: the NAT's TCP established timeout, seconds (Tollgate `tcp_established`,
+    /// kernel `nf_conntrack_tcp_timeout_established`); the flows are left open and idle.
+    /// None: close every flow instead.
+    pub idle_timeout_s: Option<u32>,
     /// Connections per host in the colliding-ports phase (0: skip it).
     pub collide_flows: usize,
     /// Tollgate worker threads.
@@ -104,6 +108,7 @@ impl LiveOptions {
             connect_timeout: Duration::from_millis(1500),
             time_wait_s: 5,
             recovery_max: Duration::from_secs(30),
+            idle_timeout_s: None,
             collide_flows: 2000,
             workers: 1,
             icmp_on_exhaustion: true,
@@ -486,8 +491,11 @@ pub struct Exhaustion {
 /// Recovery after every flow was closed.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Recovery {
-    /// Seconds from "all closed" to the first established probe (None: not within the limit).
-    pub after_close_s: Option<f64>,
+    /// `close`: every flow was closed (FIN), timed from then; `idle`: the flows stayed open
+    /// and idle, timed from the end of the exhaustion ramp.
+    pub mode: String,
+    /// Seconds to the first established probe (None: not within the limit).
+    pub after_s: Option<f64>,
     pub probes: usize,
     pub limit_s: f64,
 }
@@ -765,7 +773,7 @@ impl Bench {
     }
 
     /// Exhaustion: the report and the connections still open.
-    fn exhaust(&self) -> Result<(Exhaustion, Vec<TcpStream>), LiveError> {
+    fn exhaust(&self) -> Result<(Exhaustion, Vec<TcpStream>, Instant), LiveError> {
         let o = &self.opts;
         let hosts = self.hosts.clone();
         let stop = self.stop.clone();
@@ -773,30 +781,45 @@ impl Bench {
         let t0 = Instant::now();
         let (attempts, streams) =
             self.client(move |c| c.ramp(&hosts, flows, None, conc, timeout, &stop))?;
-        let wall = t0.elapsed();
+        let ended = Instant::now();
+        let wall = ended - t0;
         // Let the server accept the last handshakes.
         std::thread::sleep(Duration::from_millis(200));
         let peers = self.server.take_peers();
         let mut ex = summarise(&attempts, o.hosts, &peers, o.port_min, o.port_max);
         ex.wall_s = wall.as_secs_f64();
         self.interrupted()?;
-        Ok((ex, streams))
+        Ok((ex, streams, ended))
     }
 
-    fn close_and_recover(&self, streams: Vec<TcpStream>) -> Result<Recovery, LiveError> {
-        drop(streams);
-        std::thread::sleep(Duration::from_millis(20));
-        self.server.close_all();
-        let closed = Instant::now();
+    /// Recovery: close every flow and probe (mode close), or leave them open and idle until
+    /// the NAT forgets them and probe from the end of the ramp (mode idle).
+    fn recover(&self, streams: Vec<TcpStream>, ramp_end: Instant) -> Result<Recovery, LiveError> {
+        let idle = self.opts.idle_timeout_s;
+        let (t0, held) = if idle.is_some() {
+            (ramp_end, streams)
+        } else {
+            drop(streams);
+            std::thread::sleep(Duration::from_millis(20));
+            self.server.close_all();
+            (Instant::now(), Vec::new())
+        };
         let host = self.hosts[0];
         let stop = self.stop.clone();
-        let (timeout, max) = (self.opts.connect_timeout, self.opts.recovery_max);
-        let (after, probes) = self.client(move |c| c.recover(host, closed, timeout, max, &stop))?;
+        let timeout = self.opts.connect_timeout;
+        let max = self.opts.recovery_max + Duration::from_secs(u64::from(idle.unwrap_or(0)));
+        let r = self.client(move |c| c.recover(host, t0, timeout, max, &stop));
+        // Flows the NAT forgot: resets, whatever the NAT does with them.
+        for s in held {
+            tcpprobe::abort(s);
+        }
         std::thread::sleep(Duration::from_millis(50));
         self.server.close_all();
         let _ = self.server.take_peers();
+        let (after, probes) = r?;
         Ok(Recovery {
-            after_close_s: after.map(|d| d.as_secs_f64()),
+            mode: if idle.is_some() { "idle" } else { "close" }.into(),
+            after_s: after.map(|d| d.as_secs_f64()),
             probes,
             limit_s: max.as_secs_f64(),
         })
@@ -923,6 +946,11 @@ impl Bench {
         self.app(&format!(
             "sysctl -qw net.ipv4.ip_forward=1 net.netfilter.nf_conntrack_tcp_timeout_time_wait={tw}"
         ))?;
+        // Idle mode, or the default (5 days) so a previous run's setting never lingers.
+        let est = self.opts.idle_timeout_s.unwrap_or(432_000);
+        self.app(&format!(
+            "sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_established={est}"
+        ))?;
         Ok(())
     }
 
@@ -949,7 +977,7 @@ impl Bench {
         // Read before the recovery probes add SYNs of their own.
         let syns_in = self.kernel_counter("ip", "syns_in");
         let syns_out = self.kernel_counter("netdev", "syns_out");
-        let r = r.and_then(|(ex, streams)| Ok((ex, self.close_and_recover(streams)?)));
+        let r = r.and_then(|(ex, streams, end)| Ok((ex, self.recover(streams, end)?)));
         let (exhaustion, recovery) = match r {
             Ok(v) => v,
             Err(e) => {
@@ -1013,7 +1041,7 @@ ports = "{ports}"
 icmp_on_exhaustion = {icmp}
 
 [conntrack.timeouts]
-tcp_time_wait = {tw}
+tcp_time_wait = {tw}{est}
 
 [[group]]
 name = "bench"
@@ -1035,6 +1063,9 @@ priority = 100
             workers = o.workers,
             icmp = o.icmp_on_exhaustion,
             tw = o.time_wait_s,
+            est = o
+                .idle_timeout_s
+                .map_or(String::new(), |t| format!("\ntcp_established = {t}")),
             ip = SERVER.ip(),
             port = SERVER.port(),
         )
@@ -1092,7 +1123,7 @@ priority = 100
         std::thread::sleep(Duration::from_millis(300));
         let m = self.metrics();
         let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-        let r = r.and_then(|(ex, streams)| Ok((ex, self.close_and_recover(streams)?)));
+        let r = r.and_then(|(ex, streams, end)| Ok((ex, self.recover(streams, end)?)));
         self.lab.stop("appliance", Duration::from_secs(5));
         let (exhaustion, recovery) = r?;
         let counters = EngineCounters {
@@ -1295,12 +1326,12 @@ impl LiveReport {
                     opt(r.counters.decision_log_out_of_ports, "n/a")
                 )
             } else {
-                "none / no log".into()
+                "- (no counter, no log)".into()
             }
         });
         row(
-            "recovery after closing all (s)",
-            &|r| match r.recovery.after_close_s {
+            "recovery (s): after closing all | idle: from ramp end",
+            &|r| match r.recovery.after_s {
                 Some(v) => format!("{v:.2} ({} probes)", r.recovery.probes),
                 None => format!("not within {:.0} s", r.recovery.limit_s),
             },
@@ -1473,8 +1504,8 @@ pub fn median_table(reports: &[LiveReport]) -> String {
             Box::new(|r: &EngineReport| r.counters.nat_refusals.map(|x| x as f64)),
         ),
         (
-            "recovery after closing all (s)".into(),
-            Box::new(|r: &EngineReport| r.recovery.after_close_s),
+            "recovery (s): after closing all | idle: from ramp end".into(),
+            Box::new(|r: &EngineReport| r.recovery.after_s),
         ),
     ];
     let collided = reports.iter().any(|r| {
