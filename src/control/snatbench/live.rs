@@ -496,6 +496,8 @@ pub struct Recovery {
     pub mode: String,
     /// Seconds to the first established probe (None: not within the limit).
     pub after_s: Option<f64>,
+    /// The source address and port the server saw for that probe.
+    pub probe_source: Option<String>,
     pub probes: usize,
     pub limit_s: f64,
 }
@@ -808,7 +810,10 @@ impl Bench {
         let stop = self.stop.clone();
         let timeout = self.opts.connect_timeout;
         let max = self.opts.recovery_max + Duration::from_secs(u64::from(idle.unwrap_or(0)));
+        let _ = self.server.take_peers();
         let r = self.client(move |c| c.recover(host, t0, timeout, max, &stop));
+        std::thread::sleep(Duration::from_millis(50));
+        let probe_source = self.server.take_peers().first().map(|p| p.to_string());
         // Flows the NAT forgot: resets, whatever the NAT does with them.
         for s in held {
             tcpprobe::abort(s);
@@ -820,6 +825,7 @@ impl Bench {
         Ok(Recovery {
             mode: if idle.is_some() { "idle" } else { "close" }.into(),
             after_s: after.map(|d| d.as_secs_f64()),
+            probe_source,
             probes,
             limit_s: max.as_secs_f64(),
         })
