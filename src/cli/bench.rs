@@ -17,6 +17,63 @@ pub enum BenchCommand {
     /// Engine-level SNAT simulator: synthetic connections through the real engine in virtual
     /// time (flows at first failure, utilisation, fairness, latency by occupancy, recovery).
     Snat(Box<SnatArgs>),
+    /// Live SNAT exhaustion: real TCP connections through real namespaces with a small port
+    /// pool, Tollgate against the kernel's nftables masquerade, side by side (root).
+    SnatLive(Box<SnatLiveArgs>),
+}
+
+/// Arguments of `tollgate bench snat-live`.
+#[derive(Debug, Args)]
+pub struct SnatLiveArgs {
+    /// The SNAT port pool of the exhaustion phase, LOW-HIGH (both engines).
+    #[arg(long, default_value = "1024-2047")]
+    pub ports: String,
+    /// TCP connections attempted and held in the exhaustion phase.
+    #[arg(long, default_value_t = 1100)]
+    pub flows: usize,
+    /// Inside hosts the connections come from (1-64).
+    #[arg(long, default_value_t = 2)]
+    pub hosts: usize,
+    /// Connects in flight at most.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Connect timeout, seconds (1.5 covers one SYN retransmission).
+    #[arg(long, default_value_t = 1.5)]
+    pub connect_timeout: f64,
+    /// The NAT's TCP TIME_WAIT, seconds (Tollgate tcp_time_wait and the kernel's
+    /// nf_conntrack_tcp_timeout_time_wait).
+    #[arg(long, default_value_t = 5)]
+    pub time_wait: u32,
+    /// Give up waiting for recovery after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub recovery_max: u64,
+    /// Recovery after the flows idle out instead of after closing them: the NAT's TCP
+    /// established timeout in seconds (Tollgate tcp_established, the kernel's
+    /// nf_conntrack_tcp_timeout_established); the flows stay open and idle.
+    #[arg(long)]
+    pub idle_timeout: Option<u32>,
+    /// Connections per host in the colliding-source-ports phase (0: skip it).
+    #[arg(long, default_value_t = 2000)]
+    pub collide_flows: usize,
+    /// Tollgate worker threads (each owns a slice of the port pool).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Tollgate drops silently on exhaustion instead of answering ICMP 3/13.
+    #[arg(long)]
+    pub no_icmp: bool,
+    /// Run only one engine: kernel or tollgate.
+    #[arg(long, value_parser = ["kernel", "tollgate"])]
+    pub only: Option<String>,
+    /// Repeat the whole run this many times (fresh namespaces each time) and print the
+    /// medians after the per-run tables.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Write the report as JSON (with --runs > 1: an array of reports).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Workload and NAT settings. With `--scenario`, the flags given override the file's
@@ -286,15 +343,82 @@ fn snat(a: &SnatArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("--ports takes LOW-HIGH (e.g. 1024-2047), not {s}");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a = a.trim().parse::<u16>().map_err(|_| bad())?;
+    let b = b.trim().parse::<u16>().map_err(|_| bad())?;
+    Ok((a, b))
+}
+
+fn snat_live(a: &SnatLiveArgs) -> Result<(), String> {
+    let (lo, hi) = parse_ports(&a.ports)?;
+    if !a.connect_timeout.is_finite() || a.connect_timeout <= 0.0 || a.connect_timeout > 60.0 {
+        return Err("--connect-timeout takes 0 to 60 seconds".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    let mut o = snatbench::live::LiveOptions::new(exe);
+    o.port_min = lo;
+    o.port_max = hi;
+    o.flows = a.flows;
+    o.hosts = a.hosts;
+    o.concurrency = a.concurrency;
+    o.connect_timeout = std::time::Duration::from_secs_f64(a.connect_timeout);
+    o.time_wait_s = a.time_wait;
+    o.recovery_max = std::time::Duration::from_secs(a.recovery_max);
+    o.collide_flows = a.collide_flows;
+    o.idle_timeout_s = a.idle_timeout;
+    o.workers = a.workers;
+    o.icmp_on_exhaustion = !a.no_icmp;
+    o.kernel = a.only.as_deref() != Some("tollgate");
+    o.tollgate = a.only.as_deref() != Some("kernel");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    if a.runs == 0 || a.runs > 100 {
+        return Err("--runs takes 1 to 100".into());
+    }
+    let quiet = a.quiet;
+    let mut reports = Vec::new();
+    for i in 0..a.runs {
+        if a.runs > 1 && !quiet {
+            eprintln!("run {} of {}", i + 1, a.runs);
+        }
+        let r = snatbench::live::run(&o, stop.clone(), &mut |m| {
+            if !quiet {
+                eprintln!("{m}");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        print!("{}", r.table());
+        reports.push(r);
+    }
+    if a.runs > 1 {
+        println!();
+        print!("{}", snatbench::live::median_table(&reports));
+    }
+    if let Some(p) = &a.json {
+        let j = if a.runs > 1 {
+            serde_json::to_string_pretty(&reports)
+        } else {
+            serde_json::to_string_pretty(&reports[0])
+        };
+        write(p, &j.map_err(|e| e.to_string())?)?;
+    }
+    Ok(())
+}
+
 /// Runs a bench subcommand.
 pub fn main(cmd: &BenchCommand) -> ExitCode {
     let res = match cmd {
         BenchCommand::Snat(a) => snat(a),
+        BenchCommand::SnatLive(a) => snat_live(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tollgate bench snat: {e}");
+            eprintln!("tollgate bench: {e}");
             ExitCode::from(2)
         }
     }

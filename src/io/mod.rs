@@ -10,6 +10,8 @@
 //! [`mem`] holds memory advice for the dataplane's large tables (huge pages).
 //! - [`pcap`]: a wrapper that writes every received and transmitted frame to a classic pcap file.
 //!
+//! [`tcpprobe`] holds the real TCP clients and servers of the live SNAT benchmark.
+//!
 //! [`neigh`] keeps a lock-free snapshot of the kernel's neighbour table; [`runtime`] runs the
 //! worker threads (one `Worker` each), with SPSC hand-off of return traffic between workers.
 #![allow(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod neigh;
 pub mod netns;
 pub mod pcap;
 pub mod runtime;
+pub mod tcpprobe;
 
 use std::io;
 

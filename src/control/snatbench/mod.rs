@@ -10,7 +10,11 @@
 //! port utilisation per public address and per destination, the share of hosts refused at
 //! least once, the wall-clock time of `process` for SYNs by port occupancy, and the outages
 //! (first failure to next success).
+//!
+//! [`live`] asks the same question with real connections through real namespaces, Tollgate
+//! against the kernel's nftables masquerade (`tollgate bench snat-live`).
 
+pub mod live;
 mod plot;
 mod report;
 mod scenario;

@@ -1,0 +1,116 @@
+//! `tollgate bench snat-live` end to end: real TCP connections from the lab's inside hosts
+//! through the appliance namespace, with a 64-port SNAT pool, first through the kernel's
+//! nftables masquerade, then through `tollgate run` (the real binary). Needs root (skips
+//! otherwise); the namespaces have a unique per-run prefix and are removed on every exit path
+//! (the lab's Drop guard).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::root_or_skip;
+use tollgate::control::snatbench::live::{self, FailKind, LiveOptions};
+
+const POOL: usize = 64;
+const FLOWS: usize = 80;
+const TIME_WAIT_S: u32 = 2;
+
+#[test]
+fn tollgate_holds_the_whole_pool_and_the_kernel_reports_numbers() {
+    if !root_or_skip("tollgate_holds_the_whole_pool_and_the_kernel_reports_numbers") {
+        return;
+    }
+    let mut o = LiveOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_tollgate")));
+    o.port_min = 1024;
+    o.port_max = 1024 + POOL as u16 - 1;
+    o.flows = FLOWS;
+    o.hosts = 2;
+    o.concurrency = 16;
+    o.connect_timeout = Duration::from_millis(1500);
+    o.time_wait_s = TIME_WAIT_S;
+    o.recovery_max = Duration::from_secs(20);
+    o.collide_flows = 20;
+    let r = live::run(&o, Arc::new(AtomicBool::new(false)), &mut |m| {
+        eprintln!("{m}")
+    })
+    .expect("live run");
+    eprint!("{}", r.table());
+
+    // Nothing is left behind.
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains(&r.prefix),
+        "namespaces {}* removed",
+        r.prefix
+    );
+
+    let t = r.tollgate.as_ref().expect("tollgate ran");
+    let e = &t.exhaustion;
+    assert_eq!(t.pool, POOL);
+    assert_eq!(e.attempted, FLOWS);
+    // Every port of the pool is used before the first refusal, and no more.
+    assert_eq!(e.held_at_first_failure, Some(POOL), "{e:?}");
+    assert_eq!(e.held_at_first_refusal, Some(POOL), "{e:?}");
+    assert_eq!(e.established, POOL);
+    assert_eq!(e.established_after_retransmit, 0);
+    assert_eq!(e.failed, FLOWS - POOL);
+    // Refused at once with ICMP 3/13: the client sees EHOSTUNREACH, not a timeout.
+    assert_eq!(e.first_failure, Some(FailKind::IcmpHostUnreachable));
+    assert_eq!(
+        e.failures.get("icmp_host_unreachable").copied(),
+        Some(FLOWS - POOL)
+    );
+    assert_eq!(e.pool_ports_used, POOL, "the server saw every pool port");
+    assert_eq!(e.pool_ports_unused, 0);
+    assert_eq!(e.server_saw_outside_pool, 0);
+    // ...and counted: out_of_ports, one ICMP error and one decision-log entry per refusal.
+    assert_eq!(t.counters.nat_refusals, Some((FLOWS - POOL) as u64));
+    assert_eq!(t.counters.replies, Some((FLOWS - POOL) as u64));
+    assert_eq!(
+        t.counters.decision_log_out_of_ports,
+        Some((FLOWS - POOL) as u64)
+    );
+    // After closing everything, a new connection succeeds once TIME_WAIT has passed.
+    let rec = t.recovery.after_s.expect("tollgate recovered");
+    assert!(
+        (f64::from(TIME_WAIT_S)..20.0).contains(&rec),
+        "recovery {rec} s"
+    );
+    assert_eq!(t.collision.len(), 3, "every collision order ran");
+    for c in &t.collision {
+        assert_eq!(
+            c.established,
+            [20, 20],
+            "colliding source ports all pass: {c:?}"
+        );
+    }
+
+    // The kernel: random, so only bounds.
+    let k = r.kernel.as_ref().expect("kernel ran");
+    let ke = &k.exhaustion;
+    assert_eq!(ke.attempted, FLOWS);
+    assert_eq!(ke.established + ke.failed, FLOWS);
+    assert!(ke.established <= POOL, "{ke:?}");
+    assert!(ke.established > 0, "{ke:?}");
+    assert!(ke.failed >= FLOWS - POOL, "{ke:?}");
+    assert!(
+        ke.held_at_first_failure.is_some_and(|h| h <= POOL),
+        "{ke:?}"
+    );
+    assert!(ke.pool_ports_used <= POOL);
+    assert_eq!(ke.server_saw_outside_pool, 0);
+    assert!(k.counters.nat_refusals.is_some_and(|n| n > 0), "{k:?}");
+    assert!(k.recovery.after_s.is_some(), "kernel recovered");
+    assert_eq!(k.collision.len(), 3, "every collision order ran");
+    for kc in &k.collision {
+        assert_eq!(kc.established[0] + kc.failed[0], 20);
+        assert_eq!(kc.established[1] + kc.failed[1], 20);
+    }
+    assert!(r.ratio_held_at_first_failure.is_some());
+}
