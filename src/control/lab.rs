@@ -700,7 +700,9 @@ pub fn run_lab(
     let checks = if stop.load(Ordering::Relaxed) {
         Vec::new()
     } else {
-        traffic_checks(&lab)
+        let mut c = traffic_checks(&lab);
+        c.extend(operator_checks(&lab, exe));
+        c
     };
     lab.stop("appliance", Duration::from_secs(5));
     let text = fs::read_to_string(&log).unwrap_or_default();
@@ -718,6 +720,69 @@ pub fn run_lab(
     let all = !checks.is_empty() && checks.iter().all(|c| c.pass);
     lab.down();
     Ok((report, all))
+}
+
+/// What an operator sees of that traffic through the admin socket (`tollgate stats`, `flows`,
+/// `explain` against the running configuration) and the metrics endpoint.
+pub fn operator_checks(lab: &Lab, exe: &Path) -> Vec<Check> {
+    let exe = exe.to_string_lossy();
+    let mut v = Vec::new();
+    let (ok, t) = out_text(&lab.sh("app", &format!("{exe} stats --json 2>/dev/null")));
+    let stats: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+    let denied = stats["drops"]["rule_deny"].as_u64().unwrap_or(0);
+    let created = stats["flows_created"].as_u64().unwrap_or(0);
+    v.push(Check {
+        name: "operator: `tollgate stats` counts the admitted and denied flows".into(),
+        pass: ok && denied >= 1 && created >= 4,
+        detail: format!("flows_created {created}, drop.rule_deny {denied}"),
+    });
+    let (ok, t) = out_text(&lab.sh(
+        "app",
+        &format!("{exe} flows --json --src 198.18.0.11 --dst 203.0.113.10 2>/dev/null"),
+    ));
+    let flows: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+    let n = flows["matched"].as_u64().unwrap_or(0);
+    v.push(Check {
+        name: "operator: `tollgate flows` lists node1's flows to 203.0.113.10".into(),
+        pass: ok && n >= 1,
+        detail: format!(
+            "{n} flow(s), first: {} -> {} as {}",
+            flows["flows"][0]["source"].as_str().unwrap_or("-"),
+            flows["flows"][0]["destination"].as_str().unwrap_or("-"),
+            flows["flows"][0]["translated_source"]
+                .as_str()
+                .unwrap_or("-")
+        ),
+    });
+    let (ok, t) = out_text(&lab.sh(
+        "app",
+        &format!("{exe} explain --src 198.18.0.11 --dst 198.51.100.66:80 --proto tcp"),
+    ));
+    let by = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("by "))
+        .unwrap_or("")
+        .trim();
+    v.push(Check {
+        name: "operator: `tollgate explain` names the rule that denied 198.51.100.66".into(),
+        pass: ok && t.contains("decision: deny") && !by.is_empty(),
+        detail: by.to_string(),
+    });
+    let (ok, t) = out_text(&lab.sh("app", "curl -s -m 3 http://127.0.0.1:9090/metrics"));
+    let line = t
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "tollgate_snat_address_utilisation_ratio{address=\"203.0.113.1\",protocol=\"tcp\"}",
+            )
+        })
+        .unwrap_or("");
+    v.push(Check {
+        name: "operator: /metrics reports SNAT use of 203.0.113.1".into(),
+        pass: ok && !line.is_empty(),
+        detail: line.to_string(),
+    });
+    v
 }
 
 /// Servers for the lab: HTTP on :80 and :8080 answering `peer=<ip>:<port>` (the address the
