@@ -70,6 +70,25 @@ fn call(sock: &SocketArg, req: Value) -> Result<Value, ExitCode> {
     }
 }
 
+/// Asks the daemon and shows the answer: JSON with `--json`, else `render`'s text. Exit 1 when
+/// the daemon says `"ok": false` (a rejected reload), 2 for a refused request.
+fn run(sock: &SocketArg, req: Value, render: impl FnOnce(&Value)) -> ExitCode {
+    let v = match call(sock, req) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    if sock.json {
+        print_json(&v);
+    } else {
+        render(&v);
+    }
+    if v.get("ok").and_then(Value::as_bool) == Some(false) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn s(v: &Value, k: &str) -> String {
     match v.get(k) {
         Some(Value::String(s)) => s.clone(),
@@ -88,14 +107,10 @@ pub fn flows(a: &FlowsArgs) -> ExitCode {
         "cmd": "flows", "src": a.src, "dst": a.dst, "state": a.state, "proto": a.proto,
         "limit": a.limit,
     });
-    let v = match call(&a.sock, req) {
-        Ok(v) => v,
-        Err(c) => return c,
-    };
-    if a.sock.json {
-        print_json(&v);
-        return ExitCode::SUCCESS;
-    }
+    run(&a.sock, req, print_flows)
+}
+
+fn print_flows(v: &Value) {
     let empty = Vec::new();
     let fl = v.get("flows").and_then(Value::as_array).unwrap_or(&empty);
     println!(
@@ -126,26 +141,21 @@ pub fn flows(a: &FlowsArgs) -> ExitCode {
     println!(
         "{} shown, {} matched, {} tracked{}",
         fl.len(),
-        s(&v, "matched"),
-        s(&v, "total"),
+        s(v, "matched"),
+        s(v, "total"),
         match v.get("workers_not_answering").and_then(Value::as_u64) {
             Some(n) if n > 0 => format!(" ({n} worker(s) did not answer)"),
             _ => String::new(),
         }
     );
-    ExitCode::SUCCESS
 }
 
 /// `tollgate stats`: counters summed over the workers.
 pub fn stats(a: &SocketArg) -> ExitCode {
-    let v = match call(a, json!({"cmd": "stats"})) {
-        Ok(v) => v,
-        Err(c) => return c,
-    };
-    if a.json {
-        print_json(&v);
-        return ExitCode::SUCCESS;
-    }
+    run(a, json!({"cmd": "stats"}), print_stats)
+}
+
+fn print_stats(v: &Value) {
     for k in [
         "uptime_secs",
         "config",
@@ -161,27 +171,22 @@ pub fn stats(a: &SocketArg) -> ExitCode {
         "flows_expired",
         "decision_events_suppressed",
     ] {
-        println!("{k:<28} {}", s(&v, k));
+        println!("{k:<28} {}", s(v, k));
     }
     if let Some(d) = v.get("drops").and_then(Value::as_object) {
         for (r, n) in d {
             println!("{:<28} {n}", format!("drop.{r}"));
         }
     }
-    ExitCode::SUCCESS
 }
 
 /// `tollgate snat`: port use per public address, the hosts holding most, the busiest
 /// destinations.
 pub fn snat(a: &SnatArgs) -> ExitCode {
-    let v = match call(&a.sock, json!({"cmd": "snat", "top": a.top})) {
-        Ok(v) => v,
-        Err(c) => return c,
-    };
-    if a.sock.json {
-        print_json(&v);
-        return ExitCode::SUCCESS;
-    }
+    run(&a.sock, json!({"cmd": "snat", "top": a.top}), print_snat)
+}
+
+fn print_snat(v: &Value) {
     let empty = Vec::new();
     let arr = |k: &str| v.get(k).and_then(Value::as_array).unwrap_or(&empty).clone();
     println!(
@@ -212,26 +217,14 @@ pub fn snat(a: &SnatArgs) -> ExitCode {
             s(&x, "flows")
         );
     }
-    ExitCode::SUCCESS
 }
 
 /// `tollgate reload`: asks the daemon to reload its file now and prints the outcome; exit 1
 /// when the file was rejected (the running configuration stays).
 pub fn reload(a: &SocketArg) -> ExitCode {
-    let v = match call(a, json!({"cmd": "reload"})) {
-        Ok(v) => v,
-        Err(c) => return c,
-    };
-    if a.json {
-        print_json(&v);
-    } else {
-        println!("{}", s(&v, "message"));
-    }
-    if v.get("ok").and_then(Value::as_bool) == Some(true) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    run(a, json!({"cmd": "reload"}), |v| {
+        println!("{}", s(v, "message"))
+    })
 }
 
 /// `tollgate explain` without `--config`: against the running daemon's configuration.
@@ -243,15 +236,5 @@ pub fn explain_live(
     sni: Option<&str>,
 ) -> ExitCode {
     let req = json!({"cmd": "explain", "src": src, "dst": dst, "proto": proto, "sni": sni});
-    match call(sock, req) {
-        Ok(v) if sock.json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            print!("{}", s(&v, "text"));
-            ExitCode::SUCCESS
-        }
-        Err(c) => c,
-    }
+    run(sock, req, |v| print!("{}", s(v, "text")))
 }

@@ -369,31 +369,31 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
         17 => "udp",
         _ => "icmp",
     };
-    let _ = writeln!(out, "# HELP tollgate_snat_ports_used SNAT ports (EIM) or port slots (APDM) in use, per public address, protocol and worker.\n# TYPE tollgate_snat_ports_used gauge");
-    for (a, addr) in addrs.iter().enumerate() {
-        for (j, &p) in SNAT_PROTOS.iter().enumerate() {
-            for (w, c) in ws.iter().enumerate() {
-                let v = c
-                    .snat_used
-                    .get(a * SNAT_PROTOS.len() + j)
-                    .map_or(0, |x| x.load(Relaxed));
-                let _ = writeln!(out, "tollgate_snat_ports_used{{address=\"{addr}\",protocol=\"{}\",worker=\"{w}\"}} {v}", pname(p));
-            }
-        }
-    }
-    let _ = writeln!(out, "# HELP tollgate_snat_ports SNAT ports available, per public address, protocol and worker.\n# TYPE tollgate_snat_ports gauge");
-    for (a, addr) in addrs.iter().enumerate() {
-        for (j, &p) in SNAT_PROTOS.iter().enumerate() {
-            for (w, c) in ws.iter().enumerate() {
-                let v = c
-                    .snat_size
-                    .get(a * SNAT_PROTOS.len() + j)
-                    .map_or(0, |x| x.load(Relaxed));
-                let _ = writeln!(
-                    out,
-                    "tollgate_snat_ports{{address=\"{addr}\",protocol=\"{}\",worker=\"{w}\"}} {v}",
-                    pname(p)
-                );
+    let per_slice: [(&str, &str, SliceGauge); 2] = [
+        (
+            "tollgate_snat_ports_used",
+            "SNAT ports (EIM) or port slots (APDM) in use, per public address, protocol and worker.",
+            |c| &c.snat_used,
+        ),
+        (
+            "tollgate_snat_ports",
+            "SNAT ports available, per public address, protocol and worker.",
+            |c| &c.snat_size,
+        ),
+    ];
+    for (name, help, field) in per_slice {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (a, addr) in addrs.iter().enumerate() {
+            for (j, &p) in SNAT_PROTOS.iter().enumerate() {
+                for (w, c) in ws.iter().enumerate() {
+                    let k = a * SNAT_PROTOS.len() + j;
+                    let v = field(c).get(k).map_or(0, |x| x.load(Relaxed));
+                    let _ = writeln!(
+                        out,
+                        "{name}{{address=\"{addr}\",protocol=\"{}\",worker=\"{w}\"}} {v}",
+                        pname(p)
+                    );
+                }
             }
         }
     }
@@ -439,6 +439,9 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
         );
     }
 }
+
+/// Which per-slice SNAT gauge of a worker's counters.
+type SliceGauge = fn(&Counters) -> &[std::sync::atomic::AtomicU64];
 
 /// Destinations listed in `tollgate_snat_destination_flows`.
 pub const TOP_DESTINATIONS: usize = 10;
