@@ -47,6 +47,11 @@ missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# qemu-system-x86 and qemu-utils must come from one release: installing only the first can make
+# apt remove a qemu-utils from another (e.g. a backport), and qemu-img with it.
+if [[ " ${missing[*]} " == *" qemu-system-x86 "* && " ${missing[*]} " != *" qemu-utils "* ]]; then
+  missing+=(qemu-utils)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
