@@ -6,6 +6,7 @@ mod engine_util;
 use std::sync::Arc;
 
 use engine_util::*;
+use tollgate::datapath::events::{self, Action};
 use tollgate::datapath::{DropReason, Verdict, Worker};
 use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
 
@@ -227,4 +228,61 @@ fn a_flow_that_never_completes_its_hello_spends_its_budget() {
     w.housekeeping(11 * NS, 10);
     assert_eq!(w.inspecting(), 0);
     assert_eq!(w.counters().drop_count(DropReason::InspectBudget), 2);
+}
+
+/// The ClientHello fixture with `allowed.example` replaced by a name of the same length.
+fn hello_naming(name: &[u8; 15]) -> Vec<u8> {
+    let mut h = HELLO.to_vec();
+    let at = h.windows(15).position(|x| x == b"allowed.example").unwrap();
+    h[at..at + 15].copy_from_slice(name);
+    h
+}
+
+/// The bypass a last-write-wins reassembly allows: the first copy of the bytes names a denied
+/// server (the server keeps it), a "retransmission" at the same sequence numbers names an
+/// allowed one (the firewall would read it). The flow must be reset, nothing released.
+#[test]
+fn overlapping_bytes_that_differ_reset_the_flow() {
+    let mut w = app_worker();
+    let (sink, mut rx) = events::channel(64, 1000);
+    w.set_event_sink(sink);
+    let port = handshake(&mut w, 40010, 443);
+    let evil = hello_naming(b"evilevi.example");
+    // The first 200 bytes hold the name but not the whole hello: held, NeedMore.
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40010, 443, 1001, &evil[..200])).0,
+        Verdict::Held
+    );
+    // The whole allowed hello at the same sequence: its first 200 bytes differ.
+    let (v, rst) = run(&mut w, 1, INSIDE_IF, &data(40010, 443, 1001, HELLO));
+    assert_eq!(
+        v,
+        Verdict::Reply {
+            tx_if: INSIDE_IF,
+            next_hop: ip(NODE1)
+        },
+        "the client is reset"
+    );
+    assert_eq!(tuple(&rst), (ip(SERVER), 443, ip(NODE1), 40010));
+    assert_eq!(rst[14 + 20 + 13] & 0x04, 0x04);
+    assert_checksums(&rst);
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "one RST toward the server, no held payload");
+    assert_eq!(tuple(&sent[0]), (ip(PUBLIC), port, ip(SERVER), 443));
+    assert_eq!(sent[0][14 + 20 + 13] & 0x04, 0x04);
+    assert!(payload_of(&sent[0]).is_empty());
+    assert_eq!(
+        u32::from_be_bytes(sent[0][38..42].try_into().unwrap()),
+        1001
+    );
+    assert_eq!(w.flow_count(), 0);
+    assert_eq!(w.inspecting(), 0);
+
+    assert_eq!(w.counters().drop_count(DropReason::AppDeny), 0);
+    let e = rx.pop().expect("a decision event");
+    assert_eq!(
+        (e.action, e.reason, e.app),
+        (Action::Deny, Some(DropReason::AppDeny), None)
+    );
+    assert!(rx.pop().is_err(), "one event");
 }
