@@ -277,12 +277,15 @@ fn overlapping_bytes_that_differ_reset_the_flow() {
     );
     assert_eq!(w.flow_count(), 0);
     assert_eq!(w.inspecting(), 0);
-
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        1
+    );
     assert_eq!(w.counters().drop_count(DropReason::AppDeny), 0);
     let e = rx.pop().expect("a decision event");
     assert_eq!(
         (e.action, e.reason, e.app),
-        (Action::Deny, Some(DropReason::AppDeny), None)
+        (Action::Deny, Some(DropReason::InspectOverlapMismatch), None)
     );
     assert!(rx.pop().is_err(), "one event");
 }

@@ -47,6 +47,9 @@ pub struct Slot {
 pub enum HoldError {
     /// Beyond the per-flow byte budget or segment count.
     Budget,
+    /// Bytes at sequence numbers already held differ from the held ones: the client would show
+    /// the firewall one stream and the server (which keeps the first copy) another.
+    Mismatch,
 }
 
 impl Slot {
@@ -66,20 +69,55 @@ impl Slot {
     }
 
     /// Takes a segment: its payload at `seq` into the stream, its whole frame into the hold.
+    ///
+    /// Bytes at offsets already held must be identical to the held ones (a retransmission):
+    /// if any differ the segment is refused with [`HoldError::Mismatch`] and nothing changes.
+    /// Bytes before the stream start (sequence numbers the SYN used or earlier) are skipped, as
+    /// the server skips them; a segment wholly before it is held without stream bytes. A
+    /// segment that ends past the byte budget is refused with [`HoldError::Budget`].
     pub fn hold_segment(
         &mut self,
         seq: u32,
         payload: &[u8],
         frame: &[u8],
     ) -> Result<(), HoldError> {
-        let off = seq.wrapping_sub(self.isn) as usize;
-        let end = off + payload.len();
-        if end > STREAM_BUDGET || self.held >= MAX_HELD || frame.len() > FRAME_CAP {
+        if self.held >= MAX_HELD || frame.len() > FRAME_CAP || payload.len() > FRAME_CAP {
             return Err(HoldError::Budget);
         }
-        self.data[off..end].copy_from_slice(payload);
+        // Offset from the stream start, signed: sequence space wraps (RFC 9293 3.4).
+        let rel = seq.wrapping_sub(self.isn) as i32;
+        let (off, payload) = if rel < 0 {
+            let skip = rel.unsigned_abs() as usize;
+            (0, payload.get(skip..).unwrap_or(&[]))
+        } else {
+            (rel as usize, payload)
+        };
+        let end = off + payload.len();
+        if end > STREAM_BUDGET {
+            return Err(HoldError::Budget);
+        }
+        if !payload.is_empty() {
+            self.check_overlap(off, payload)?;
+        }
         self.hold_frame(frame)?;
-        self.add_range(off as u32, end as u32);
+        if !payload.is_empty() {
+            // Copying over the held bytes is a no-op now: they are identical.
+            self.data[off..end].copy_from_slice(payload);
+            self.add_range(off as u32, end as u32);
+        }
+        Ok(())
+    }
+
+    /// Whether `payload` at `off` agrees with every byte already held that it overlaps.
+    fn check_overlap(&self, off: usize, payload: &[u8]) -> Result<(), HoldError> {
+        let end = off + payload.len();
+        for &(s, e) in &self.ranges[..self.nranges] {
+            let (s, e) = (s as usize, e as usize);
+            let (o_start, o_end) = (s.max(off), e.min(end));
+            if o_start < o_end && self.data[o_start..o_end] != payload[o_start - off..o_end - off] {
+                return Err(HoldError::Mismatch);
+            }
+        }
         Ok(())
     }
 
@@ -327,6 +365,9 @@ pub enum L7<'a> {
     Unknown,
     /// The name would need more than the per-flow budget.
     OverBudget,
+    /// Bytes resent at a position already held differ from the first copy (TCP sequence
+    /// numbers, QUIC CRYPTO offsets): an evasion attempt.
+    Mismatch(Option<AppProto>),
 }
 
 /// Lower-cases an ASCII name into `buf` and strips one trailing dot. Non-ASCII or over-long
@@ -369,6 +410,7 @@ pub fn classify_quic(r: QuicResult, out: &[u8; 256]) -> L7<'_> {
         QuicResult::NoSni => L7::NoName(AppProto::Quic),
         QuicResult::NeedMore => L7::NeedMore,
         QuicResult::Budget => L7::OverBudget,
+        QuicResult::Mismatch => L7::Mismatch(Some(AppProto::Quic)),
         QuicResult::NotQuic | QuicResult::Malformed(_) => L7::Unknown,
     }
 }

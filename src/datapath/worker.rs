@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::counters::{bump, Counters, RuleHits, SNAT_PROTOS};
 use super::events::{Action, DecisionEvent, EventSink};
 use super::frag::FragCache;
-use super::inspect::{self, InspectPool, TxQueue, L7};
+use super::inspect::{self, HoldError, InspectPool, TxQueue, L7};
 use super::query::{self, Answer, Inbox, Query, SnatReport, SnatUse};
 use super::route::RouteTable;
 use super::{DropReason, EngineConfig, IfaceId, Nanos, Packet, Verdict};
@@ -891,10 +891,18 @@ impl Worker {
             let Some(slot) = self.inspect.get_mut(f.rule) else {
                 return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
             };
-            if slot.hold_segment(p.seq, payload, frame).is_err() {
+            // Data on a SYN (TCP Fast Open) starts one past its sequence number and would hold
+            // the handshake itself: not supported on inspected flows, reset as before.
+            if p.tcp_flags & tcp_flags::SYN != 0 {
                 return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
             }
-            inspect::classify(slot.stream(), &mut raw)
+            match slot.hold_segment(p.seq, payload, frame) {
+                Ok(()) => inspect::classify(slot.stream(), &mut raw),
+                Err(HoldError::Budget) => {
+                    return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget)
+                }
+                Err(HoldError::Mismatch) => L7::Mismatch(None),
+            }
         } else {
             // QUIC: the datagram is held whole; its Initials are decrypted as they arrive.
             match self.inspect.hold_datagram(f.rule, frame, payload, &mut raw) {
@@ -930,6 +938,12 @@ impl Worker {
                 "",
             ),
             L7::Unknown => (Decision::Deny { rule: None }, DropReason::AppDeny, None, ""),
+            L7::Mismatch(app) => (
+                Decision::Deny { rule: None },
+                DropReason::InspectOverlapMismatch,
+                app,
+                "",
+            ),
         };
         let mut e = DecisionEvent::new(now, f.orig, Action::Allow).with_name(name);
         e.app = app;
