@@ -289,3 +289,129 @@ fn overlapping_bytes_that_differ_reset_the_flow() {
     );
     assert!(rx.pop().is_err(), "one event");
 }
+
+#[test]
+fn an_exact_retransmission_of_held_bytes_is_released_with_the_rest() {
+    let mut w = app_worker();
+    let port = handshake(&mut w, 40011, 443);
+    // The first 200 bytes, then a retransmission overlapping them and carrying the rest.
+    let a = &HELLO[..200];
+    let b = &HELLO[100..];
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40011, 443, 1001, a)).0,
+        Verdict::Held
+    );
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40011, 443, 1101, b)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(
+        sent.len(),
+        2,
+        "both held frames, verbatim, in arrival order"
+    );
+    assert_eq!(payload_of(&sent[0]), a);
+    assert_eq!(payload_of(&sent[1]), b);
+    for f in &sent {
+        assert_eq!(tuple(f), (ip(PUBLIC), port, ip(SERVER), 443));
+        assert_checksums(f);
+    }
+    assert_eq!(w.inspecting(), 0);
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        0
+    );
+}
+
+#[test]
+fn a_changed_byte_inside_an_out_of_order_overlap_resets_the_flow() {
+    let mut w = app_worker();
+    handshake(&mut w, 40012, 443);
+    // A later part arrives first; an earlier segment overlaps its start with one byte changed.
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40012, 443, 1301, &HELLO[300..])).0,
+        Verdict::Held
+    );
+    let mut a = HELLO[..310].to_vec();
+    a[305] ^= 0x20;
+    let (v, _) = run(&mut w, 1, INSIDE_IF, &data(40012, 443, 1001, &a));
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "the RST only");
+    assert!(payload_of(&sent[0]).is_empty());
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        1
+    );
+}
+
+/// Bytes before the stream start (the SYN's sequence number and earlier) are outside the
+/// server's window: it skips them and takes the rest, and so does the hold.
+#[test]
+fn a_segment_starting_before_the_stream_is_read_as_the_server_reads_it() {
+    let mut w = app_worker();
+    handshake(&mut w, 40013, 443);
+    // Ten junk bytes at 991..1001, then the whole hello from 1001: the server sees the hello.
+    let mut seg = b"junkjunkjx".to_vec();
+    seg.extend_from_slice(HELLO);
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40013, 443, 991, &seg)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "allowed, released verbatim");
+    assert_eq!(payload_of(&sent[0]), seg);
+    // The skipped bytes take part in no comparison, but what follows them does: a segment from
+    // before the start whose in-stream bytes change what is held is refused.
+    handshake(&mut w, 40014, 443);
+    let evil = hello_naming(b"evilevi.example");
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40014, 443, 1001, &evil[..200])).0,
+        Verdict::Held
+    );
+    let mut seg = b"xxxx".to_vec();
+    seg.extend_from_slice(HELLO);
+    let (v, _) = run(&mut w, 1, INSIDE_IF, &data(40014, 443, 997, &seg));
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        1
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "the RST only");
+    assert!(payload_of(&sent[0]).is_empty());
+    // A segment wholly before the stream (an old duplicate) carries no stream bytes: held and
+    // released with the rest, the server discards it as the duplicate it is.
+    handshake(&mut w, 40015, 443);
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40015, 443, 901, b"old bytes")).0,
+        Verdict::Held
+    );
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40015, 443, 1001, HELLO)).0,
+        Verdict::Held
+    );
+    assert_eq!(drain(&mut w).len(), 2);
+    assert_eq!(w.inspecting(), 0);
+}
+
+#[test]
+fn a_segment_that_ends_past_the_byte_budget_resets_the_flow() {
+    let mut w = app_worker();
+    handshake(&mut w, 40016, 443);
+    run(&mut w, 1, INSIDE_IF, &data(40016, 443, 1001, &HELLO[..100]));
+    // Starts inside the 8 KiB budget, ends 8 bytes past it.
+    let (v, _) = run(
+        &mut w,
+        1,
+        INSIDE_IF,
+        &data(40016, 443, 1001 + 8192 - 8, &[0u8; 16]),
+    );
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "the RST only");
+    assert!(payload_of(&sent[0]).is_empty());
+    assert_eq!(w.counters().drop_count(DropReason::InspectBudget), 1);
+    assert_eq!(w.flow_count(), 0);
+}
