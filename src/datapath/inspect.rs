@@ -336,6 +336,53 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_bytes_must_match_what_is_held() {
+        let mut s = Slot::new();
+        s.isn = u32::MAX - 1; // the overlap straddles the wrap
+        s.hold_segment(u32::MAX - 1, b"hello", b"f1").unwrap();
+        s.hold_segment((u32::MAX - 1).wrapping_add(9), b"ld!", b"f2")
+            .unwrap();
+        // Overlaps both held ranges and fills the gap between them; the last byte differs.
+        assert_eq!(
+            s.hold_segment((u32::MAX - 1).wrapping_add(3), b"lo worlD", b"f3"),
+            Err(HoldError::Mismatch)
+        );
+        // Refused: nothing changed, neither stream nor hold.
+        assert_eq!(s.stream(), b"hello");
+        assert_eq!(s.held, 2);
+        // The same span with the right bytes fills the gap.
+        s.hold_segment((u32::MAX - 1).wrapping_add(3), b"lo world", b"f3")
+            .unwrap();
+        assert_eq!(s.stream(), b"hello world!");
+        assert_eq!(s.held, 3);
+        // A single changed byte anywhere inside the stream is refused.
+        assert_eq!(
+            s.hold_segment((u32::MAX - 1).wrapping_add(6), b"W", b"f4"),
+            Err(HoldError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn bytes_before_the_stream_start_are_skipped() {
+        let mut s = Slot::new();
+        s.isn = 5;
+        // Three bytes at sequence 2..5 (before the start), then the stream.
+        s.hold_segment(2, b"xyzabc", b"f1").unwrap();
+        assert_eq!(s.stream(), b"abc");
+        // Wholly before the start: held, no stream bytes, nothing compared.
+        s.hold_segment(0, b"qqqqq", b"f2").unwrap();
+        assert_eq!((s.stream(), s.held), (&b"abc"[..], 2));
+        // Sequence numbers 2^31 or more ahead are behind (RFC 9293 comparison): skipped too.
+        s.hold_segment(5u32.wrapping_add(1 << 31), b"zz", b"f3")
+            .unwrap();
+        assert_eq!(s.stream(), b"abc");
+        // What follows the skipped part is compared like any other byte.
+        assert_eq!(s.hold_segment(4, b"-abX", b"f4"), Err(HoldError::Mismatch));
+        s.hold_segment(4, b"-abcd", b"f4").unwrap();
+        assert_eq!(s.stream(), b"abcd");
+    }
+
+    #[test]
     fn budgets_are_enforced() {
         let mut s = Slot::new();
         assert_eq!(
