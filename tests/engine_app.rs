@@ -415,3 +415,28 @@ fn a_segment_that_ends_past_the_byte_budget_resets_the_flow() {
     assert_eq!(w.counters().drop_count(DropReason::InspectBudget), 1);
     assert_eq!(w.flow_count(), 0);
 }
+
+/// A segment the server would discard (bad TCP checksum) must not be read: the client could
+/// show the firewall an allowed name in it, then send the real bytes once the flow is released.
+#[test]
+fn a_held_segment_with_a_bad_checksum_is_dropped_not_read() {
+    let mut w = app_worker();
+    handshake(&mut w, 40017, 443);
+    let mut bad = data(40017, 443, 1001, HELLO);
+    bad[14 + 20 + 16] ^= 0x01; // the TCP checksum
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &bad).0,
+        Verdict::Drop(DropReason::InspectUnverifiable)
+    );
+    assert!(drain(&mut w).is_empty(), "nothing released");
+    assert_eq!(w.inspecting(), 1, "the flow is still held");
+    assert_eq!(w.counters().drop_count(DropReason::InspectUnverifiable), 1);
+    // The client's retransmission with a good checksum is read and allowed.
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40017, 443, 1001, HELLO)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(payload_of(&sent[0]), HELLO);
+}

@@ -369,3 +369,28 @@ fn changed_crypto_bytes_drop_the_flow_as_an_overlap_mismatch() {
     }
     assert_eq!(w.flow_count(), 1);
 }
+
+#[test]
+fn a_held_datagram_with_a_bad_udp_checksum_is_dropped_not_read() {
+    let (mut w, _rx) = quic_worker();
+    let mut bad = udp(NODE1, 50022, SERVER, 443, ALLOWED);
+    // The UDP checksum (a zero one would mean "none": make sure it is not).
+    let at = 14 + 20 + 6;
+    bad[at] ^= 0x01;
+    if bad[at..at + 2] == [0, 0] {
+        bad[at + 1] = 1;
+    }
+    let v = run(&mut w, 0, INSIDE_IF, &bad).0;
+    assert_eq!(v, Verdict::Drop(DropReason::InspectUnverifiable));
+    assert!(drain(&mut w).is_empty());
+    assert_eq!(w.counters().drop_count(DropReason::InspectUnverifiable), 1);
+    let v = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &udp(NODE1, 50022, SERVER, 443, ALLOWED),
+    )
+    .0;
+    assert_eq!(v, Verdict::Held);
+    assert_eq!(drain(&mut w).len(), 1);
+}

@@ -883,6 +883,12 @@ impl Worker {
         p: &Parsed,
         idx: u32,
     ) -> Verdict {
+        // The server must take this packet as the hold reads it: otherwise a client could show
+        // the firewall bytes the server discards (a bad checksum, a fragment whose rest only the
+        // server sees) and send others once the flow is released and no longer read.
+        if p.first_frag || !l4_checksum_ok(&pkt.buf[p.l4..p.end], p) {
+            return Verdict::Drop(DropReason::InspectUnverifiable);
+        }
         let f = *self.flows.get(idx);
         let (payload, frame) = (&pkt.buf[p.payload..p.payload_end], &pkt.buf[..pkt.len]);
         let mut lower = [0u8; 256];
@@ -1417,4 +1423,17 @@ impl super::frag::FragId for Parsed {
             self.proto,
         )
     }
+}
+
+/// Whether the TCP or UDP checksum of the unfragmented segment `l4` verifies (a UDP checksum of
+/// zero means none was sent, which IPv4 receivers accept).
+fn l4_checksum_ok(l4: &[u8], p: &Parsed) -> bool {
+    let Ok(len) = u16::try_from(l4.len()) else {
+        return false;
+    };
+    if p.proto == proto::UDP && l4.get(6..8) == Some(&[0, 0][..]) {
+        return true;
+    }
+    let ps = checksum::pseudo_header(p.src.octets(), p.dst.octets(), p.proto, len);
+    checksum::fold(checksum::sum(l4, ps)) == 0xffff
 }
