@@ -440,3 +440,29 @@ fn a_held_segment_with_a_bad_checksum_is_dropped_not_read() {
     assert_eq!(sent.len(), 1);
     assert_eq!(payload_of(&sent[0]), HELLO);
 }
+
+/// The first fragment of a segment: the firewall would read only its part while the server
+/// reassembles the rest (later fragments are forwarded as they come). Dropped, not read.
+#[test]
+fn a_fragmented_held_segment_is_dropped_not_read() {
+    let mut w = app_worker();
+    handshake(&mut w, 40018, 443);
+    let mut frag = data(40018, 443, 1001, HELLO);
+    frag[14 + 6] |= 0x20; // more fragments
+    frag[14 + 6] &= !0x40; // no DF
+    frag[14 + 10..14 + 12].fill(0);
+    let mut sum = 0u32;
+    for c in frag[14..34].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frag[14 + 10..14 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &frag).0,
+        Verdict::Drop(DropReason::InspectUnverifiable)
+    );
+    assert!(drain(&mut w).is_empty());
+    assert_eq!(w.inspecting(), 1);
+}
