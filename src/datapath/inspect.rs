@@ -382,6 +382,54 @@ mod tests {
         assert_eq!(s.stream(), b"abcd");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Against a byte-by-byte model: a segment is taken iff every byte it overlaps is the
+        /// byte already received there; a refused one changes nothing; the stream is the model's
+        /// gap-free prefix. Segments may start before the stream, overlap, and carry changes.
+        #[test]
+        fn holding_agrees_with_a_first_copy_model(
+            isn in proptest::prelude::any::<u32>(),
+            segs in proptest::collection::vec(
+                (-8i32..64, 1usize..24, proptest::option::of((0usize..24, 1u8..=255))),
+                1..MAX_HELD,
+            ),
+        ) {
+            let truth: Vec<u8> = (0..96u8).collect();
+            let mut model: Vec<Option<u8>> = vec![None; 96];
+            let mut s = Slot::new();
+            s.isn = isn;
+            for (rel, len, change) in segs {
+                let mut bytes: Vec<u8> =
+                    (0..len).map(|i| truth[(rel + 8) as usize + i].wrapping_sub(8)).collect();
+                if let Some((at, x)) = change {
+                    let at = at % len;
+                    bytes[at] ^= x;
+                }
+                // Byte k of the segment is at stream offset rel + k (skipped when negative).
+                let placed: Vec<(usize, u8)> = bytes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, &b)| usize::try_from(rel + k as i32).ok().map(|o| (o, b)))
+                    .collect();
+                let conflict = placed.iter().any(|&(o, b)| model[o].is_some_and(|m| m != b));
+                let before = (s.stream().to_vec(), s.held);
+                let r = s.hold_segment(isn.wrapping_add(rel as u32), &bytes, b"frame");
+                if conflict {
+                    proptest::prop_assert_eq!(r, Err(HoldError::Mismatch));
+                    proptest::prop_assert_eq!((s.stream().to_vec(), s.held), before);
+                } else {
+                    proptest::prop_assert_eq!(r, Ok(()));
+                    for (o, b) in placed {
+                        model[o] = Some(b);
+                    }
+                }
+                let prefix: Vec<u8> = model.iter().map_while(|b| *b).collect();
+                proptest::prop_assert_eq!(s.stream(), &prefix[..]);
+            }
+        }
+    }
+
     #[test]
     fn budgets_are_enforced() {
         let mut s = Slot::new();
