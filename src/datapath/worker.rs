@@ -886,7 +886,11 @@ impl Worker {
         // The server must take this packet as the hold reads it: otherwise a client could show
         // the firewall bytes the server discards (a bad checksum, a fragment whose rest only the
         // server sees) and send others once the flow is released and no longer read.
-        if p.first_frag || !l4_checksum_ok(&pkt.buf[p.l4..p.end], p) {
+        let verified = pkt
+            .buf
+            .get(p.l4..p.end)
+            .is_some_and(|l4| l4_checksum_ok(l4, p));
+        if p.first_frag || !verified {
             return Verdict::Drop(DropReason::InspectUnverifiable);
         }
         let f = *self.flows.get(idx);
