@@ -6,6 +6,7 @@ mod engine_util;
 use std::sync::Arc;
 
 use engine_util::*;
+use tollgate::datapath::events::{self, Action};
 use tollgate::datapath::{DropReason, Verdict, Worker};
 use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
 
@@ -227,4 +228,241 @@ fn a_flow_that_never_completes_its_hello_spends_its_budget() {
     w.housekeeping(11 * NS, 10);
     assert_eq!(w.inspecting(), 0);
     assert_eq!(w.counters().drop_count(DropReason::InspectBudget), 2);
+}
+
+/// The ClientHello fixture with `allowed.example` replaced by a name of the same length.
+fn hello_naming(name: &[u8; 15]) -> Vec<u8> {
+    let mut h = HELLO.to_vec();
+    let at = h.windows(15).position(|x| x == b"allowed.example").unwrap();
+    h[at..at + 15].copy_from_slice(name);
+    h
+}
+
+/// The bypass a last-write-wins reassembly allows: the first copy of the bytes names a denied
+/// server (the server keeps it), a "retransmission" at the same sequence numbers names an
+/// allowed one (the firewall would read it). The flow must be reset, nothing released.
+#[test]
+fn overlapping_bytes_that_differ_reset_the_flow() {
+    let mut w = app_worker();
+    let (sink, mut rx) = events::channel(64, 1000);
+    w.set_event_sink(sink);
+    let port = handshake(&mut w, 40010, 443);
+    let evil = hello_naming(b"evilevi.example");
+    // The first 200 bytes hold the name but not the whole hello: held, NeedMore.
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40010, 443, 1001, &evil[..200])).0,
+        Verdict::Held
+    );
+    // The whole allowed hello at the same sequence: its first 200 bytes differ.
+    let (v, rst) = run(&mut w, 1, INSIDE_IF, &data(40010, 443, 1001, HELLO));
+    assert_eq!(
+        v,
+        Verdict::Reply {
+            tx_if: INSIDE_IF,
+            next_hop: ip(NODE1)
+        },
+        "the client is reset"
+    );
+    assert_eq!(tuple(&rst), (ip(SERVER), 443, ip(NODE1), 40010));
+    assert_eq!(rst[14 + 20 + 13] & 0x04, 0x04);
+    assert_checksums(&rst);
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "one RST toward the server, no held payload");
+    assert_eq!(tuple(&sent[0]), (ip(PUBLIC), port, ip(SERVER), 443));
+    assert_eq!(sent[0][14 + 20 + 13] & 0x04, 0x04);
+    assert!(payload_of(&sent[0]).is_empty());
+    assert_eq!(
+        u32::from_be_bytes(sent[0][38..42].try_into().unwrap()),
+        1001
+    );
+    assert_eq!(w.flow_count(), 0);
+    assert_eq!(w.inspecting(), 0);
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        1
+    );
+    assert_eq!(w.counters().drop_count(DropReason::AppDeny), 0);
+    let e = rx.pop().expect("a decision event");
+    assert_eq!(
+        (e.action, e.reason, e.app),
+        (Action::Deny, Some(DropReason::InspectOverlapMismatch), None)
+    );
+    assert!(rx.pop().is_err(), "one event");
+}
+
+#[test]
+fn an_exact_retransmission_of_held_bytes_is_released_with_the_rest() {
+    let mut w = app_worker();
+    let port = handshake(&mut w, 40011, 443);
+    // The first 200 bytes, then a retransmission overlapping them and carrying the rest.
+    let a = &HELLO[..200];
+    let b = &HELLO[100..];
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40011, 443, 1001, a)).0,
+        Verdict::Held
+    );
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40011, 443, 1101, b)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(
+        sent.len(),
+        2,
+        "both held frames, verbatim, in arrival order"
+    );
+    assert_eq!(payload_of(&sent[0]), a);
+    assert_eq!(payload_of(&sent[1]), b);
+    for f in &sent {
+        assert_eq!(tuple(f), (ip(PUBLIC), port, ip(SERVER), 443));
+        assert_checksums(f);
+    }
+    assert_eq!(w.inspecting(), 0);
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        0
+    );
+}
+
+#[test]
+fn a_changed_byte_inside_an_out_of_order_overlap_resets_the_flow() {
+    let mut w = app_worker();
+    handshake(&mut w, 40012, 443);
+    // A later part arrives first; an earlier segment overlaps its start with one byte changed.
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40012, 443, 1301, &HELLO[300..])).0,
+        Verdict::Held
+    );
+    let mut a = HELLO[..310].to_vec();
+    a[305] ^= 0x20;
+    let (v, _) = run(&mut w, 1, INSIDE_IF, &data(40012, 443, 1001, &a));
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "the RST only");
+    assert!(payload_of(&sent[0]).is_empty());
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        1
+    );
+}
+
+/// Bytes before the stream start (the SYN's sequence number and earlier) are outside the
+/// server's window: it skips them and takes the rest, and so does the hold.
+#[test]
+fn a_segment_starting_before_the_stream_is_read_as_the_server_reads_it() {
+    let mut w = app_worker();
+    handshake(&mut w, 40013, 443);
+    // Ten junk bytes at 991..1001, then the whole hello from 1001: the server sees the hello.
+    let mut seg = b"junkjunkjx".to_vec();
+    seg.extend_from_slice(HELLO);
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40013, 443, 991, &seg)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "allowed, released verbatim");
+    assert_eq!(payload_of(&sent[0]), seg);
+    // The skipped bytes take part in no comparison, but what follows them does: a segment from
+    // before the start whose in-stream bytes change what is held is refused.
+    handshake(&mut w, 40014, 443);
+    let evil = hello_naming(b"evilevi.example");
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40014, 443, 1001, &evil[..200])).0,
+        Verdict::Held
+    );
+    let mut seg = b"xxxx".to_vec();
+    seg.extend_from_slice(HELLO);
+    let (v, _) = run(&mut w, 1, INSIDE_IF, &data(40014, 443, 997, &seg));
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        1
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "the RST only");
+    assert!(payload_of(&sent[0]).is_empty());
+    // A segment wholly before the stream (an old duplicate) carries no stream bytes: held and
+    // released with the rest, the server discards it as the duplicate it is.
+    handshake(&mut w, 40015, 443);
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40015, 443, 901, b"old bytes")).0,
+        Verdict::Held
+    );
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40015, 443, 1001, HELLO)).0,
+        Verdict::Held
+    );
+    assert_eq!(drain(&mut w).len(), 2);
+    assert_eq!(w.inspecting(), 0);
+}
+
+#[test]
+fn a_segment_that_ends_past_the_byte_budget_resets_the_flow() {
+    let mut w = app_worker();
+    handshake(&mut w, 40016, 443);
+    run(&mut w, 1, INSIDE_IF, &data(40016, 443, 1001, &HELLO[..100]));
+    // Starts inside the 8 KiB budget, ends 8 bytes past it.
+    let (v, _) = run(
+        &mut w,
+        1,
+        INSIDE_IF,
+        &data(40016, 443, 1001 + 8192 - 8, &[0u8; 16]),
+    );
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1, "the RST only");
+    assert!(payload_of(&sent[0]).is_empty());
+    assert_eq!(w.counters().drop_count(DropReason::InspectBudget), 1);
+    assert_eq!(w.flow_count(), 0);
+}
+
+/// A segment the server would discard (bad TCP checksum) must not be read: the client could
+/// show the firewall an allowed name in it, then send the real bytes once the flow is released.
+#[test]
+fn a_held_segment_with_a_bad_checksum_is_dropped_not_read() {
+    let mut w = app_worker();
+    handshake(&mut w, 40017, 443);
+    let mut bad = data(40017, 443, 1001, HELLO);
+    bad[14 + 20 + 16] ^= 0x01; // the TCP checksum
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &bad).0,
+        Verdict::Drop(DropReason::InspectUnverifiable)
+    );
+    assert!(drain(&mut w).is_empty(), "nothing released");
+    assert_eq!(w.inspecting(), 1, "the flow is still held");
+    assert_eq!(w.counters().drop_count(DropReason::InspectUnverifiable), 1);
+    // The client's retransmission with a good checksum is read and allowed.
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &data(40017, 443, 1001, HELLO)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(payload_of(&sent[0]), HELLO);
+}
+
+/// The first fragment of a segment: the firewall would read only its part while the server
+/// reassembles the rest (later fragments are forwarded as they come). Dropped, not read.
+#[test]
+fn a_fragmented_held_segment_is_dropped_not_read() {
+    let mut w = app_worker();
+    handshake(&mut w, 40018, 443);
+    let mut frag = data(40018, 443, 1001, HELLO);
+    frag[14 + 6] |= 0x20; // more fragments
+    frag[14 + 6] &= !0x40; // no DF
+    frag[14 + 10..14 + 12].fill(0);
+    let mut sum = 0u32;
+    for c in frag[14..34].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frag[14 + 10..14 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &frag).0,
+        Verdict::Drop(DropReason::InspectUnverifiable)
+    );
+    assert!(drain(&mut w).is_empty());
+    assert_eq!(w.inspecting(), 1);
 }

@@ -308,3 +308,89 @@ fn inspecting_quic_does_not_allocate() {
         "allocations on the QUIC inspection path"
     );
 }
+
+/// The ClientHello handshake message (TLS record header stripped) for `allowed.example`, or with
+/// that name replaced by another of the same length.
+fn hello_message(name: &[u8; 15]) -> Vec<u8> {
+    let mut h = include_bytes!("fixtures/clienthello_allowed.bin")[5..].to_vec();
+    let at = h.windows(15).position(|x| x == b"allowed.example").unwrap();
+    h[at..at + 15].copy_from_slice(name);
+    h
+}
+
+#[test]
+fn changed_crypto_bytes_drop_the_flow_as_an_overlap_mismatch() {
+    let (mut w, mut rx) = quic_worker();
+    let evil = hello_message(b"evilevi.example");
+    let allowed = hello_message(b"allowed.example");
+    let dcid = b"abcdefgh";
+    let d0 = initial(dcid, 0, &crypto(&evil[..200]));
+    assert_eq!(
+        run(&mut w, 0, INSIDE_IF, &udp(NODE1, 50020, SERVER, 443, &d0)).0,
+        Verdict::Held
+    );
+    // The whole allowed hello at offset 0: its first 200 bytes differ from those received.
+    let d1 = initial(dcid, 1, &crypto(&allowed));
+    let (v, _) = run(&mut w, 0, INSIDE_IF, &udp(NODE1, 50020, SERVER, 443, &d1));
+    assert_eq!(v, Verdict::Drop(DropReason::InspectOverlapMismatch));
+    assert!(drain(&mut w).is_empty(), "nothing reaches the server");
+    assert_eq!(
+        w.counters().drop_count(DropReason::InspectOverlapMismatch),
+        1
+    );
+    assert_eq!(w.counters().drop_count(DropReason::AppDeny), 0);
+    assert_eq!((w.flow_count(), w.inspecting()), (0, 0));
+    let e = rx.pop().unwrap();
+    assert_eq!(
+        (e.action, e.reason, e.app),
+        (
+            Action::Deny,
+            Some(DropReason::InspectOverlapMismatch),
+            Some(AppProto::Quic)
+        )
+    );
+    // An identical resend of CRYPTO bytes is a retransmission: the flow is allowed and every
+    // datagram released in order.
+    let a0 = initial(dcid, 0, &crypto(&allowed[..200]));
+    let a1 = initial(dcid, 1, &crypto(&allowed[..200]));
+    let a2 = initial(dcid, 2, &crypto(&allowed));
+    for d in [&a0, &a1] {
+        let v = run(&mut w, 1, INSIDE_IF, &udp(NODE1, 50021, SERVER, 443, d)).0;
+        assert_eq!(v, Verdict::Held);
+    }
+    assert_eq!(
+        run(&mut w, 1, INSIDE_IF, &udp(NODE1, 50021, SERVER, 443, &a2)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 3);
+    for (f, d) in sent.iter().zip([&a0, &a1, &a2]) {
+        assert_eq!(&udp_payload(f), d);
+    }
+    assert_eq!(w.flow_count(), 1);
+}
+
+#[test]
+fn a_held_datagram_with_a_bad_udp_checksum_is_dropped_not_read() {
+    let (mut w, _rx) = quic_worker();
+    let mut bad = udp(NODE1, 50022, SERVER, 443, ALLOWED);
+    // The UDP checksum (a zero one would mean "none": make sure it is not).
+    let at = 14 + 20 + 6;
+    bad[at] ^= 0x01;
+    if bad[at..at + 2] == [0, 0] {
+        bad[at + 1] = 1;
+    }
+    let v = run(&mut w, 0, INSIDE_IF, &bad).0;
+    assert_eq!(v, Verdict::Drop(DropReason::InspectUnverifiable));
+    assert!(drain(&mut w).is_empty());
+    assert_eq!(w.counters().drop_count(DropReason::InspectUnverifiable), 1);
+    let v = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &udp(NODE1, 50022, SERVER, 443, ALLOWED),
+    )
+    .0;
+    assert_eq!(v, Verdict::Held);
+    assert_eq!(drain(&mut w).len(), 1);
+}

@@ -47,6 +47,9 @@ pub struct Slot {
 pub enum HoldError {
     /// Beyond the per-flow byte budget or segment count.
     Budget,
+    /// Bytes at sequence numbers already held differ from the held ones: the client would show
+    /// the firewall one stream and the server (which keeps the first copy) another.
+    Mismatch,
 }
 
 impl Slot {
@@ -66,20 +69,55 @@ impl Slot {
     }
 
     /// Takes a segment: its payload at `seq` into the stream, its whole frame into the hold.
+    ///
+    /// Bytes at offsets already held must be identical to the held ones (a retransmission):
+    /// if any differ the segment is refused with [`HoldError::Mismatch`] and nothing changes.
+    /// Bytes before the stream start (sequence numbers the SYN used or earlier) are skipped, as
+    /// the server skips them; a segment wholly before it is held without stream bytes. A
+    /// segment that ends past the byte budget is refused with [`HoldError::Budget`].
     pub fn hold_segment(
         &mut self,
         seq: u32,
         payload: &[u8],
         frame: &[u8],
     ) -> Result<(), HoldError> {
-        let off = seq.wrapping_sub(self.isn) as usize;
-        let end = off + payload.len();
-        if end > STREAM_BUDGET || self.held >= MAX_HELD || frame.len() > FRAME_CAP {
+        if self.held >= MAX_HELD || frame.len() > FRAME_CAP || payload.len() > FRAME_CAP {
             return Err(HoldError::Budget);
         }
-        self.data[off..end].copy_from_slice(payload);
+        // Offset from the stream start, signed: sequence space wraps (RFC 9293 3.4).
+        let rel = seq.wrapping_sub(self.isn) as i32;
+        let (off, payload) = if rel < 0 {
+            let skip = rel.unsigned_abs() as usize;
+            (0, payload.get(skip..).unwrap_or(&[]))
+        } else {
+            (rel as usize, payload)
+        };
+        let end = off + payload.len();
+        if end > STREAM_BUDGET {
+            return Err(HoldError::Budget);
+        }
+        if !payload.is_empty() {
+            self.check_overlap(off, payload)?;
+        }
         self.hold_frame(frame)?;
-        self.add_range(off as u32, end as u32);
+        if !payload.is_empty() {
+            // Copying over the held bytes is a no-op now: they are identical.
+            self.data[off..end].copy_from_slice(payload);
+            self.add_range(off as u32, end as u32);
+        }
+        Ok(())
+    }
+
+    /// Whether `payload` at `off` agrees with every byte already held that it overlaps.
+    fn check_overlap(&self, off: usize, payload: &[u8]) -> Result<(), HoldError> {
+        let end = off + payload.len();
+        for &(s, e) in &self.ranges[..self.nranges] {
+            let (s, e) = (s as usize, e as usize);
+            let (o_start, o_end) = (s.max(off), e.min(end));
+            if o_start < o_end && self.data[o_start..o_end] != payload[o_start - off..o_end - off] {
+                return Err(HoldError::Mismatch);
+            }
+        }
         Ok(())
     }
 
@@ -298,6 +336,101 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_bytes_must_match_what_is_held() {
+        let mut s = Slot::new();
+        s.isn = u32::MAX - 1; // the overlap straddles the wrap
+        s.hold_segment(u32::MAX - 1, b"hello", b"f1").unwrap();
+        s.hold_segment((u32::MAX - 1).wrapping_add(9), b"ld!", b"f2")
+            .unwrap();
+        // Overlaps both held ranges and fills the gap between them; the last byte differs.
+        assert_eq!(
+            s.hold_segment((u32::MAX - 1).wrapping_add(3), b"lo worlD", b"f3"),
+            Err(HoldError::Mismatch)
+        );
+        // Refused: nothing changed, neither stream nor hold.
+        assert_eq!(s.stream(), b"hello");
+        assert_eq!(s.held, 2);
+        // The same span with the right bytes fills the gap.
+        s.hold_segment((u32::MAX - 1).wrapping_add(3), b"lo world", b"f3")
+            .unwrap();
+        assert_eq!(s.stream(), b"hello world!");
+        assert_eq!(s.held, 3);
+        // A single changed byte anywhere inside the stream is refused.
+        assert_eq!(
+            s.hold_segment((u32::MAX - 1).wrapping_add(6), b"W", b"f4"),
+            Err(HoldError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn bytes_before_the_stream_start_are_skipped() {
+        let mut s = Slot::new();
+        s.isn = 5;
+        // Three bytes at sequence 2..5 (before the start), then the stream.
+        s.hold_segment(2, b"xyzabc", b"f1").unwrap();
+        assert_eq!(s.stream(), b"abc");
+        // Wholly before the start: held, no stream bytes, nothing compared.
+        s.hold_segment(0, b"qqqqq", b"f2").unwrap();
+        assert_eq!((s.stream(), s.held), (&b"abc"[..], 2));
+        // Sequence numbers 2^31 or more ahead are behind (RFC 9293 comparison): skipped too.
+        s.hold_segment(5u32.wrapping_add(1 << 31), b"zz", b"f3")
+            .unwrap();
+        assert_eq!(s.stream(), b"abc");
+        // What follows the skipped part is compared like any other byte.
+        assert_eq!(s.hold_segment(4, b"-abX", b"f4"), Err(HoldError::Mismatch));
+        s.hold_segment(4, b"-abcd", b"f4").unwrap();
+        assert_eq!(s.stream(), b"abcd");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Against a byte-by-byte model: a segment is taken iff every byte it overlaps is the
+        /// byte already received there; a refused one changes nothing; the stream is the model's
+        /// gap-free prefix. Segments may start before the stream, overlap, and carry changes.
+        #[test]
+        fn holding_agrees_with_a_first_copy_model(
+            isn in proptest::prelude::any::<u32>(),
+            segs in proptest::collection::vec(
+                (-8i32..64, 1usize..24, proptest::option::of((0usize..24, 1u8..=255))),
+                1..MAX_HELD,
+            ),
+        ) {
+            let truth: Vec<u8> = (0..96u8).collect();
+            let mut model: Vec<Option<u8>> = vec![None; 96];
+            let mut s = Slot::new();
+            s.isn = isn;
+            for (rel, len, change) in segs {
+                let mut bytes: Vec<u8> =
+                    (0..len).map(|i| truth[(rel + 8) as usize + i].wrapping_sub(8)).collect();
+                if let Some((at, x)) = change {
+                    let at = at % len;
+                    bytes[at] ^= x;
+                }
+                // Byte k of the segment is at stream offset rel + k (skipped when negative).
+                let placed: Vec<(usize, u8)> = bytes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, &b)| usize::try_from(rel + k as i32).ok().map(|o| (o, b)))
+                    .collect();
+                let conflict = placed.iter().any(|&(o, b)| model[o].is_some_and(|m| m != b));
+                let before = (s.stream().to_vec(), s.held);
+                let r = s.hold_segment(isn.wrapping_add(rel as u32), &bytes, b"frame");
+                if conflict {
+                    proptest::prop_assert_eq!(r, Err(HoldError::Mismatch));
+                    proptest::prop_assert_eq!((s.stream().to_vec(), s.held), before);
+                } else {
+                    proptest::prop_assert_eq!(r, Ok(()));
+                    for (o, b) in placed {
+                        model[o] = Some(b);
+                    }
+                }
+                let prefix: Vec<u8> = model.iter().map_while(|b| *b).collect();
+                proptest::prop_assert_eq!(s.stream(), &prefix[..]);
+            }
+        }
+    }
+
+    #[test]
     fn budgets_are_enforced() {
         let mut s = Slot::new();
         assert_eq!(
@@ -327,6 +460,9 @@ pub enum L7<'a> {
     Unknown,
     /// The name would need more than the per-flow budget.
     OverBudget,
+    /// Bytes resent at a position already held differ from the first copy (TCP sequence
+    /// numbers, QUIC CRYPTO offsets): an evasion attempt.
+    Mismatch(Option<AppProto>),
 }
 
 /// Lower-cases an ASCII name into `buf` and strips one trailing dot. Non-ASCII or over-long
@@ -369,6 +505,7 @@ pub fn classify_quic(r: QuicResult, out: &[u8; 256]) -> L7<'_> {
         QuicResult::NoSni => L7::NoName(AppProto::Quic),
         QuicResult::NeedMore => L7::NeedMore,
         QuicResult::Budget => L7::OverBudget,
+        QuicResult::Mismatch => L7::Mismatch(Some(AppProto::Quic)),
         QuicResult::NotQuic | QuicResult::Malformed(_) => L7::Unknown,
     }
 }

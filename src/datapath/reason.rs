@@ -70,6 +70,12 @@ drop_reasons! {
     NoSni = "no_sni",
     /// The first payload could not be read within the per-flow or global inspection budget.
     InspectBudget = "inspect_budget",
+    /// A held flow resent bytes at sequence numbers (or QUIC CRYPTO offsets) already received,
+    /// with different content: an attempt to show the firewall and the server different names.
+    InspectOverlapMismatch = "inspect_overlap_mismatch",
+    /// A packet of a held flow that the server might not take as the firewall would read it (a
+    /// bad TCP or UDP checksum, an IP fragment): dropped, not held; the flow stays held.
+    InspectUnverifiable = "inspect_unverifiable",
     /// No SNAT port is left on any public address.
     OutOfPorts = "out_of_ports",
     /// The inside host holds its whole per-host port quota.

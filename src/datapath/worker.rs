@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::counters::{bump, Counters, RuleHits, SNAT_PROTOS};
 use super::events::{Action, DecisionEvent, EventSink};
 use super::frag::FragCache;
-use super::inspect::{self, InspectPool, TxQueue, L7};
+use super::inspect::{self, HoldError, InspectPool, TxQueue, L7};
 use super::query::{self, Answer, Inbox, Query, SnatReport, SnatUse};
 use super::route::RouteTable;
 use super::{DropReason, EngineConfig, IfaceId, Nanos, Packet, Verdict};
@@ -883,6 +883,16 @@ impl Worker {
         p: &Parsed,
         idx: u32,
     ) -> Verdict {
+        // The server must take this packet as the hold reads it: otherwise a client could show
+        // the firewall bytes the server discards (a bad checksum, a fragment whose rest only the
+        // server sees) and send others once the flow is released and no longer read.
+        let verified = pkt
+            .buf
+            .get(p.l4..p.end)
+            .is_some_and(|l4| l4_checksum_ok(l4, p));
+        if p.first_frag || !verified {
+            return Verdict::Drop(DropReason::InspectUnverifiable);
+        }
         let f = *self.flows.get(idx);
         let (payload, frame) = (&pkt.buf[p.payload..p.payload_end], &pkt.buf[..pkt.len]);
         let mut lower = [0u8; 256];
@@ -891,10 +901,18 @@ impl Worker {
             let Some(slot) = self.inspect.get_mut(f.rule) else {
                 return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
             };
-            if slot.hold_segment(p.seq, payload, frame).is_err() {
+            // Data on a SYN (TCP Fast Open) starts one past its sequence number and would hold
+            // the handshake itself: not supported on inspected flows, reset as before.
+            if p.tcp_flags & tcp_flags::SYN != 0 {
                 return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
             }
-            inspect::classify(slot.stream(), &mut raw)
+            match slot.hold_segment(p.seq, payload, frame) {
+                Ok(()) => inspect::classify(slot.stream(), &mut raw),
+                Err(HoldError::Budget) => {
+                    return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget)
+                }
+                Err(HoldError::Mismatch) => L7::Mismatch(None),
+            }
         } else {
             // QUIC: the datagram is held whole; its Initials are decrypted as they arrive.
             match self.inspect.hold_datagram(f.rule, frame, payload, &mut raw) {
@@ -930,6 +948,12 @@ impl Worker {
                 "",
             ),
             L7::Unknown => (Decision::Deny { rule: None }, DropReason::AppDeny, None, ""),
+            L7::Mismatch(app) => (
+                Decision::Deny { rule: None },
+                DropReason::InspectOverlapMismatch,
+                app,
+                "",
+            ),
         };
         let mut e = DecisionEvent::new(now, f.orig, Action::Allow).with_name(name);
         e.app = app;
@@ -1403,4 +1427,17 @@ impl super::frag::FragId for Parsed {
             self.proto,
         )
     }
+}
+
+/// Whether the TCP or UDP checksum of the unfragmented segment `l4` verifies (a UDP checksum of
+/// zero means none was sent, which IPv4 receivers accept).
+fn l4_checksum_ok(l4: &[u8], p: &Parsed) -> bool {
+    let Ok(len) = u16::try_from(l4.len()) else {
+        return false;
+    };
+    if p.proto == proto::UDP && l4.get(6..8) == Some(&[0, 0][..]) {
+        return true;
+    }
+    let ps = checksum::pseudo_header(p.src.octets(), p.dst.octets(), p.proto, len);
+    checksum::fold(checksum::sum(l4, ps)) == 0xffff
 }

@@ -60,6 +60,9 @@ pub enum QuicResult {
     NotQuic,
     /// The CRYPTO data does not fit the caller's buffer or range table.
     Budget,
+    /// CRYPTO data differs from what was received at the same offset (RFC 9000 2.2): a client
+    /// showing the firewall one ClientHello and the server another.
+    Mismatch,
     /// It claims to be a QUIC v1 Initial but does not decrypt or parse.
     Malformed(&'static str),
 }
@@ -137,6 +140,7 @@ struct Long {
 enum Fail {
     NotQuic,
     Budget,
+    Mismatch,
     Malformed(&'static str),
 }
 
@@ -252,6 +256,7 @@ impl InitialReader {
             Ok(()) => {}
             Err(Fail::NotQuic) => return QuicResult::NotQuic,
             Err(Fail::Budget) => return QuicResult::Budget,
+            Err(Fail::Mismatch) => return QuicResult::Mismatch,
             Err(Fail::Malformed(m)) => return QuicResult::Malformed(m),
         }
         self.sni(crypto, out)
@@ -463,9 +468,7 @@ impl InitialReader {
             let o_end = e.min(end);
             let o_start = s.max(pos);
             if crypto[o_start..o_end] != data[o_start - start..o_end - start] {
-                return Err(Fail::Malformed(
-                    "CRYPTO data differs from what was received at the same offset",
-                ));
+                return Err(Fail::Mismatch);
             }
             pos = o_end;
         }
