@@ -88,7 +88,10 @@ fn network_rule_follows_the_names_resolution() {
         "inet",
         "python3 -c \"import socket;s=socket.socket(2,2);s.settimeout(2);s.sendto(bytes.fromhex('12340100000100000000000003617069076578616d706c650000010001'),('203.0.113.53',53));print(s.recv(512).hex())\"",
     );
-    assert!(dig.trim().ends_with("cb00710a"), "the lab DNS answers api.example: {dig}");
+    assert!(
+        dig.trim().ends_with("cb00710a"),
+        "the lab DNS answers api.example: {dig}"
+    );
 
     let config = lab.dir.join("dns.toml");
     std::fs::write(&config, CONFIG).expect("write config");
@@ -123,7 +126,8 @@ fn network_rule_follows_the_names_resolution() {
     let (ok, body) = curl(&lab, "203.0.113.10");
     assert!(
         ok && body.contains("peer=203.0.113.1:"),
-        "203.0.113.10 (api.example) is allowed once resolved: {body}"
+        "203.0.113.10 (api.example) is allowed once resolved: {body}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let (ok, body) = curl(&lab, "198.51.100.66");
     assert!(!ok, "198.51.100.66 (other.example) is denied: {body}");
@@ -160,7 +164,9 @@ fn network_rule_follows_the_names_resolution() {
     std::fs::write(&zone, "").expect("zone");
     let text = wait_log(&log, "did not resolve (NXDOMAIN)", Duration::from_secs(10));
     assert!(
-        text.contains("api.example did not resolve (NXDOMAIN); keeping its last addresses 198.51.100.66"),
+        text.contains(
+            "api.example did not resolve (NXDOMAIN); keeping its last addresses 198.51.100.66"
+        ),
         "{text}"
     );
     let (ok, body) = curl(&lab, "198.51.100.66");
@@ -177,8 +183,9 @@ fn network_rule_follows_the_names_resolution() {
         "{dns_log}"
     );
     assert!(
-        !dns_log.lines().any(|l| l.contains("peer=203.0.113.1:")
-            && !l.contains("peer=203.0.113.1:1023")),
+        !dns_log
+            .lines()
+            .any(|l| l.contains("peer=203.0.113.1:") && !l.contains("peer=203.0.113.1:1023")),
         "every query used port 1023: {dns_log}"
     );
 }

@@ -344,12 +344,7 @@ pub fn run_from_file(
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
     if let Some(r) = resolver {
-        threads.push(super::dns::spawn(
-            live.clone(),
-            r,
-            dns,
-            mgmt_stop.clone(),
-        )?);
+        threads.push(super::dns::spawn(live.clone(), r, dns, mgmt_stop.clone())?);
     }
     threads.push(super::reload::spawn(live, hup, mgmt_stop.clone())?);
     let rings: super::decision_log::Rings = Arc::default();

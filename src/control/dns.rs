@@ -350,7 +350,10 @@ mod tests {
         assert_eq!(changed.len(), 2);
         assert_eq!(
             changed["big.example"],
-            [Ipv4Addr::new(203, 0, 113, 11), Ipv4Addr::new(203, 0, 113, 12)]
+            [
+                Ipv4Addr::new(203, 0, 113, 11),
+                Ipv4Addr::new(203, 0, 113, 12)
+            ]
         );
         // TTL 2 s is raised to the 5 s minimum; 100000 s is capped at 300 s.
         assert_eq!(next, t0 + Duration::from_secs(5));
@@ -395,6 +398,10 @@ mod tests {
             Some(vec![Ipv4Addr::new(203, 0, 113, 10)])
         );
         assert_eq!(table["new.example"].addrs, None);
-        assert_eq!(next, t0 + Duration::from_secs(5), "retried after min_refresh");
+        assert_eq!(
+            next,
+            t0 + Duration::from_secs(5),
+            "retried after min_refresh"
+        );
     }
 }

@@ -71,7 +71,10 @@ impl LiveConfig {
             .filter_map(|n| map.get(n).map(|a| (n.clone(), a.clone())))
             .collect();
         let fa = &l.fqdn_addresses;
-        l.policy = Arc::new(l.policy.with_resolved(|n| fa.get(n).cloned().unwrap_or_default()));
+        l.policy = Arc::new(
+            l.policy
+                .with_resolved(|n| fa.get(n).cloned().unwrap_or_default()),
+        );
         l
     }
 
@@ -122,7 +125,9 @@ impl LiveConfig {
                     notes.push("interface, route, SNAT or inside-prefix settings changed: they need a restart and were left as they run");
                 }
                 if l.dns != self.running_dns {
-                    notes.push("[dns] settings changed: they need a restart and were left as they run");
+                    notes.push(
+                        "[dns] settings changed: they need a restart and were left as they run",
+                    );
                 }
                 self.cell.publish(l.policy.clone());
                 let mut msg = format!(

@@ -369,7 +369,14 @@ mod tests {
             Err(DnsError::BufferTooSmall)
         );
         let mut b = [0u8; 512];
-        for bad in ["", ".", "a..b", "a b", &"x".repeat(64), &format!("{}a", "a.".repeat(127))] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a b",
+            &"x".repeat(64),
+            &format!("{}a", "a.".repeat(127)),
+        ] {
             assert_eq!(write_query(&mut b, 1, bad), Err(DnsError::BadName), "{bad}");
         }
     }
