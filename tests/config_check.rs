@@ -296,12 +296,12 @@ fn unresolved_destination_fqdns_warn() {
     // With a resolver configured, no warning.
     let with_dns = format!("[dns]\nservers = [\"203.0.113.53\"]\n{t}");
     let d = diags(&with_dns);
-    assert!(
-        d.iter().all(|x| !x.contains("destination_fqdns")),
-        "{d:#?}"
-    );
+    assert!(d.iter().all(|x| !x.contains("destination_fqdns")), "{d:#?}");
     let l = load_str(&format!("{HEAD}{with_dns}"), "t.toml").unwrap();
-    assert_eq!(l.dns.servers, ["203.0.113.53".parse::<std::net::Ipv4Addr>().unwrap()]);
+    assert_eq!(
+        l.dns.servers,
+        ["203.0.113.53".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
     assert_eq!(l.dns.source_port, 1023);
     assert_eq!(l.dns.min_refresh, std::time::Duration::from_secs(5));
     assert_eq!(l.dns.max_refresh, std::time::Duration::from_secs(300));
@@ -324,7 +324,10 @@ fn dns_settings_errors() {
     }
     // Bounds inverted; the default port inside a widened SNAT range.
     let t = "[dns]\nservers = [\"203.0.113.53\"]\nmin_refresh = 60\nmax_refresh = 30\n";
-    has(t, "t.toml:17:15: error: dns.min_refresh (60 s) is greater than dns.max_refresh (30 s)");
+    has(
+        t,
+        "t.toml:17:15: error: dns.min_refresh (60 s) is greater than dns.max_refresh (30 s)",
+    );
     let head = HEAD.replace("[snat]\n", "[snat]\nports = \"1000-65535\"\n");
     let text = format!("{head}[dns]\nservers = [\"203.0.113.53\"]\n");
     let e = load_str(&text, "t.toml").unwrap_err();
