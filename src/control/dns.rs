@@ -185,10 +185,15 @@ fn refresh(
     table: &mut BTreeMap<String, Entry>,
     settings: &DnsSettings,
     now: Instant,
+    stop: &AtomicBool,
 ) -> (BTreeMap<String, Vec<Ipv4Addr>>, Instant) {
     table.retain(|k, _| names.contains(k));
     let mut changed = BTreeMap::new();
     for n in names {
+        // A pass can wait one timeout per name and server: let shutdown cut it short.
+        if stop.load(Relaxed) {
+            break;
+        }
         let e = table.entry(n.clone()).or_insert(Entry {
             addrs: None,
             due: now,
@@ -261,7 +266,7 @@ pub fn spawn(
                 let names = live.loaded().policy.destination_names();
                 let now = Instant::now();
                 if now >= next || names != names_seen {
-                    let (changed, n) = refresh(&mut res, &names, &mut table, &settings, now);
+                    let (changed, n) = refresh(&mut res, &names, &mut table, &settings, now, &stop);
                     next = n;
                     names_seen = names;
                     if !changed.is_empty() {
@@ -346,7 +351,7 @@ mod tests {
         let mut table = BTreeMap::new();
         let t0 = Instant::now();
         let s = settings();
-        let (changed, next) = refresh(&mut r, &names, &mut table, &s, t0);
+        let (changed, next) = refresh(&mut r, &names, &mut table, &s, t0, &AtomicBool::new(false));
         assert_eq!(changed.len(), 2);
         assert_eq!(
             changed["big.example"],
@@ -359,10 +364,24 @@ mod tests {
         assert_eq!(next, t0 + Duration::from_secs(5));
         assert_eq!(table["big.example"].due, t0 + Duration::from_secs(300));
         // Nothing due: no query, nothing changed.
-        let (changed, _) = refresh(&mut r, &names, &mut table, &s, t0 + Duration::from_secs(1));
+        let (changed, _) = refresh(
+            &mut r,
+            &names,
+            &mut table,
+            &s,
+            t0 + Duration::from_secs(1),
+            &AtomicBool::new(false),
+        );
         assert!(changed.is_empty());
         // Due again, same answer: nothing changed.
-        let (changed, _) = refresh(&mut r, &names, &mut table, &s, t0 + Duration::from_secs(6));
+        let (changed, _) = refresh(
+            &mut r,
+            &names,
+            &mut table,
+            &s,
+            t0 + Duration::from_secs(6),
+            &AtomicBool::new(false),
+        );
         assert!(changed.is_empty());
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
         sock.send_to(&quit(), addr).ok();
@@ -391,7 +410,14 @@ mod tests {
                 due: t0,
             },
         );
-        let (changed, next) = refresh(&mut r, &names, &mut table, &settings(), t0);
+        let (changed, next) = refresh(
+            &mut r,
+            &names,
+            &mut table,
+            &settings(),
+            t0,
+            &AtomicBool::new(false),
+        );
         assert!(changed.is_empty(), "a timeout changes no address set");
         assert_eq!(
             table["api.example"].addrs,
