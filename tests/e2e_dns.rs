@@ -54,6 +54,22 @@ priority = 100
     destination_ports = ["80"]
 "#;
 
+/// Holds an HTTP request to 203.0.113.10 open for 4 s, then finishes it.
+const HALF_REQUEST_PY: &str = r#"
+import socket, time
+s = socket.create_connection(("203.0.113.10", 80), timeout=5)
+s.send(b"GET / HTTP/1.1\r\nHost: lab\r\n")
+time.sleep(4)
+try:
+    s.send(b"\r\n")
+    r = s.recv(100)
+    print("ANSWERED" if r else "CLOSED")
+except ConnectionResetError:
+    print("RESET")
+except OSError as e:
+    print("ERROR", e)
+"#;
+
 fn wait_log(path: &std::path::Path, needle: &str, timeout: Duration) -> String {
     let t0 = Instant::now();
     loop {
@@ -140,17 +156,47 @@ fn network_rule_follows_the_names_resolution() {
     assert!(why.contains("decision: allow"), "{why}");
     assert!(why.contains("api.example -> 203.0.113.10"), "{why}");
 
+    // A connection to 203.0.113.10 is open while api.example gains a second address: the
+    // recompiled policy still allows it, so it keeps going.
+    let script = lab.dir.join("half.py");
+    std::fs::write(&script, HALF_REQUEST_PY).expect("script");
+    let half_log = lab.dir.join("half.log");
+    lab.spawn(
+        "half",
+        "node2",
+        &["python3", "-u", &script.to_string_lossy()],
+        &half_log,
+    )
+    .expect("half request");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(
+        &zone,
+        "api.example 203.0.113.10 2\napi.example 198.51.100.66 2\n",
+    )
+    .expect("zone");
+    let both = "tollgate: dns: api.example -> 198.51.100.66, 203.0.113.10";
+    let text = wait_log(&log, both, Duration::from_secs(10));
+    assert!(text.contains(both), "{text}");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&half_log)
+        .unwrap_or_default()
+        .contains('\n')
+        && t0.elapsed() < Duration::from_secs(8)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let half = std::fs::read_to_string(&half_log).unwrap_or_default();
+    assert_eq!(
+        half.trim(),
+        "ANSWERED",
+        "an established flow still allowed survives the recompile"
+    );
+
     // The zone moves api.example; after its TTL the rule follows.
     std::fs::write(&zone, "api.example 198.51.100.66 2\n").expect("zone");
-    let text = wait_log(
-        &log,
-        "tollgate: dns: api.example -> 198.51.100.66",
-        Duration::from_secs(10),
-    );
-    assert!(
-        text.contains("tollgate: dns: api.example -> 198.51.100.66"),
-        "{text}"
-    );
+    let moved = "tollgate: dns: api.example -> 198.51.100.66 (refresh";
+    let text = wait_log(&log, moved, Duration::from_secs(10));
+    assert!(text.contains(moved), "{text}");
     std::thread::sleep(Duration::from_millis(300));
     let (ok, body) = curl(&lab, "198.51.100.66");
     assert!(
