@@ -10,7 +10,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 # An explicit --target keeps these flags off build scripts and proc macros.
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release --quiet --target "$triple"
-mkdir -p artifacts corpus/process corpus/l7 corpus/quic
+mkdir -p artifacts corpus/process corpus/l7 corpus/quic corpus/dns
 cp ../tests/fixtures/clienthello_*.bin corpus/l7/ 2>/dev/null || true
 # QUIC seeds: real Initials as raw datagrams (mode 0), and the RFC 9001 CRYPTO frame to be
 # sealed (mode 1, one chunk: length << 1, then the frames).
@@ -20,7 +20,7 @@ done
 frame=../tests/fixtures/rfc9001_a2_crypto_frame.bin
 n=$(( $(wc -c < "$frame") << 1 ))
 { printf '\001'; printf "\\$(printf %03o $((n >> 8)))\\$(printf %03o $((n & 255)))"; cat "$frame"; } > corpus/quic/rfc9001_crypto_frame
-targets="${FUZZ_TARGETS:-process l7 quic}"
+targets="${FUZZ_TARGETS:-process l7 quic dns}"
 for t in $targets; do
   echo "== $t (${secs}s)"
   ./target/"$triple"/release/$t -max_total_time="$secs" -artifact_prefix=artifacts/ corpus/$t 2>&1 | tail -n 3

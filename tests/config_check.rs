@@ -292,7 +292,64 @@ fn shadowed_rule_and_overlap_warnings() {
 #[test]
 fn unresolved_destination_fqdns_warn() {
     let t = net_rule("    sources = [\"*\"]\n    destination_fqdns = [\"ntp.ubuntu.com\"]\n    protocols = [\"udp\"]\n    destination_ports = [\"123\"]\n");
-    has(&t, "t.toml:23:12: warning: rule \"r\" uses destination_fqdns, which are not resolved yet (DNS comes later): the rule matches only its IP destinations");
+    has(&t, "t.toml:23:12: warning: rule \"r\" uses destination_fqdns, but no [dns] servers are configured: the names are never resolved and the rule matches only its IP destinations");
+    // With a resolver configured, no warning.
+    let with_dns = format!("[dns]\nservers = [\"203.0.113.53\"]\n{t}");
+    let d = diags(&with_dns);
+    assert!(d.iter().all(|x| !x.contains("destination_fqdns")), "{d:#?}");
+    let l = load_str(&format!("{HEAD}{with_dns}"), "t.toml").unwrap();
+    assert_eq!(
+        l.dns.servers,
+        ["203.0.113.53".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    assert_eq!(l.dns.source_port, 1023);
+    assert_eq!(l.dns.min_refresh, std::time::Duration::from_secs(5));
+    assert_eq!(l.dns.max_refresh, std::time::Duration::from_secs(300));
+    assert_eq!(l.policy.destination_names(), ["ntp.ubuntu.com"]);
+}
+
+#[test]
+fn dns_settings_errors() {
+    // [dns] starts on line 14.
+    let t = "[dns]\nservers = [\"203.0.113.53\", \"nope\"]\nmin_refresh = 0\nmax_refresh = 90000\nsource_port = 2000\nretries = 3\n";
+    let d = diags(t);
+    for want in [
+        "t.toml:15:28: error: dns.servers: \"nope\" is not an IPv4 unicast address (port 53 is implied)",
+        "t.toml:16:15: error: dns.min_refresh 0 is out of range (1-86400 seconds)",
+        "t.toml:17:15: error: dns.max_refresh 90000 is out of range (1-86400 seconds)",
+        "t.toml:18:15: error: dns.source_port 2000 is inside the SNAT port range 1024-65535: a SNAT mapping could take it and the resolver's answers would not reach the kernel; pick a port outside the range",
+        "t.toml:19:1: error: unknown key \"retries\" in [dns]; expected one of: servers, min_refresh, max_refresh, source_port",
+    ] {
+        assert!(d.iter().any(|x| x == want), "want {want}\n got {d:#?}");
+    }
+    // Bounds inverted; the default port inside a widened SNAT range.
+    let t = "[dns]\nservers = [\"203.0.113.53\"]\nmin_refresh = 60\nmax_refresh = 30\n";
+    has(
+        t,
+        "t.toml:17:15: error: dns.min_refresh (60 s) is greater than dns.max_refresh (30 s)",
+    );
+    let head = HEAD.replace("[snat]\n", "[snat]\nports = \"1000-65535\"\n");
+    let text = format!("{head}[dns]\nservers = [\"203.0.113.53\"]\n");
+    let e = load_str(&text, "t.toml").unwrap_err();
+    assert!(
+        e.errors().iter().any(|d| d.message.starts_with("dns.source_port 1023 (the default; set dns.source_port) is inside the SNAT port range 1000-65535")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn dns_source_port_clear_of_udp_dnat() {
+    let t = format!(
+        "[dns]\nservers = [\"203.0.113.53\"]\nsource_port = 999\n{}",
+        net_rule("    sources = [\"*\"]\n    destinations = [\"203.0.113.1\"]\n    protocols = [\"udp\"]\n    destination_ports = [\"990-1000\"]\n    translated_address = \"198.18.0.20\"\n").replace("kind = \"network\"", "kind = \"dnat\"")
+    );
+    has(&t, "t.toml:16:15: error: dns.source_port 999 is a UDP port of the DNAT rule \"r\": its answers would be translated inside");
+}
+
+#[test]
+fn wildcard_destination_fqdn_is_an_error() {
+    let t = net_rule("    sources = [\"*\"]\n    destination_fqdns = [\"*.example.com\"]\n    protocols = [\"tcp\"]\n    destination_ports = [\"80\"]\n");
+    has(&t, "t.toml:25:26: error: destination FQDN \"*.example.com\": network rules name exact host names (the appliance resolves them); wildcards belong in application rules");
 }
 
 #[test]

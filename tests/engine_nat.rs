@@ -833,3 +833,43 @@ fn workers_own_disjoint_port_slices_and_steer_returns() {
         Some(0)
     );
 }
+
+#[test]
+fn resolver_answers_on_its_port_are_left_to_the_kernel() {
+    // The control plane's resolver queries from the SNAT address on a fixed port outside the
+    // SNAT range (1023 by default): its answers are the kernel's on every worker, even with
+    // SNAT flows open toward the same DNS server.
+    for n in [1usize, 2, 4] {
+        for i in 0..n {
+            let mut w = Worker::new(
+                Arc::new(lab_config()),
+                Arc::new(PermissiveTestPolicy),
+                i,
+                n,
+                7,
+            );
+            let (v, out) = run(&mut w, 0, INSIDE_IF, &udp(NODE1, 5353, SERVER, 53, b"q"));
+            assert!(
+                matches!(
+                    v,
+                    Verdict::Forward {
+                        tx_if: OUTSIDE_IF,
+                        ..
+                    }
+                ),
+                "inside hosts' own DNS is SNATed: {v:?}"
+            );
+            let (_, sport, _, _) = tuple(&out);
+            assert!((1024..=65535).contains(&sport));
+            let (v, _) = run(
+                &mut w,
+                NS,
+                OUTSIDE_IF,
+                &udp(SERVER, 53, PUBLIC, 1023, b"answer"),
+            );
+            assert_eq!(v, Verdict::Local, "worker {i}/{n}");
+            assert_eq!(w.flow_count(), 1, "no flow for the resolver's answer");
+            assert_eq!(w.counters().drop_count(DropReason::Unsolicited), 0);
+        }
+    }
+}

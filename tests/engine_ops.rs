@@ -238,3 +238,22 @@ fn a_published_policy_is_adopted_at_the_next_housekeeping() {
         "new flows meet the new policy"
     );
 }
+
+#[test]
+fn a_policy_published_before_the_worker_follows_is_adopted_at_once() {
+    // The resolver can publish (resolved destination FQDNs) before the workers start.
+    use tollgate::datapath::updates::PolicyCell;
+    let cell = PolicyCell::new(Arc::new(PermissiveTestPolicy));
+    cell.publish(Arc::new(DenyingTestPolicy));
+    let mut w = worker(lab_config());
+    w.follow_policy(cell.clone());
+    let (v, _) = run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, "198.51.100.66", 443, "S", b""),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::RuleDeny));
+    w.housekeeping(NS, 8);
+    assert_eq!(w.last_reload_cut, 0, "adopted once, not again");
+}

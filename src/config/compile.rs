@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 
 use super::schema::{Raw, RawCollection, RawRule, TagFile, S};
-use super::{ConfigErrors, Diagnostic, LineIndex, Loaded, Severity};
+use super::{ConfigErrors, Diagnostic, DnsSettings, LineIndex, Loaded, Severity};
 use crate::conntrack::Timeouts;
 use crate::datapath::{EngineConfig, Iface, IfaceRole, Route};
 use crate::nat::{MappingMode, NatConfig};
@@ -457,7 +457,8 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
     }
     // ---- rules
     let rules = build_rules(ctx, &raw, &groups, &nat.public_addrs);
-    analyze(ctx, &rules);
+    let dns = dns_settings(ctx, &raw.dns, &nat, &rules);
+    analyze(ctx, &rules, !dns.servers.is_empty());
     let specs: Vec<RuleSpec> = rules.into_iter().map(|r| r.spec).collect();
     if !ctx.errors.is_empty() {
         return None;
@@ -480,8 +481,113 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         management: management?,
         admin_socket: admin_socket?,
         decision_log: raw.appliance.decision_log.unwrap_or(true),
+        dns,
+        fqdn_addresses: BTreeMap::new(),
         warnings: Vec::new(),
     })
+}
+
+/// `[dns]`: servers, refresh bounds and the resolver's source port, which must stay clear of
+/// the SNAT port range and of every UDP DNAT port (either would take the resolver's answers).
+fn dns_settings(
+    ctx: &mut Ctx,
+    d: &super::schema::RawDns,
+    nat: &crate::nat::NatConfig,
+    rules: &[RuleOut],
+) -> DnsSettings {
+    let mut out = DnsSettings::default();
+    for s in &d.servers {
+        match s.get_ref().trim().parse::<Ipv4Addr>() {
+            Ok(a) if !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast() => {
+                out.servers.push(a)
+            }
+            _ => ctx.err(
+                s.span(),
+                format!(
+                    "dns.servers: \"{}\" is not an IPv4 unicast address (port 53 is implied)",
+                    s.get_ref()
+                ),
+            ),
+        }
+    }
+    let mut secs = |v: &Option<S<i64>>, key: &str, dflt: u64| -> u64 {
+        match v {
+            Some(v) if (1..=86_400).contains(v.get_ref()) => *v.get_ref() as u64,
+            Some(v) => {
+                ctx.err(
+                    v.span(),
+                    format!(
+                        "dns.{key} {} is out of range (1-86400 seconds)",
+                        v.get_ref()
+                    ),
+                );
+                dflt
+            }
+            None => dflt,
+        }
+    };
+    let min = secs(&d.min_refresh, "min_refresh", 5);
+    let max = secs(&d.max_refresh, "max_refresh", 300);
+    if min > max {
+        let sp = d
+            .max_refresh
+            .as_ref()
+            .or(d.min_refresh.as_ref())
+            .map_or(0..0, |v| v.span());
+        ctx.err(
+            sp,
+            format!("dns.min_refresh ({min} s) is greater than dns.max_refresh ({max} s)"),
+        );
+    }
+    out.min_refresh = std::time::Duration::from_secs(min);
+    out.max_refresh = std::time::Duration::from_secs(max.max(min));
+    let span = d.source_port.as_ref().map_or(0..0, |p| p.span());
+    match &d.source_port {
+        Some(p) if !(1..=65535).contains(p.get_ref()) => {
+            ctx.err(
+                p.span(),
+                format!("dns.source_port {} is out of range (1-65535)", p.get_ref()),
+            );
+            return out;
+        }
+        Some(p) => out.source_port = *p.get_ref() as u16,
+        None => {}
+    }
+    if out.servers.is_empty() {
+        // No resolver runs: the port is not used.
+        return out;
+    }
+    let port = out.source_port;
+    let named = if d.source_port.is_some() {
+        ""
+    } else {
+        " (the default; set dns.source_port)"
+    };
+    if (nat.port_min..=nat.port_max).contains(&port) {
+        ctx.err(
+            span.clone(),
+            format!(
+                "dns.source_port {port}{named} is inside the SNAT port range {}-{}: a SNAT mapping could take it and the resolver's answers would not reach the kernel; pick a port outside the range",
+                nat.port_min, nat.port_max
+            ),
+        );
+    }
+    for r in rules {
+        let s = &r.spec;
+        if s.kind == RuleKind::Dnat
+            && s.protocols.udp
+            && s.ports.iter().any(|&(lo, hi)| lo <= port && port <= hi)
+        {
+            ctx.err(
+                span.clone(),
+                format!(
+                    "dns.source_port {port}{named} is a UDP port of the DNAT rule \"{}\": its answers would be translated inside",
+                    s.name
+                ),
+            );
+        }
+    }
+    out
 }
 
 fn build_rules(
@@ -619,7 +725,11 @@ fn collection(
                 l4_rule(ctx, r, &mut spec);
                 for f in &r.destination_fqdns {
                     match FqdnPattern::parse(f.get_ref()) {
-                        Ok(p) => spec.destination_fqdns.push(p),
+                        Ok(p @ FqdnPattern::Exact(_)) => spec.destination_fqdns.push(p),
+                        Ok(_) => ctx.err(
+                            f.span(),
+                            format!("destination FQDN \"{}\": network rules name exact host names (the appliance resolves them); wildcards belong in application rules", f.get_ref()),
+                        ),
                         Err(e) => ctx.err(
                             f.span(),
                             format!("destination FQDN \"{}\": {e}", f.get_ref()),
@@ -923,7 +1033,7 @@ fn hull(nets: &[Ipv4Net]) -> (u32, u32) {
     })
 }
 
-fn analyze(ctx: &mut Ctx, rules: &[RuleOut]) {
+fn analyze(ctx: &mut Ctx, rules: &[RuleOut], resolver: bool) {
     // Application rules have no destinations: their hull is the whole space.
     let hulls: Vec<((u32, u32), (u32, u32))> = rules
         .iter()
@@ -938,11 +1048,11 @@ fn analyze(ctx: &mut Ctx, rules: &[RuleOut]) {
         .collect();
     for (i, b) in rules.iter().enumerate() {
         let spec = &b.spec;
-        if !spec.destination_fqdns.is_empty() {
+        if !spec.destination_fqdns.is_empty() && !resolver {
             ctx.warn(
                 b.name_span.clone(),
                 format!(
-                    "rule \"{}\" uses destination_fqdns, which are not resolved yet (DNS comes later): the rule matches only its IP destinations",
+                    "rule \"{}\" uses destination_fqdns, but no [dns] servers are configured: the names are never resolved and the rule matches only its IP destinations",
                     spec.name
                 ),
             );

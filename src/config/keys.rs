@@ -14,7 +14,9 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "conntrack",
             "ip_groups",
             "group",
+            "dns",
         ],
+        "dns" => &["servers", "min_refresh", "max_refresh", "source_port"],
         "appliance" => &[
             "inside_prefixes",
             "icmp_source",

@@ -31,9 +31,41 @@ pub struct Loaded {
     pub admin_socket: Option<std::path::PathBuf>,
     /// Whether decision logs are written (JSON lines on stdout).
     pub decision_log: bool,
+    /// The resolver of network rules' destination FQDNs (`[dns]`).
+    pub dns: DnsSettings,
+    /// What each destination FQDN last resolved to, as compiled into `policy` (filled by the
+    /// control plane's resolver; a name absent here was never resolved).
+    pub fqdn_addresses: std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
     /// Problems that do not stop the load (shadowed rules, overlapping prefixes, unresolved
     /// FQDNs).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// `[dns]`: where and how often the control plane resolves network rules' destination FQDNs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// DNS servers (port 53); empty: destination FQDNs are never resolved.
+    pub servers: Vec<std::net::Ipv4Addr>,
+    /// Bounds on the refresh interval; an answer's TTL is clamped into them.
+    pub min_refresh: std::time::Duration,
+    pub max_refresh: std::time::Duration,
+    /// The resolver's fixed UDP source port: outside the SNAT port range, so answers reach the
+    /// kernel socket (the nftables table and the workers leave such ports to the kernel).
+    pub source_port: u16,
+}
+
+/// Default resolver source port: just below the default SNAT range (1024-65535).
+pub const DEFAULT_DNS_SOURCE_PORT: u16 = 1023;
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            min_refresh: std::time::Duration::from_secs(5),
+            max_refresh: std::time::Duration::from_secs(300),
+            source_port: DEFAULT_DNS_SOURCE_PORT,
+        }
+    }
 }
 
 /// How bad a diagnostic is.

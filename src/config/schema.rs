@@ -27,6 +27,18 @@ pub struct Raw {
     pub ip_groups: BTreeMap<String, Vec<S<String>>>,
     #[serde(default)]
     pub group: Vec<RawGroup>,
+    #[serde(default)]
+    pub dns: RawDns,
+}
+
+/// `[dns]`: the resolver of network rules' destination FQDNs.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDns {
+    #[serde(default)]
+    pub servers: Vec<S<String>>,
+    pub min_refresh: Option<S<i64>>,
+    pub max_refresh: Option<S<i64>>,
+    pub source_port: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

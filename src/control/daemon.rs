@@ -294,6 +294,22 @@ pub fn run_from_file(
     );
     let mgmt_stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    // The resolver's port may be below 1024: bind it while capabilities are held.
+    let dns = loaded.full.dns.clone();
+    let resolver = if !dns.servers.is_empty() {
+        match super::dns::Resolver::bind(&dns) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!(
+                    "tollgate: warning: no resolver on UDP port {}: {e}; destination FQDNs stay unresolved",
+                    dns.source_port
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     // Control threads keep no capability: what they need (sockets) is bound before they start.
     crate::io::caps::control_threads_drop(opts.drop_caps);
     match super::mgmt::spawn(loaded.management, registry.clone(), mgmt_stop.clone()) {
@@ -327,6 +343,9 @@ pub fn run_from_file(
     }
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+    if let Some(r) = resolver {
+        threads.push(super::dns::spawn(live.clone(), r, dns, mgmt_stop.clone())?);
+    }
     threads.push(super::reload::spawn(live, hup, mgmt_stop.clone())?);
     let rings: super::decision_log::Rings = Arc::default();
     if decision_log {

@@ -48,10 +48,44 @@ fn proto_name(p: u8) -> String {
 }
 
 fn rule_name(l: &Loaded, id: RuleId) -> String {
-    match l.policy.describe(id) {
+    let mut s = match l.policy.describe(id) {
         Some(r) => format!("{}/{}/{} ({} rule)", r.group, r.collection, r.rule, r.kind),
         None => format!("#{id}"),
+    };
+    if let Some(r) = l.policy.rule(id) {
+        s.push_str(&fqdn_note(l, r));
     }
+    s
+}
+
+/// What a rule's destination FQDNs resolved to: `[destination_fqdns: a.example -> 1.2.3.4;
+/// b.example unresolved]`, or nothing for a rule without them.
+fn fqdn_note(l: &Loaded, r: &RuleSpec) -> String {
+    if r.destination_fqdns.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = r
+        .destination_fqdns
+        .iter()
+        .map(|f| {
+            let n = match f {
+                crate::policy::FqdnPattern::Exact(n) => n.as_str(),
+                _ => "*",
+            };
+            match l.fqdn_addresses.get(n) {
+                Some(a) if !a.is_empty() => format!(
+                    "{n} -> {}",
+                    a.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ if l.dns.servers.is_empty() => format!("{n} unresolved (no [dns] servers)"),
+                _ => format!("{n} unresolved (matches nothing)"),
+            }
+        })
+        .collect();
+    format!(" [destination_fqdns: {}]", parts.join("; "))
 }
 
 /// The explanation text of a flow.

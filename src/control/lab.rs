@@ -172,7 +172,12 @@ impl Lab {
         self.ip("app", &["link", "set", "tg-in", "up"])?;
         self.ip("app", &["link", "set", "tg-out", "up"])?;
         self.ip("app", &["route", "add", "default", "via", "203.0.113.254"])?;
-        for a in ["203.0.113.10/24", "203.0.113.254/24", "198.51.100.66/24"] {
+        for a in [
+            "203.0.113.10/24",
+            "203.0.113.254/24",
+            "198.51.100.66/24",
+            "203.0.113.53/24",
+        ] {
             self.ip("inet", &["addr", "add", a, "dev", "eth0"])?;
         }
         self.ip("inet", &["link", "set", "eth0", "up"])?;
@@ -261,6 +266,22 @@ impl Lab {
         self.spawn("inet-servers", "inet", &["python3", "-u", &s], &log)?;
         let log = self.dir.join("srv-servers.log");
         self.spawn("srv-servers", "srv", &["python3", "-u", &s], &log)?;
+        let zone = self.dns_zone_path();
+        fs::write(&zone, DNS_ZONE)?;
+        let dns = self.dir.join("dns.py");
+        fs::write(&dns, DNS_PY)?;
+        let log = self.dir.join("dns.log");
+        self.spawn(
+            "dns",
+            "inet",
+            &[
+                "python3",
+                "-u",
+                &dns.to_string_lossy(),
+                &zone.to_string_lossy(),
+            ],
+            &log,
+        )?;
         if which("iperf3") {
             let log = self.dir.join("iperf3.log");
             self.spawn("iperf3", "inet", &["iperf3", "-s", "-p", "5201"], &log)?;
@@ -322,6 +343,12 @@ impl Lab {
             cmd: "lab servers".into(),
             stderr: "HTTP servers did not answer within 5 s".into(),
         })
+    }
+
+    /// The zone file the lab's DNS server (203.0.113.53:53 in `inet`) answers from: one
+    /// `name address ttl` per line, re-read on every query, so a test can change it.
+    pub fn dns_zone_path(&self) -> PathBuf {
+        self.dir.join("dns-zone.txt")
     }
 
     /// Lets the kernels resolve each other's MACs before the appliance starts.
@@ -784,6 +811,63 @@ pub fn operator_checks(lab: &Lab, exe: &Path) -> Vec<Check> {
     });
     v
 }
+
+/// The lab's initial DNS zone.
+pub const DNS_ZONE: &str = "api.example 203.0.113.10 5\nother.example 198.51.100.66 5\n";
+
+/// The lab's DNS server: UDP 203.0.113.53:53, A/IN queries answered from the zone file given
+/// as argument (re-read per query), NXDOMAIN for other names, NOTIMP for anything else.
+pub const DNS_PY: &str = r#"
+import socket, struct, sys
+
+zone_path = sys.argv[1]
+
+def zone():
+    z = {}
+    try:
+        for line in open(zone_path):
+            f = line.split()
+            if len(f) == 3:
+                z.setdefault(f[0].lower().rstrip("."), []).append((socket.inet_aton(f[1]), int(f[2])))
+    except OSError:
+        pass
+    return z
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("203.0.113.53", 53))
+while True:
+    q, peer = s.recvfrom(512)
+    if len(q) < 12:
+        continue
+    qid, flags, qd = struct.unpack("!HHH", q[:6])
+    at, labels = 12, []
+    try:
+        while q[at]:
+            labels.append(q[at + 1:at + 1 + q[at]].decode("ascii"))
+            at += 1 + q[at]
+        qtype, qclass = struct.unpack("!HH", q[at + 1:at + 5])
+    except (IndexError, struct.error, UnicodeDecodeError):
+        continue
+    question = q[12:at + 5]
+    name = ".".join(labels).lower()
+    rd = flags & 0x0100
+    answers = b""
+    if qd != 1 or qclass != 1:
+        rcode, n = 4, 0
+    else:
+        recs = zone().get(name)
+        if recs is None:
+            rcode, n = 3, 0
+        else:
+            rcode, n = 0, 0
+            if qtype == 1:
+                for addr, ttl in recs:
+                    answers += struct.pack("!HHHIH", 0xC00C, 1, 1, ttl, 4) + addr
+                    n += 1
+    hdr = struct.pack("!HHHHHH", qid, 0x8400 | rd | 0x0080 | rcode, 1, n, 0, 0)
+    s.sendto(hdr + question + answers, peer)
+    sys.stderr.write("dns peer=%s:%d name=%s rcode=%d answers=%d\n" % (peer[0], peer[1], name, rcode, n))
+"#;
 
 /// Servers for the lab: HTTP on :80 and :8080 answering `peer=<ip>:<port>` (the address the
 /// server saw) and UDP echo on :7 answering the same.

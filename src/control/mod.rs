@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod daemon;
 pub mod decision_log;
+pub mod dns;
 pub mod explain;
 pub mod host;
 pub mod lab;

@@ -6,6 +6,8 @@
 //! Settings that cannot change live (interfaces, routes, SNAT pool, inside prefixes) are
 //! reported as needing a restart and left as they run.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -23,9 +25,12 @@ use crate::datapath::EngineConfig;
 pub struct LiveConfig {
     pub path: PathBuf,
     running: EngineConfig,
+    running_dns: crate::config::DnsSettings,
     pub cell: Arc<PolicyCell>,
     loaded: Mutex<Arc<Loaded>>,
     one_at_a_time: Mutex<()>,
+    /// What the resolver last found for each destination FQDN (kept across reloads).
+    resolved: Mutex<BTreeMap<String, Vec<Ipv4Addr>>>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -42,10 +47,55 @@ impl LiveConfig {
         Arc::new(LiveConfig {
             path,
             running: loaded.engine.clone(),
+            running_dns: loaded.dns.clone(),
             cell,
             loaded: Mutex::new(Arc::new(loaded)),
             one_at_a_time: Mutex::new(()),
+            resolved: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// `l` with the resolved addresses of its destination FQDNs compiled into its policy.
+    fn with_resolved(&self, mut l: Loaded) -> Loaded {
+        let names = l.policy.destination_names();
+        if names.is_empty() {
+            return l;
+        }
+        let map = self
+            .resolved
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        l.fqdn_addresses = names
+            .iter()
+            .filter_map(|n| map.get(n).map(|a| (n.clone(), a.clone())))
+            .collect();
+        let fa = &l.fqdn_addresses;
+        l.policy = Arc::new(
+            l.policy
+                .with_resolved(|n| fa.get(n).cloned().unwrap_or_default()),
+        );
+        l
+    }
+
+    /// Records new addresses for destination FQDNs (names absent from `update` keep theirs),
+    /// recompiles the running policy with them and publishes it: established flows keep going
+    /// as after a reload, flows the new sets no longer allow are cut at their next packet.
+    /// Returns the new policy generation.
+    pub fn apply_resolved(&self, update: &BTreeMap<String, Vec<Ipv4Addr>>) -> u64 {
+        let _one = self.one_at_a_time.lock();
+        if let Ok(mut m) = self.resolved.lock() {
+            for (k, v) in update {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        let cur = (*self.loaded()).clone();
+        let l = self.with_resolved(cur);
+        self.cell.publish(l.policy.clone());
+        if let Ok(mut cur) = self.loaded.lock() {
+            *cur = Arc::new(l);
+        }
+        self.cell.generation()
     }
 
     /// The configuration last applied.
@@ -63,6 +113,7 @@ impl LiveConfig {
         let path = &self.path;
         match crate::config::load_file(path) {
             Ok(l) => {
+                let l = self.with_resolved(l);
                 let mut notes = Vec::new();
                 let e = &l.engine;
                 let r = &self.running;
@@ -72,6 +123,11 @@ impl LiveConfig {
                     || e.inside_prefixes != r.inside_prefixes
                 {
                     notes.push("interface, route, SNAT or inside-prefix settings changed: they need a restart and were left as they run");
+                }
+                if l.dns != self.running_dns {
+                    notes.push(
+                        "[dns] settings changed: they need a restart and were left as they run",
+                    );
                 }
                 self.cell.publish(l.policy.clone());
                 let mut msg = format!(

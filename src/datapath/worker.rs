@@ -182,8 +182,12 @@ impl Worker {
     }
     /// Follows `cell`: a policy published there is adopted at the next `housekeeping` call.
     pub fn follow_policy(&mut self, cell: Arc<super::updates::PolicyCell>) {
+        // Generation first, then the policy: a publish in between is adopted again later, never
+        // missed (a policy published before the worker starts, e.g. by the resolver, counts).
         let g = cell.generation();
+        let p = cell.current();
         self.updates = Some((cell, g));
+        self.set_policy(p);
     }
 
     /// Answers the control plane's questions posted to `inbox` between batches.

@@ -78,8 +78,12 @@ pub struct RuleSpec {
     pub sources: Vec<Ipv4Net>,
     /// Destination prefixes (network and DNAT rules); empty matches nothing.
     pub destinations: Vec<Ipv4Net>,
-    /// Destination FQDNs of network rules: kept, not resolved yet (they match nothing).
+    /// Destination FQDNs of network rules (exact names): they match through
+    /// [`RuleSpec::resolved`], which the control plane's resolver fills.
     pub destination_fqdns: Vec<FqdnPattern>,
+    /// The addresses `destination_fqdns` last resolved to (host routes); matched like
+    /// `destinations`. Empty until a name resolves: an unresolved name matches nothing.
+    pub resolved: Vec<Ipv4Net>,
     /// IP protocols (network and DNAT rules).
     pub protocols: Protocols,
     /// Destination port ranges, inclusive, for TCP and UDP (network and DNAT rules).
@@ -105,6 +109,7 @@ impl RuleSpec {
             sources: Vec::new(),
             destinations: Vec::new(),
             destination_fqdns: Vec::new(),
+            resolved: Vec::new(),
             protocols: Protocols::default(),
             ports: Vec::new(),
             app_protocols: Vec::new(),
@@ -137,7 +142,11 @@ impl RuleSpec {
                 }
             }
             _ => {
-                let dst = self.destinations.iter().any(|n| n.contains(&q.dst));
+                let dst = self
+                    .destinations
+                    .iter()
+                    .chain(&self.resolved)
+                    .any(|n| n.contains(&q.dst));
                 let pr = self.protocols.contains(q.proto);
                 let port = if q.proto == proto::TCP || q.proto == proto::UDP {
                     self.ports
@@ -244,7 +253,7 @@ impl Tuple3 {
             if any_dst {
                 dst.push((0, u32::MAX, i));
             } else {
-                for n in &r.destinations {
+                for n in r.destinations.iter().chain(&r.resolved) {
                     let (lo, hi) = net_range(n);
                     dst.push((lo, hi, i));
                 }
@@ -392,6 +401,43 @@ impl Ruleset {
             app_pre,
             app,
         }
+    }
+
+    /// The distinct exact names the network rules' `destination_fqdns` name, sorted.
+    pub fn destination_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| &r.destination_fqdns)
+            .filter_map(|f| match f {
+                FqdnPattern::Exact(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// This ruleset recompiled with `addrs(name)` as the resolved destinations of every rule
+    /// naming `name` in `destination_fqdns` (replacing what it had). Rule ids do not change.
+    pub fn with_resolved(&self, addrs: impl Fn(&str) -> Vec<Ipv4Addr>) -> Ruleset {
+        let mut rules = self.rules.clone();
+        for r in &mut rules {
+            r.resolved.clear();
+            for f in &r.destination_fqdns {
+                if let FqdnPattern::Exact(n) = f {
+                    for a in addrs(n) {
+                        let h = Ipv4Net::from(a);
+                        if !r.resolved.contains(&h) {
+                            r.resolved.push(h);
+                        }
+                    }
+                }
+            }
+            r.resolved.sort();
+        }
+        Ruleset::compile(rules, self.snat.clone())
     }
 
     /// The rules in evaluation order (index = [`RuleId`]).

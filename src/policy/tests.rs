@@ -163,3 +163,80 @@ fn many_rules_cross_word_boundaries() {
         );
     }
 }
+
+#[test]
+fn destination_fqdns_match_their_resolved_addresses() {
+    let mut r = RuleSpec::new("g", "c", "api", RuleKind::Network, Action::Allow);
+    r.sources = vec!["198.18.0.0/15".parse().unwrap()];
+    r.destination_fqdns = vec![
+        FqdnPattern::parse("api.example").unwrap(),
+        FqdnPattern::parse("b.example").unwrap(),
+    ];
+    r.protocols.tcp = true;
+    r.ports = vec![(80, 80)];
+    let mut d = RuleSpec::new("g", "c", "deny-rest", RuleKind::Network, Action::Deny);
+    d.sources = vec![Ipv4Net::default()];
+    d.destinations = vec![Ipv4Net::default()];
+    d.protocols = Protocols::ANY;
+    d.ports = vec![(0, 65535)];
+    let base = Ruleset::compile(vec![r, d], Vec::new());
+    assert_eq!(base.destination_names(), ["api.example", "b.example"]);
+    let q = |dst: &str| FlowQuery {
+        src: "198.18.0.11".parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        proto: proto::TCP,
+        sport: 40000,
+        dport: 80,
+    };
+    // Never resolved: the rule matches nothing, the next rule decides.
+    assert_eq!(
+        base.decide(&q("203.0.113.10")),
+        Decision::Deny { rule: Some(1) }
+    );
+    let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+    let first = base.with_resolved(|n| match n {
+        "api.example" => vec![ip("203.0.113.10"), ip("203.0.113.11")],
+        _ => vec![],
+    });
+    assert_eq!(
+        first.decide(&q("203.0.113.10")),
+        Decision::Allow { rule: 0 }
+    );
+    assert_eq!(
+        first.decide(&q("203.0.113.11")),
+        Decision::Allow { rule: 0 }
+    );
+    assert_eq!(
+        first.decide(&q("198.51.100.66")),
+        Decision::Deny { rule: Some(1) }
+    );
+    assert_eq!(first.rules()[0].resolved.len(), 2);
+    // The address set changes: recompiled from the previous one, the old addresses are gone.
+    let second = first.with_resolved(|n| match n {
+        "api.example" => vec![ip("198.51.100.66")],
+        "b.example" => vec![ip("198.51.100.66"), ip("192.0.2.7")],
+        _ => vec![],
+    });
+    assert_eq!(
+        second.decide(&q("198.51.100.66")),
+        Decision::Allow { rule: 0 }
+    );
+    assert_eq!(second.decide(&q("192.0.2.7")), Decision::Allow { rule: 0 });
+    assert_eq!(
+        second.decide(&q("203.0.113.10")),
+        Decision::Deny { rule: Some(1) }
+    );
+    // Duplicates across names are compiled once; the linear reference agrees.
+    assert_eq!(second.rules()[0].resolved.len(), 2);
+    for dst in ["198.51.100.66", "192.0.2.7", "203.0.113.10", "203.0.113.11"] {
+        assert_eq!(
+            second.decide(&q(dst)),
+            reference::decide(second.rules(), &[], &q(dst)),
+            "{dst}"
+        );
+        assert!(
+            second.rules()[0].field_match(&q(dst)).dst
+                == second.decide(&q(dst)).eq(&Decision::Allow { rule: 0 })
+        );
+    }
+}

@@ -5,6 +5,7 @@
 //! allocates. Checksums are updated incrementally (RFC 1624) on every rewrite.
 
 pub mod checksum;
+pub mod dns;
 mod error;
 pub mod ethernet;
 pub mod host;
