@@ -152,6 +152,16 @@ fn health_turns_degraded_when_the_snat_pool_is_nearly_exhausted() {
         lab.wait_spawned_appliance(Duration::from_secs(10)),
         "tollgate run did not come up"
     );
+    // Ready = every worker runs (on a loaded machine that can trail the nftables table).
+    let t0 = std::time::Instant::now();
+    while sh(&lab, "app", "curl -s -m 1 http://127.0.0.1:9090/readyz")
+        .1
+        .trim()
+        != "ready"
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, before) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/healthz");
     for sport in 6001..=6004 {
         sh(
