@@ -9,7 +9,9 @@
 #   env: RUNS=5 SECS=3 FLOWS=8 WORKERS=2
 #   OVERHEAD=1: instead of the kernel, Tollgate against itself: observability off
 #   (decision_log = false, nobody scrapes) vs on (decision log written, /metrics scraped every
-#   second), the two alternating run by run so machine noise hits both alike
+#   second), the two alternating run by run (which goes first swaps every run) so machine
+#   noise and order effects hit both alike; SCRAPE=0: on = decision log only
+#   ONLY="udp1 cps": a subset of the metrics
 #   TG_RUN=path: an alternative appliance binary taking the same `run --config F --workers N`
 #   arguments (e.g. target/release/examples/bench_appliance, a built-in allow-from-inside policy)
 # Only namespaces this script creates (prefix tgb<pid>-), only 198.18.0.0/15 and 203.0.113.0/24;
@@ -164,20 +166,34 @@ print(statistics.median(v), min(v), max(v))'
 
 # OVERHEAD=1: one measurement of $1 with observability off, then one with it on -> "off on"
 SCRAPER=
-overhead_pair() {
-  local off on
-  tollgate_on "$TMP/quiet.toml" || { echo "0 0"; return; }
-  off=$(measure "$1"); tollgate_off
-  tollgate_on "$CONFIG" || { echo "$off 0"; return; }
-  ( while :; do nsx "$A" curl -s -m 2 -o /dev/null http://127.0.0.1:9090/metrics; sleep 1; done ) & SCRAPER=$!
-  on=$(measure "$1")
+measure_quiet() {
+  tollgate_on "$TMP/quiet.toml" || { echo 0; return; }
+  measure "$1"; tollgate_off
+}
+measure_observed() {
+  tollgate_on "$CONFIG" || { echo 0; return; }
+  if [ "${SCRAPE:-1}" = 1 ]; then
+    ( while :; do nsx "$A" curl -s -m 2 -o /dev/null http://127.0.0.1:9090/metrics; sleep 1; done ) & SCRAPER=$!
+  else
+    ( while :; do sleep 1; done ) & SCRAPER=$!
+  fi
+  measure "$1"
   kill "$SCRAPER" 2>/dev/null; wait "$SCRAPER" 2>/dev/null || true
   tollgate_off
+}
+# run $2 of metric $1: "off on", the order swapped every other run (no order bias)
+overhead_pair() {
+  local off on
+  if [ $(($2 % 2)) = 0 ]; then
+    off=$(measure_quiet "$1"); on=$(measure_observed "$1")
+  else
+    on=$(measure_observed "$1"); off=$(measure_quiet "$1")
+  fi
   echo "$off $on"
 }
 overhead_series() {
   local offs=() ons=() o n
-  for _ in $(seq "$RUNS"); do read -r o n <<<"$(overhead_pair "$1")"; offs+=("$o"); ons+=("$n"); done
+  for i in $(seq "$RUNS"); do read -r o n <<<"$(overhead_pair "$1" "$i")"; offs+=("$o"); ons+=("$n"); done
   python3 - "${offs[*]}" "${ons[*]}" <<'PY'
 import sys, statistics
 off = [float(x) for x in sys.argv[1].split()]; on = [float(x) for x in sys.argv[2].split()]
@@ -185,7 +201,7 @@ print(statistics.median(off), min(off), max(off), statistics.median(on), min(on)
 PY
 }
 
-METRICS=(udp1 udpN tcp cps)
+read -r -a METRICS <<<"${ONLY:-udp1 udpN tcp cps}"
 declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s)" [udpN]="UDP 64 B, $FLOWS flows (packets/s)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s")
 declare -A K T
 
