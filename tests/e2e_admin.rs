@@ -284,6 +284,8 @@ fn admin_socket_metrics_hint_notify_and_capabilities() {
             >= 1
     );
     assert!(value("tollgate_drops_total{reason=\"tcp_non_syn\"} ") >= 3);
+    assert!(value("tollgate_flows_by_state{protocol=\"tcp\",state=\"established\"} ") >= 1);
+    assert!(value("tollgate_flows_by_state{protocol=\"udp\",state=\"active\"} ") >= 1);
     assert!(
         metrics
             .lines()

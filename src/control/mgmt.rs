@@ -363,6 +363,24 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
             );
         }
     }
+    let _ = writeln!(out, "# HELP tollgate_flows_by_state Flows tracked, by protocol and state (all workers).\n# TYPE tollgate_flows_by_state gauge");
+    for (i, class) in crate::conntrack::TimeoutClass::ALL.iter().enumerate() {
+        use crate::conntrack::TimeoutClass as C;
+        let (p, st) = match class {
+            C::TcpSyn => ("tcp", "syn_sent"),
+            C::TcpEstablished => ("tcp", "established"),
+            C::TcpClosing => ("tcp", "closing"),
+            C::TcpTimeWait => ("tcp", "time_wait"),
+            C::TcpClosed => ("tcp", "closed"),
+            C::Udp => ("udp", "active"),
+            C::Icmp => ("icmp", "active"),
+        };
+        let v: u64 = ws.iter().map(|c| c.flows_by_class[i].load(Relaxed)).sum();
+        let _ = writeln!(
+            out,
+            "tollgate_flows_by_state{{protocol=\"{p}\",state=\"{st}\"}} {v}"
+        );
+    }
     let addrs = reg.snat_addrs.lock().map(|v| v.clone()).unwrap_or_default();
     let pname = |p: u8| match p {
         6 => "tcp",

@@ -75,6 +75,8 @@ pub struct Counters {
     pub flows: AtomicU64,
     /// and the busiest SNAT slice's use, in parts per million of its ports.
     pub snat_util_ppm: AtomicU64,
+    /// tracked flows per timeout class (state and protocol), in `TimeoutClass::ALL` order.
+    pub flows_by_class: [AtomicU64; crate::conntrack::TimeoutClass::COUNT],
     /// Decision events not logged (rate limit or full ring).
     pub events_suppressed: AtomicU64,
     /// Per data interface (by [`super::IfaceId`]): what arrived on it and what left by it.
@@ -111,6 +113,7 @@ impl Counters {
             heartbeat_ns: AtomicU64::new(0),
             flows: AtomicU64::new(0),
             snat_util_ppm: AtomicU64::new(0),
+            flows_by_class: std::array::from_fn(|_| AtomicU64::new(0)),
             events_suppressed: AtomicU64::new(0),
             ifaces: (0..ifaces).map(|_| IfaceCounters::default()).collect(),
             snat_used: (0..n).map(|_| AtomicU64::new(0)).collect(),

@@ -308,6 +308,9 @@ impl Worker {
         let c = &self.counters;
         c.heartbeat_ns.store(now, Relaxed);
         c.flows.store(self.flows.len() as u64, Relaxed);
+        for (g, class) in c.flows_by_class.iter().zip(TimeoutClass::ALL) {
+            g.store(self.flows.class_len(class) as u64, Relaxed);
+        }
         let mut worst = 0u64;
         for a in 0..self.snat.addrs().len() {
             for (j, p) in SNAT_PROTOS.into_iter().enumerate() {
