@@ -279,10 +279,9 @@ impl Worker {
             }
         }
         self.publish_gauges(now);
-        if let Some(inbox) = self.inbox.clone() {
-            if inbox.pending() {
-                inbox.serve(|q| self.answer(now, q));
-            }
+        // One atomic load when nobody asks; the Arc is cloned only to answer.
+        if let Some(inbox) = self.inbox.as_ref().filter(|i| i.pending()).cloned() {
+            inbox.serve(|q| self.answer(now, q));
         }
         let mut n = 0;
         while let Some(idx) = self.inspect.overdue(now) {
