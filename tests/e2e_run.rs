@@ -35,7 +35,20 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
     let (_, ready) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/readyz");
     let (health_ok, health) = sh(&lab, "app", "curl -sf -m 3 http://127.0.0.1:9090/healthz");
     let (_, metrics) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/metrics");
+    // The admin socket's default path names the namespace: `tollgate stats` run in it finds it.
+    let sock = format!("/run/tollgate/admin-{}.sock", lab.ns("app"));
+    let (stats_ok, stats) = sh(&lab, "app", &format!("{exe} stats --json"));
+    let sock_existed = std::path::Path::new(&sock).exists();
     let exited_cleanly = lab.stop("appliance", Duration::from_secs(5));
+    assert!(
+        stats_ok && stats.contains("\"flows_created\""),
+        "stats: {stats}"
+    );
+    assert!(sock_existed, "{sock} while running");
+    assert!(
+        !std::path::Path::new(&sock).exists(),
+        "{sock} removed at exit"
+    );
     assert_eq!(ready.trim(), "ready");
     assert!(health_ok && health.trim() == "healthy", "healthz: {health}");
     let metric = |name: &str| -> u64 {

@@ -12,8 +12,8 @@ use crate::control::admin::{default_socket_path, request};
 #[derive(Debug, Args, Clone)]
 pub struct SocketArg {
     /// The daemon's admin socket (`appliance.admin_socket` in its configuration; by default
-    /// /run/tollgate/admin.sock, or admin-netns-<inode>.sock beside it when run in another
-    /// network namespace than the host's).
+    /// /run/tollgate/admin.sock, or admin-NAME.sock beside it when run in the named network
+    /// namespace NAME, as with `ip netns exec NAME`).
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// Print the daemon's JSON answer instead of a table.

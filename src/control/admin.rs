@@ -23,18 +23,22 @@ use crate::datapath::query::{Answer, FlowFilter, FlowInfo, Inboxes, Query, SnatR
 use crate::datapath::{DropReason, SNAT_PROTOS};
 use crate::policy::proto;
 
-/// The admin socket's default path: [`crate::config::DEFAULT_ADMIN_SOCKET`] in the host's
-/// network namespace, and `/run/tollgate/admin-netns-<inode>.sock` in any other, so that one
-/// appliance per namespace (the lab, tests, several instances on one host) each get their own
-/// and `ip netns exec NS tollgate flows` finds the one of NS.
+/// The admin socket's default path: [`crate::config::DEFAULT_ADMIN_SOCKET`], except in a named
+/// network namespace (`ip netns add NAME`, found by its inode among `/run/netns/*`), where it is
+/// `/run/tollgate/admin-NAME.sock`: one appliance per namespace (the lab, tests, several
+/// instances on one host) each get their own, and `ip netns exec NAME tollgate flows` finds it.
 pub fn default_socket_path() -> PathBuf {
-    let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    match (ino("/proc/self/ns/net"), ino("/proc/1/ns/net")) {
-        (Ok(me), Ok(init)) if me != init => {
-            PathBuf::from(format!("/run/tollgate/admin-netns-{me}.sock"))
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self/ns/net").map(|m| (m.dev(), m.ino()));
+    if let (Ok(me), Ok(dir)) = (me, std::fs::read_dir("/run/netns")) {
+        for e in dir.flatten() {
+            let same = std::fs::metadata(e.path()).is_ok_and(|m| (m.dev(), m.ino()) == me);
+            if let (true, Some(name)) = (same, e.file_name().to_str()) {
+                return PathBuf::from(format!("/run/tollgate/admin-{name}.sock"));
+            }
         }
-        _ => PathBuf::from(crate::config::DEFAULT_ADMIN_SOCKET),
     }
+    PathBuf::from(crate::config::DEFAULT_ADMIN_SOCKET)
 }
 
 /// How long a question waits for the workers (an idle worker answers within its poll timeout).
