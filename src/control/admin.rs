@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::mgmt::Registry;
 use super::reload::LiveConfig;
 use crate::datapath::query::{Answer, FlowFilter, FlowInfo, Inboxes, Query, SnatReport};
-use crate::datapath::{DropReason, SNAT_PROTOS};
+use crate::datapath::DropReason;
 use crate::policy::proto;
 
 /// The admin socket's default path: [`crate::config::DEFAULT_ADMIN_SOCKET`], except in a named
@@ -386,7 +386,6 @@ fn snat(st: &AdminState, top: usize) -> Value {
     let slices: Vec<Value> = m
         .slices
         .iter()
-        .filter(|s| SNAT_PROTOS.contains(&s.proto))
         .map(|s| {
             json!({
                 "address": s.addr.to_string(),

@@ -212,42 +212,15 @@ where
     Ok(runtime::totals(&reports))
 }
 
-/// A loaded configuration, as the daemon needs it.
-pub struct LoadedConfig {
-    pub engine: EngineConfig,
-    pub policy: Arc<dyn crate::policy::Policy>,
-    /// Worker threads (0 = one per CPU).
-    pub workers: usize,
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    pub management: std::net::SocketAddr,
-    /// The whole loaded file (for reloads and `tollgate explain` against the running config).
-    pub full: crate::config::Loaded,
-}
-
-impl std::fmt::Debug for LoadedConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedConfig")
-            .field("engine", &self.engine)
-            .field("workers", &self.workers)
-            .finish()
-    }
-}
-
 /// Loads the TOML configuration (`tollgate::config::load_file`); warnings go to stderr, and an
 /// invalid file yields every error with FILE:LINE:COL.
-pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, DaemonError> {
+pub fn load_config(path: &std::path::Path) -> Result<crate::config::Loaded, DaemonError> {
     match crate::config::load_file(path) {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("tollgate: {w}");
             }
-            Ok(LoadedConfig {
-                engine: l.engine.clone(),
-                policy: l.policy.clone(),
-                workers: l.workers,
-                management: l.management,
-                full: l,
-            })
+            Ok(l)
         }
         Err(e) => {
             let mut msg = e.to_string();
@@ -272,7 +245,7 @@ pub fn run_from_file(
     let stop = stop_on_signals()?;
     opts.workers = workers_override.unwrap_or(loaded.workers);
     let engine = Arc::new(loaded.engine.clone());
-    let policy = loaded.policy.clone();
+    let policy: Arc<dyn crate::policy::Policy> = loaded.policy.clone();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -295,7 +268,7 @@ pub fn run_from_file(
     let mgmt_stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     // The resolver's port may be below 1024: bind it while capabilities are held.
-    let dns = loaded.full.dns.clone();
+    let dns = loaded.dns.clone();
     let resolver = if !dns.servers.is_empty() {
         match super::dns::Resolver::bind(&dns) {
             Ok(r) => Some(r),
@@ -325,10 +298,10 @@ pub fn run_from_file(
     let admin_path = opts
         .admin_socket
         .clone()
-        .or_else(|| loaded.full.admin_socket.clone())
+        .or_else(|| loaded.admin_socket.clone())
         .unwrap_or_else(super::admin::default_socket_path);
-    let decision_log = loaded.full.decision_log;
-    let live = super::reload::LiveConfig::new(path.to_path_buf(), loaded.full, cell.clone());
+    let decision_log = loaded.decision_log;
+    let live = super::reload::LiveConfig::new(path.to_path_buf(), loaded, cell.clone());
     match super::admin::bind(&admin_path) {
         Ok(sock) => {
             let st = Arc::new(super::admin::AdminState {
@@ -359,7 +332,7 @@ pub fn run_from_file(
     }
     match super::notify::Notifier::from_env() {
         Ok(Some(n)) => {
-            let status = summary_line(&loaded.engine, workers, "af_packet");
+            let status = summary_line(&engine, workers, "af_packet");
             threads.push(super::notify::spawn(
                 n,
                 registry.clone(),
@@ -371,7 +344,7 @@ pub fn run_from_file(
         Err(e) => eprintln!("tollgate: warning: cannot reach $NOTIFY_SOCKET: {e}"),
     }
     let totals = serve(
-        &loaded.engine,
+        &engine,
         &opts,
         |i, n| {
             let mut w = crate::datapath::Worker::new(engine.clone(), policy.clone(), i, n, seed);
