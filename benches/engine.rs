@@ -12,6 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ipnet::Ipv4Net;
 use tollgate::conntrack::{FlowKey, Timeouts};
 use tollgate::datapath::{EngineConfig, Iface, IfaceRole, Packet, Verdict, Worker};
+use tollgate::io::prefetch::prefetch;
 use tollgate::nat::{MappingMode, NatConfig, SnatPool};
 use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
 use tollgate::wire::checksum;
@@ -170,6 +171,7 @@ fn fast_path(c: &mut Criterion) {
         } else {
             "established_udp"
         };
+        g.throughput(Throughput::Elements(1));
         g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
             b.iter(|| {
                 patch(&mut buf, &tpl, order[k]);
@@ -178,9 +180,40 @@ fn fast_path(c: &mut Criterion) {
                 black_box(w.process(1, &mut p))
             })
         });
+        // As the runtime runs it: a receive batch of BATCH frames, each frame's index line
+        // and then flow line prefetched across the batch, then each frame processed.
+        let mut bufs = vec![0u8; BATCH * 2048];
+        let mut hashes = [None; BATCH];
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_with_input(
+            BenchmarkId::new(format!("{name}_batch{BATCH}"), n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    for (i, f) in bufs.chunks_exact_mut(2048).enumerate() {
+                        patch(f, &tpl, order[(k + i) % order.len()]);
+                    }
+                    k = (k + BATCH) % order.len();
+                    for (h, f) in hashes.iter_mut().zip(bufs.chunks_exact(2048)) {
+                        *h = w.warm_index(&f[..tpl.len()], prefetch);
+                    }
+                    let mut misses = 0;
+                    for h in hashes.iter().flatten() {
+                        w.warm_flow(*h, &mut misses, prefetch);
+                    }
+                    for f in bufs.chunks_exact_mut(2048) {
+                        let mut p = Packet::new(f, tpl.len(), 0);
+                        black_box(w.process(1, &mut p));
+                    }
+                })
+            },
+        );
     }
     g.finish();
 }
+
+/// Frames per receive batch in the batched benchmarks.
+const BATCH: usize = 32;
 
 fn new_flows(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow");
@@ -208,6 +241,47 @@ fn new_flows(c: &mut Criterion) {
                 }
                 total += t.elapsed();
                 done += u64::from(batch);
+            }
+            total
+        })
+    });
+    // The same in receive batches of BATCH frames with the batch prefetch, as the runtime
+    // runs it.
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function(format!("udp_miss_policy_alloc_insert_batch{BATCH}"), |b| {
+        let tpl = template();
+        let mut bufs = vec![0u8; BATCH * 2048];
+        let mut hashes = [None; BATCH];
+        let mut w = Worker::new(Arc::new(config(CAP, 20)), Arc::new(AllowAll), 0, 1, 9);
+        let mut now = 0u64;
+        let per_round = (CAP - 1) / BATCH as u32;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                let rounds = (iters - done).min(u64::from(per_round)) as u32;
+                now += 400 * 1_000_000_000;
+                w.housekeeping(now, usize::MAX);
+                assert_eq!(w.flow_count(), 0);
+                let t = Instant::now();
+                for r in 0..rounds {
+                    for (i, f) in bufs.chunks_exact_mut(2048).enumerate() {
+                        patch(f, &tpl, r * BATCH as u32 + i as u32);
+                    }
+                    for (h, f) in hashes.iter_mut().zip(bufs.chunks_exact(2048)) {
+                        *h = w.warm_index(&f[..tpl.len()], prefetch);
+                    }
+                    let mut misses = 0;
+                    for h in hashes.iter().flatten() {
+                        w.warm_flow(*h, &mut misses, prefetch);
+                    }
+                    for f in bufs.chunks_exact_mut(2048) {
+                        let mut p = Packet::new(f, tpl.len(), 0);
+                        black_box(w.process(now, &mut p));
+                    }
+                }
+                total += t.elapsed();
+                done += u64::from(rounds);
             }
             total
         })

@@ -105,3 +105,69 @@ proptest! {
         }
     }
 }
+
+/// What the batch prefetch hooks asked for, and the line the lookup really reads.
+fn warmed(w: &tollgate::datapath::Worker, frame: &[u8]) -> (Option<u32>, *const u8, usize) {
+    let seen = std::cell::Cell::new(std::ptr::null::<u8>());
+    let h = w.warm_index(frame, |p| seen.set(p));
+    let index_line = seen.get();
+    if let Some(h) = h {
+        assert_eq!(index_line, w.flows().index_line(h));
+    }
+    let mut misses = 0;
+    seen.set(std::ptr::null());
+    if let Some(h) = h {
+        w.warm_flow(h, &mut misses, |p| seen.set(p));
+    }
+    (h, seen.get(), misses)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The batch prefetch hooks target exactly the lines `process` then reads: stage 1 the
+    /// index line of the tuple it looks up (TCP, UDP, ICMP echo both ways), stage 2 the flow
+    /// of a packet that belongs to one (the answer), or the slab line of the next insert for
+    /// a packet that opens one.
+    #[test]
+    fn prefetch_targets_the_lines_process_reads(
+        kind in 0u8..3, host in 2u8..250, sport in 1u16.., server in 2u8..250, dport in 1u16..,
+    ) {
+        use tollgate::conntrack::FlowKey;
+        let mut w = worker(lab_config());
+        let inside = format!("198.18.0.{host}");
+        let remote = format!("203.0.113.{server}");
+        prop_assume!(server != 1);
+        let (out, key) = match kind {
+            0 => (tcp(&inside, sport, &remote, dport, "S", b""), FlowKey::new(ip(&inside), ip(&remote), sport, dport, 6)),
+            1 => (udp(&inside, sport, &remote, dport, b"q"), FlowKey::new(ip(&inside), ip(&remote), sport, dport, 17)),
+            _ => (ping(&inside, &remote, sport, 1, false), FlowKey::new(ip(&inside), ip(&remote), sport, 0, 1)),
+        };
+        let (h, line, misses) = warmed(&w, &out);
+        prop_assert_eq!(h, Some(w.flows().hash_of(&key)));
+        // A new flow: stage 2 points at the slab entry the insert takes.
+        prop_assert_eq!(misses, 1);
+        let (v, sent) = run(&mut w, 0, INSIDE_IF, &out);
+        prop_assert!(matches!(v, Verdict::Forward { .. }), "verdict {:?}", v);
+        let (idx, _) = w.flows().lookup(&key).unwrap();
+        prop_assert_eq!(line, (w.flows().get(idx) as *const tollgate::conntrack::Flow).cast::<u8>());
+        // The answer, addressed to the public port the worker chose.
+        let (_, psport, _, pdport) = tuple(&sent);
+        let answer = match kind {
+            0 => tcp(&remote, dport, PUBLIC, psport, "SA", b""),
+            1 => udp(&remote, dport, PUBLIC, psport, b"a"),
+            _ => ping(&remote, PUBLIC, pdport, 1, true),
+        };
+        let (h, line, misses) = warmed(&w, &answer);
+        prop_assert!(h.is_some());
+        prop_assert_eq!(misses, 0);
+        prop_assert_eq!(line, (w.flows().get(idx) as *const tollgate::conntrack::Flow).cast::<u8>());
+    }
+
+    /// The prefetch hooks read arbitrary bytes without panicking.
+    #[test]
+    fn prefetch_hooks_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let w = worker(lab_config());
+        let _ = warmed(&w, &frame);
+    }
+}

@@ -41,6 +41,30 @@ impl FlowIndex {
         self.len
     }
 
+    /// Where a lookup of hash `h` starts reading: the caller may prefetch this line before it
+    /// looks up (batched lookups overlap their cache misses this way).
+    #[inline]
+    pub fn home(&self, h: u32) -> *const u8 {
+        self.slots[h as usize & self.mask..].as_ptr().cast()
+    }
+
+    /// The first entry stored with hash `h`, without comparing keys: a guess at the entry a
+    /// lookup will read, for prefetching it (a 32-bit tag collision only wastes the prefetch).
+    #[inline]
+    pub fn first_tagged(&self, h: u32) -> Option<u32> {
+        let mut i = h as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                return None;
+            }
+            if (s >> 32) as u32 == h {
+                return Some(s as u32);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
     /// The first entry with hash `h` for which `eq` holds.
     #[inline]
     pub fn find(&self, h: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {

@@ -257,6 +257,39 @@ impl FlowTable {
         (self.hasher.hash_one(k.words()) >> 32) as u32
     }
 
+    /// The hash of tuple `k`, for the batch prefetch hooks below.
+    #[inline]
+    pub fn hash_of(&self, k: &FlowKey) -> u32 {
+        self.hash(k)
+    }
+
+    /// The index line a lookup of hash `h` reads first (stage 1 of a batched lookup: the
+    /// caller prefetches it for every packet of a batch, then looks them up).
+    #[inline]
+    pub fn index_line(&self, h: u32) -> *const u8 {
+        self.index.home(h)
+    }
+
+    /// The flow line a lookup of hash `h` will most likely read (stage 2, once the index line
+    /// is in cache); None when no entry carries the hash (a miss: a new flow).
+    #[inline]
+    pub fn flow_line(&self, h: u32) -> Option<*const u8> {
+        let e = self.index.first_tagged(h)?;
+        self.flows
+            .get((e >> 1) as usize)
+            .map(|f| (f as *const Flow).cast())
+    }
+
+    /// The slab line the `n`-th next insert will write (free slots are taken from the top of
+    /// a stack), for prefetching ahead of a batch of new flows.
+    #[inline]
+    pub fn next_free_line(&self, n: usize) -> Option<*const u8> {
+        let i = *self.free.get(self.free.len().checked_sub(n + 1)?)?;
+        self.flows
+            .get(i as usize)
+            .map(|f| (f as *const Flow).cast())
+    }
+
     /// Finds the flow a packet with tuple `k` belongs to, and its direction.
     #[inline]
     pub fn lookup(&self, k: &FlowKey) -> Option<(u32, Dir)> {

@@ -7,7 +7,8 @@
 //!   interface and a TPACKET_V2 mmap TX ring with PACKET_QDISC_BYPASS.
 //! - [`memio`]: an in-memory backend for tests.
 //!
-//! [`mem`] holds memory advice for the dataplane's large tables (huge pages).
+//! [`mem`] holds memory advice for the dataplane's large tables (huge pages); [`prefetch`] the
+//! cache hint the batched lookups use.
 //! - [`pcap`]: a wrapper that writes every received and transmitted frame to a classic pcap file.
 //!
 //! [`tcpprobe`] holds the real TCP clients and servers of the live SNAT benchmark.
@@ -24,6 +25,7 @@ pub mod memio;
 pub mod neigh;
 pub mod netns;
 pub mod pcap;
+pub mod prefetch;
 pub mod runtime;
 pub mod tcpprobe;
 

@@ -30,6 +30,13 @@ pub trait Engine {
     fn flow_count(&self) -> usize;
     /// Reclaims up to `budget` expired flows between batches.
     fn housekeeping(&mut self, _now: Nanos, _budget: usize) {}
+    /// Batch prefetch, stage 1 (see `datapath::Worker::warm_index`): prefetches the lookup's
+    /// first line for `frame` and returns its hash; None = nothing to prefetch.
+    fn warm_index(&self, _frame: &[u8]) -> Option<u32> {
+        None
+    }
+    /// Batch prefetch, stage 2 (see `datapath::Worker::warm_flow`).
+    fn warm_flow(&self, _hash: u32, _misses: &mut usize) {}
 }
 
 impl Engine for crate::datapath::Worker {
@@ -54,6 +61,14 @@ impl Engine for crate::datapath::Worker {
     }
     fn housekeeping(&mut self, now: Nanos, budget: usize) {
         crate::datapath::Worker::housekeeping(self, now, budget);
+    }
+    #[inline]
+    fn warm_index(&self, frame: &[u8]) -> Option<u32> {
+        crate::datapath::Worker::warm_index(self, frame, super::prefetch::prefetch)
+    }
+    #[inline]
+    fn warm_flow(&self, hash: u32, misses: &mut usize) {
+        crate::datapath::Worker::warm_flow(self, hash, misses, super::prefetch::prefetch);
     }
 }
 
@@ -450,6 +465,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
 ) -> io::Result<WorkerReport> {
     let n = wakers.len();
     let mut batch = Batch::new(cfg.batch.max(1));
+    let mut hints: Vec<Option<u32>> = vec![None; batch.capacity()];
     let mut scratch = vec![0u8; BUF_SIZE];
     let mut rt = RtStats::default();
     let mut wake = vec![false; n];
@@ -466,6 +482,15 @@ fn worker_loop<E: Engine, B: PacketIo>(
             rt: &mut rt,
         };
         let mut work = batch.len();
+        // Overlap the batch's table misses: every frame's index line, then its flow line (or
+        // the slab line a new flow will take), are requested before the first is processed.
+        for (i, h) in hints.iter_mut().enumerate().take(batch.len()) {
+            *h = eng.warm_index(batch.frame(i).1);
+        }
+        let mut misses = 0;
+        for h in hints.iter().take(batch.len()).flatten() {
+            eng.warm_flow(*h, &mut misses);
+        }
         for i in 0..batch.len() {
             let (rx_if, buf, len) = batch.get_mut(i);
             ctx.rt.rx_packets += 1;
