@@ -199,7 +199,7 @@ fn fast_path(c: &mut Criterion) {
                     }
                     let mut misses = 0;
                     for h in hashes.iter().flatten() {
-                        w.warm_flow(*h, &mut misses, prefetch);
+                        w.warm_flow(h, &mut misses, prefetch);
                     }
                     for f in bufs.chunks_exact_mut(2048) {
                         let mut p = Packet::new(f, tpl.len(), 0);
@@ -273,7 +273,7 @@ fn new_flows(c: &mut Criterion) {
                     }
                     let mut misses = 0;
                     for h in hashes.iter().flatten() {
-                        w.warm_flow(*h, &mut misses, prefetch);
+                        w.warm_flow(h, &mut misses, prefetch);
                     }
                     for f in bufs.chunks_exact_mut(2048) {
                         let mut p = Packet::new(f, tpl.len(), 0);

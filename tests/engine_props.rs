@@ -107,19 +107,22 @@ proptest! {
 }
 
 /// What the batch prefetch hooks asked for, and the line the lookup really reads.
-fn warmed(w: &tollgate::datapath::Worker, frame: &[u8]) -> (Option<u32>, *const u8, usize) {
-    let seen = std::cell::Cell::new(std::ptr::null::<u8>());
-    let h = w.warm_index(frame, |p| seen.set(p));
-    let index_line = seen.get();
+/// Stage 1 must prefetch the index line of the hash it returns; stage 2's first prefetch is
+/// the flow (or free slab) line, a miss adds the SNAT mapping line.
+fn warmed(w: &tollgate::datapath::Worker, frame: &[u8]) -> (Option<u32>, Vec<*const u8>, usize) {
+    let seen = std::cell::RefCell::new(Vec::new());
+    let h = w.warm_index(frame, |p| seen.borrow_mut().push(p));
     if let Some(h) = h {
-        assert_eq!(index_line, w.flows().index_line(h));
+        assert_eq!(*seen.borrow(), vec![w.flows().index_line(h.hash())]);
     }
     let mut misses = 0;
-    seen.set(std::ptr::null());
+    seen.borrow_mut().clear();
     if let Some(h) = h {
-        w.warm_flow(h, &mut misses, |p| seen.set(p));
+        w.warm_flow(&h, &mut misses, |p| seen.borrow_mut().push(p));
+        assert_eq!(seen.borrow().len(), 1 + misses);
     }
-    (h, seen.get(), misses)
+    let lines = seen.borrow().clone();
+    (h.map(|h| h.hash()), lines, misses)
 }
 
 proptest! {
@@ -143,14 +146,16 @@ proptest! {
             1 => (udp(&inside, sport, &remote, dport, b"q"), FlowKey::new(ip(&inside), ip(&remote), sport, dport, 17)),
             _ => (ping(&inside, &remote, sport, 1, false), FlowKey::new(ip(&inside), ip(&remote), sport, 0, 1)),
         };
-        let (h, line, misses) = warmed(&w, &out);
+        let (h, lines, misses) = warmed(&w, &out);
         prop_assert_eq!(h, Some(w.flows().hash_of(&key)));
-        // A new flow: stage 2 points at the slab entry the insert takes.
+        // A new flow: stage 2 points at the slab entry the insert takes, then at the EIM
+        // mapping line the port allocation reads.
         prop_assert_eq!(misses, 1);
+        prop_assert_eq!(lines.get(1).copied(), w.snat().mapping_line(&key));
         let (v, sent) = run(&mut w, 0, INSIDE_IF, &out);
         prop_assert!(matches!(v, Verdict::Forward { .. }), "verdict {:?}", v);
         let (idx, _) = w.flows().lookup(&key).unwrap();
-        prop_assert_eq!(line, (w.flows().get(idx) as *const tollgate::conntrack::Flow).cast::<u8>());
+        prop_assert_eq!(lines[0], (w.flows().get(idx) as *const tollgate::conntrack::Flow).cast::<u8>());
         // The answer, addressed to the public port the worker chose.
         let (_, psport, _, pdport) = tuple(&sent);
         let answer = match kind {
@@ -158,10 +163,10 @@ proptest! {
             1 => udp(&remote, dport, PUBLIC, psport, b"a"),
             _ => ping(&remote, PUBLIC, pdport, 1, true),
         };
-        let (h, line, misses) = warmed(&w, &answer);
+        let (h, lines, misses) = warmed(&w, &answer);
         prop_assert!(h.is_some());
         prop_assert_eq!(misses, 0);
-        prop_assert_eq!(line, (w.flows().get(idx) as *const tollgate::conntrack::Flow).cast::<u8>());
+        prop_assert_eq!(lines[0], (w.flows().get(idx) as *const tollgate::conntrack::Flow).cast::<u8>());
     }
 
     /// The prefetch hooks read arbitrary bytes without panicking.

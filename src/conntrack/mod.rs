@@ -38,6 +38,5 @@ mod table;
 pub mod tcp;
 
 pub use key::FlowKey;
-pub(crate) use table::prefaulted;
 pub use table::{Flow, FlowTable, InsertError, TimeoutClass};
 pub use tcp::{Dir, TcpState, TcpTrack};

@@ -4,8 +4,6 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-
 use super::index::FlowIndex;
 
 use super::key::FlowKey;
@@ -440,17 +438,6 @@ impl FlowTable {
         }
         l.len -= 1;
     }
-}
-
-/// A hash table with room for `n` entries whose memory has been written once, so inserts on
-/// the packet path never take a page fault.
-pub(crate) fn prefaulted<T: Copy + Default>(n: usize) -> HashTable<T> {
-    let mut t = HashTable::with_capacity(n);
-    for i in 0..n as u64 {
-        t.insert_unique(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), T::default(), |_| 0);
-    }
-    t.clear();
-    t
 }
 
 #[inline]

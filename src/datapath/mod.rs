@@ -19,7 +19,7 @@ pub use config::{EngineConfig, Iface, IfaceId, IfaceRole, Route};
 pub use counters::{Counters, RuleHits, SNAT_PROTOS};
 pub use reason::DropReason;
 pub use route::RouteTable;
-pub use worker::Worker;
+pub use worker::{FlowHint, Worker};
 
 use std::net::Ipv4Addr;
 

@@ -55,6 +55,20 @@ enum Icmp {
     Error,
 }
 
+/// What stage 1 of the batch prefetch learned about a frame, for stage 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowHint {
+    key: FlowKey,
+    hash: u32,
+}
+
+impl FlowHint {
+    /// The flow-table hash of the tuple the frame will be looked up with.
+    pub fn hash(&self) -> u32 {
+        self.hash
+    }
+}
+
 /// One dataplane worker. Owns its state; shares nothing mutable with other workers.
 pub struct Worker {
     cfg: Arc<EngineConfig>,
@@ -117,7 +131,7 @@ impl Worker {
         Self::with_advice(cfg, policy, index, workers, seed, None)
     }
 
-    /// Like [`Worker::new`]; `advise(addr, bytes)` sees the flow table's large regions before
+    /// Like [`Worker::new`]; `advise(addr, bytes)` sees the flow and mapping tables' large regions before
     /// they are first written (the daemon passes `io::mem::advise_hugepages`).
     pub fn with_advice(
         cfg: Arc<EngineConfig>,
@@ -142,7 +156,14 @@ impl Worker {
         counters.rule_hits.store(Some(hits.clone()));
         Worker {
             flows: FlowTable::with_advice(max, seed, cfg.timeouts, advise),
-            snat: SnatPool::new(&cfg.nat, index, workers, max as usize, seed.rotate_left(17)),
+            snat: SnatPool::with_advice(
+                &cfg.nat,
+                index,
+                workers,
+                max as usize,
+                seed.rotate_left(17),
+                advise,
+            ),
             routes: RouteTable::from_config(&cfg),
             frags: FragCache::new(),
             counters,
@@ -450,29 +471,32 @@ impl Worker {
 
     /// Stage 1 of a batched lookup: reads the tuple `process` will look up, without
     /// validating anything (a wrong guess only wastes a prefetch; `process` checks every
-    /// field), hands the index line its lookup reads first to `prefetch`, and returns the hash.
+    /// field), and hands the index line its lookup reads first to `prefetch`.
     ///
     /// Run over a whole receive batch before processing it, then [`Worker::warm_flow`] over
     /// it, the random memory accesses of a batch's lookups overlap instead of queueing one
     /// after another: that is where the fast path's time goes once the table outgrows the
     /// caches (VPP's dual/quad loops do the same).
     #[inline]
-    pub fn warm_index(&self, frame: &[u8], prefetch: impl Fn(*const u8)) -> Option<u32> {
-        let k = quick_key(frame)?;
-        let h = self.flows.hash_of(&k);
-        prefetch(self.flows.index_line(h));
-        Some(h)
+    pub fn warm_index(&self, frame: &[u8], prefetch: impl Fn(*const u8)) -> Option<FlowHint> {
+        let key = quick_key(frame)?;
+        let hash = self.flows.hash_of(&key);
+        prefetch(self.flows.index_line(hash));
+        Some(FlowHint { key, hash })
     }
 
     /// Stage 2 of a batched lookup (the index line is in cache by now): prefetches the flow
-    /// line the lookup of hash `h` will read, or, for a likely new flow, the slab line the
-    /// `misses`-th insert of the batch will write (counted up here).
+    /// line the lookup will read or, for a likely new flow, the slab line the `misses`-th
+    /// insert of the batch will write and the SNAT mapping line its allocation reads.
     #[inline]
-    pub fn warm_flow(&self, h: u32, misses: &mut usize, prefetch: impl Fn(*const u8)) {
-        match self.flows.flow_line(h) {
+    pub fn warm_flow(&self, hint: &FlowHint, misses: &mut usize, prefetch: impl Fn(*const u8)) {
+        match self.flows.flow_line(hint.hash) {
             Some(p) => prefetch(p),
             None => {
                 if let Some(p) = self.flows.next_free_line(*misses) {
+                    prefetch(p);
+                }
+                if let Some(p) = self.snat.mapping_line(&hint.key) {
                     prefetch(p);
                 }
                 *misses += 1;

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::neigh::{NeighSnapshot, Neighbours};
 use super::{Batch, IoStats, PacketIo, BUF_SIZE};
-use crate::datapath::{DropReason, IfaceId, Nanos, Packet, Verdict};
+use crate::datapath::{DropReason, FlowHint, IfaceId, Nanos, Packet, Verdict};
 
 /// What the runtime needs from the per-packet engine (`datapath::Worker` implements it).
 pub trait Engine {
@@ -32,11 +32,11 @@ pub trait Engine {
     fn housekeeping(&mut self, _now: Nanos, _budget: usize) {}
     /// Batch prefetch, stage 1 (see `datapath::Worker::warm_index`): prefetches the lookup's
     /// first line for `frame` and returns its hash; None = nothing to prefetch.
-    fn warm_index(&self, _frame: &[u8]) -> Option<u32> {
+    fn warm_index(&self, _frame: &[u8]) -> Option<FlowHint> {
         None
     }
     /// Batch prefetch, stage 2 (see `datapath::Worker::warm_flow`).
-    fn warm_flow(&self, _hash: u32, _misses: &mut usize) {}
+    fn warm_flow(&self, _hint: &FlowHint, _misses: &mut usize) {}
 }
 
 impl Engine for crate::datapath::Worker {
@@ -63,12 +63,12 @@ impl Engine for crate::datapath::Worker {
         crate::datapath::Worker::housekeeping(self, now, budget);
     }
     #[inline]
-    fn warm_index(&self, frame: &[u8]) -> Option<u32> {
+    fn warm_index(&self, frame: &[u8]) -> Option<FlowHint> {
         crate::datapath::Worker::warm_index(self, frame, super::prefetch::prefetch)
     }
     #[inline]
-    fn warm_flow(&self, hash: u32, misses: &mut usize) {
-        crate::datapath::Worker::warm_flow(self, hash, misses, super::prefetch::prefetch);
+    fn warm_flow(&self, hint: &FlowHint, misses: &mut usize) {
+        crate::datapath::Worker::warm_flow(self, hint, misses, super::prefetch::prefetch);
     }
 }
 
@@ -465,7 +465,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
 ) -> io::Result<WorkerReport> {
     let n = wakers.len();
     let mut batch = Batch::new(cfg.batch.max(1));
-    let mut hints: Vec<Option<u32>> = vec![None; batch.capacity()];
+    let mut hints: Vec<Option<FlowHint>> = vec![None; batch.capacity()];
     let mut scratch = vec![0u8; BUF_SIZE];
     let mut rt = RtStats::default();
     let mut wake = vec![false; n];
@@ -489,7 +489,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
         }
         let mut misses = 0;
         for h in hints.iter().take(batch.len()).flatten() {
-            eng.warm_flow(*h, &mut misses);
+            eng.warm_flow(h, &mut misses);
         }
         for i in 0..batch.len() {
             let (rx_if, buf, len) = batch.get_mut(i);

@@ -51,6 +51,7 @@ impl Default for NatConfig {
     }
 }
 
+mod eim;
 mod pool;
 mod rng;
 mod slice;

@@ -3,7 +3,9 @@
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashMap;
+
+use super::eim::{EimTable, Mapping};
 
 use super::rng::Rng;
 use super::slice::PortSlice;
@@ -32,17 +34,6 @@ pub struct Grant {
     pub port: u16,
 }
 
-/// Endpoint-independent mapping: inside (address, port, protocol) -> public port.
-#[derive(Clone, Copy, Debug, Default)]
-struct Mapping {
-    inside: u32,
-    port: u16,
-    proto: u8,
-    addr_idx: u8,
-    public_port: u16,
-    refs: u32,
-}
-
 fn proto_slot(p: u8) -> usize {
     match p {
         proto::TCP => 0,
@@ -61,7 +52,7 @@ pub struct SnatPool {
     cooldown: Nanos,
     rng: Rng,
     hasher: foldhash::fast::FixedState,
-    eim: HashTable<Mapping>,
+    eim: EimTable,
     held: HashMap<u32, u32, foldhash::fast::FixedState>,
     /// APDM: releases per protocol so far, and the destination (address, port, protocol) whose
     /// reuse scan last failed with the release count then. Until something is released, that
@@ -89,6 +80,18 @@ impl SnatPool {
         expected_flows: usize,
         seed: u64,
     ) -> Self {
+        Self::with_advice(cfg, worker, workers, expected_flows, seed, None)
+    }
+
+    /// Like [`SnatPool::new`]; `advise` sees the mapping table's memory first (huge pages).
+    pub fn with_advice(
+        cfg: &NatConfig,
+        worker: usize,
+        workers: usize,
+        expected_flows: usize,
+        seed: u64,
+        advise: Option<&dyn Fn(usize, usize)>,
+    ) -> Self {
         let mut rng = Rng::new(seed);
         let (base, count) = cfg.worker_range(worker, workers);
         let slices = cfg
@@ -111,11 +114,14 @@ impl SnatPool {
             cooldown: u64::from(cfg.reuse_cooldown) * 1_000_000_000,
             rng,
             hasher,
-            eim: crate::conntrack::prefaulted(if cfg.mapping == MappingMode::EndpointIndependent {
-                expected_flows
-            } else {
-                0
-            }),
+            eim: EimTable::new(
+                if cfg.mapping == MappingMode::EndpointIndependent {
+                    expected_flows
+                } else {
+                    0
+                },
+                advise,
+            ),
             held: HashMap::with_capacity_and_hasher(4096, hasher),
             releases: [0; 3],
             scan_failed: [None; 3],
@@ -151,6 +157,22 @@ impl SnatPool {
         self.held.iter().map(|(&h, &n)| (Ipv4Addr::from(h), n))
     }
 
+    /// The mapping-table line an allocation for the new flow `orig` will read first (EIM
+    /// only), for the batch prefetch.
+    #[inline]
+    pub fn mapping_line(&self, orig: &FlowKey) -> Option<*const u8> {
+        (self.mode == MappingMode::EndpointIndependent).then(|| {
+            self.eim
+                .home(self.eim_hash(u32::from(orig.src()), orig.sport(), orig.proto()))
+        })
+    }
+
+    /// EIM mappings held (for tests and the flow view).
+    pub fn mappings(&self) -> usize {
+        self.eim.len()
+    }
+
+    #[inline]
     fn eim_hash(&self, inside: u32, port: u16, p: u8) -> u64 {
         self.hasher.hash_one((inside, port, p))
     }
@@ -169,9 +191,7 @@ impl SnatPool {
         let slot = proto_slot(p);
         if self.mode == MappingMode::EndpointIndependent {
             let h = self.eim_hash(inside, orig.sport(), p);
-            let found = self.eim.find_mut(h, |m| {
-                m.inside == inside && m.port == orig.sport() && m.proto == p
-            });
+            let found = self.eim.find_mut(h, inside, orig.sport(), p);
             if let Some(m) = found {
                 if !taken(self.addrs[usize::from(m.addr_idx)], m.public_port) {
                     m.refs += 1;
@@ -220,18 +240,14 @@ impl SnatPool {
         let g = grant.ok_or(AllocError::OutOfPorts)?;
         *self.held.entry(inside).or_insert(0) += 1;
         if self.mode == MappingMode::EndpointIndependent {
-            let m = Mapping {
-                inside,
-                port: orig.sport(),
-                proto: p,
-                addr_idx: g.addr_idx,
-                public_port: g.port,
-                refs: 1,
-            };
+            let m = Mapping::new(inside, orig.sport(), p, g.addr_idx, g.port);
             let h = self.eim_hash(inside, orig.sport(), p);
-            let hasher = &self.hasher;
-            self.eim
-                .insert_unique(h, m, |m| hasher.hash_one((m.inside, m.port, m.proto)));
+            if !self.eim.insert(h, m) {
+                // Unreachable with the table sized for the flow limit; give the port back
+                // rather than hand out a mapping that is not recorded.
+                self.give_back(inside, g.addr_idx, g.port, slot, now);
+                return Err(AllocError::OutOfPorts);
+            }
         }
         Ok(g)
     }
@@ -287,19 +303,19 @@ impl SnatPool {
         let slot = proto_slot(p);
         if self.mode == MappingMode::EndpointIndependent {
             let h = self.eim_hash(inside, orig.sport(), p);
-            match self.eim.find_entry(h, |m| {
-                m.inside == inside && m.port == orig.sport() && m.proto == p
+            let hasher = &self.hasher;
+            match self.eim.release(h, inside, orig.sport(), p, |m| {
+                hasher.hash_one((m.inside, m.port, m.proto))
             }) {
-                Ok(mut e) if e.get().refs > 1 => {
-                    e.get_mut().refs -= 1;
-                    return;
-                }
-                Ok(e) => {
-                    e.remove();
-                }
-                Err(_) => return,
+                Some(0) => {}
+                Some(_) | None => return,
             }
         }
+        self.give_back(inside, addr_idx, port, slot, now);
+    }
+
+    /// Returns a port to its slice and the inside host's count.
+    fn give_back(&mut self, inside: u32, addr_idx: u8, port: u16, slot: usize, now: Nanos) {
         if let Some(s) = self.slices.get_mut(usize::from(addr_idx)) {
             s[slot].release(port, now);
         }

@@ -1,0 +1,225 @@
+//! The endpoint-independent mapping table: inside (address, port, protocol) -> public
+//! (address, port), with a count of the flows that share it.
+//!
+//! Open addressing with linear probing over 16-byte slots that hold the whole mapping, so a
+//! lookup reads one cache line (hashbrown reads its control bytes and its bucket as two), and
+//! that line can be prefetched from the hash alone ([`EimTable::home`]) before a batch of new
+//! flows is processed. Load stays at most 1/2 (a mapping is held by at least one flow, and the
+//! table has two slots per flow the worker may track); deletion shifts later entries back, so
+//! there are no tombstones. Allocated and written once up front: nothing allocates later.
+
+/// One mapping. `refs == 0` marks an empty slot (a live mapping is held by a flow).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct Mapping {
+    pub inside: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub addr_idx: u8,
+    pub public_port: u16,
+    _pad: u16,
+    pub refs: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Mapping>() == 16);
+
+impl Mapping {
+    pub fn new(inside: u32, port: u16, proto: u8, addr_idx: u8, public_port: u16) -> Self {
+        Mapping {
+            inside,
+            port,
+            proto,
+            addr_idx,
+            public_port,
+            _pad: 0,
+            refs: 1,
+        }
+    }
+    #[inline]
+    fn is(&self, inside: u32, port: u16, proto: u8) -> bool {
+        self.refs != 0 && self.inside == inside && self.port == port && self.proto == proto
+    }
+}
+
+/// The table. Hashes are computed by the caller (seeded: attackers choose inside ports).
+#[derive(Debug)]
+pub struct EimTable {
+    slots: Vec<Mapping>,
+    mask: usize,
+    len: usize,
+}
+
+impl EimTable {
+    /// Room for `entries` mappings at load <= 1/2 (0 entries: a minimal table, for APDM).
+    /// `advise(addr, bytes)` sees the memory before it is first written (huge pages); it is
+    /// then written once, so the packet path takes no page fault here.
+    pub fn new(entries: usize, advise: Option<&dyn Fn(usize, usize)>) -> Self {
+        let cap = (entries.max(4) * 2).next_power_of_two();
+        let mut slots: Vec<Mapping> = Vec::with_capacity(cap);
+        if let Some(a) = advise {
+            a(
+                slots.as_mut_ptr() as usize,
+                cap * std::mem::size_of::<Mapping>(),
+            );
+        }
+        slots.resize(cap, Mapping::default());
+        EimTable {
+            slots,
+            mask: cap - 1,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The line a lookup of hash `h` reads first, for prefetching.
+    #[inline]
+    pub fn home(&self, h: u64) -> *const u8 {
+        self.slots[h as usize & self.mask..].as_ptr().cast()
+    }
+
+    /// The slot holding the mapping of (inside, port, proto), if any.
+    #[inline]
+    fn position(&self, h: u64, inside: u32, port: u16, proto: u8) -> Option<usize> {
+        let mut i = h as usize & self.mask;
+        loop {
+            let s = &self.slots[i];
+            if s.refs == 0 {
+                return None;
+            }
+            if s.is(inside, port, proto) {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    pub fn find_mut(&mut self, h: u64, inside: u32, port: u16, proto: u8) -> Option<&mut Mapping> {
+        let i = self.position(h, inside, port, proto)?;
+        Some(&mut self.slots[i])
+    }
+
+    /// Inserts `m` (hash `h`), which the caller knows is absent. False only when the table is
+    /// full, which the sizing rules out (it is never grown on the packet path).
+    #[inline]
+    pub fn insert(&mut self, h: u64, m: Mapping) -> bool {
+        if m.refs == 0 || self.len + 1 >= self.slots.len() {
+            return false;
+        }
+        let mut i = h as usize & self.mask;
+        while self.slots[i].refs != 0 {
+            i = (i + 1) & self.mask;
+        }
+        self.slots[i] = m;
+        self.len += 1;
+        true
+    }
+
+    /// Drops one reference to the mapping of (inside, port, proto); removes it when that was
+    /// the last. `hash_of(m)` recomputes a stored mapping's hash (to shift entries back).
+    /// Returns the references left, or None when there was no such mapping.
+    pub fn release(
+        &mut self,
+        h: u64,
+        inside: u32,
+        port: u16,
+        proto: u8,
+        hash_of: impl Fn(&Mapping) -> u64,
+    ) -> Option<u32> {
+        let i = self.position(h, inside, port, proto)?;
+        if self.slots[i].refs > 1 {
+            self.slots[i].refs -= 1;
+            return Some(self.slots[i].refs);
+        }
+        // Backward shift: move later entries of the cluster into the hole unless their home
+        // lies cyclically in (hole, j].
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        loop {
+            let s = self.slots[j];
+            if s.refs == 0 {
+                break;
+            }
+            let home = hash_of(&s) as usize & self.mask;
+            let in_between = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !in_between {
+                self.slots[hole] = s;
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.slots[hole] = Mapping::default();
+        self.len -= 1;
+        Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// A deliberately weak hash (few distinct homes) so clusters form and wrap around.
+    fn weak(inside: u32, port: u16, proto: u8) -> u64 {
+        (u64::from(inside) * 31 + u64::from(port) * 7 + u64::from(proto)) % 5 + 13
+    }
+
+    proptest! {
+        /// Behaves like a map with reference counts under random acquires and releases.
+        #[test]
+        fn behaves_like_a_counted_map(ops in proptest::collection::vec((any::<bool>(), 0u32..6, 0u16..6, prop_oneof![Just(6u8), Just(17u8)]), 0..400)) {
+            let mut t = EimTable::new(16, None);
+            let mut model: HashMap<(u32, u16, u8), (u16, u32)> = HashMap::new();
+            for (n, (acquire, inside, port, proto)) in ops.into_iter().enumerate() {
+                let h = weak(inside, port, proto);
+                let key = (inside, port, proto);
+                if acquire {
+                    if let Some(m) = t.find_mut(h, inside, port, proto) {
+                        m.refs += 1;
+                        model.get_mut(&key).unwrap().1 += 1;
+                    } else if model.len() < 16 {
+                        prop_assert!(!model.contains_key(&key));
+                        let public = 1000 + n as u16;
+                        prop_assert!(t.insert(h, Mapping::new(inside, port, proto, 0, public)));
+                        model.insert(key, (public, 1));
+                    }
+                } else {
+                    let left = t.release(h, inside, port, proto, |m| weak(m.inside, m.port, m.proto));
+                    match model.get_mut(&key) {
+                        Some(e) => {
+                            e.1 -= 1;
+                            prop_assert_eq!(left, Some(e.1));
+                            if e.1 == 0 {
+                                model.remove(&key);
+                            }
+                        }
+                        None => prop_assert_eq!(left, None),
+                    }
+                }
+                prop_assert_eq!(t.len(), model.len());
+                for (&(i, p, pr), &(public, refs)) in &model {
+                    let m = *t.find_mut(weak(i, p, pr), i, p, pr).unwrap();
+                    prop_assert_eq!((m.public_port, m.refs), (public, refs));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_to_fill_the_last_slot() {
+        let mut t = EimTable::new(1, None); // 8 slots
+        for i in 0..7 {
+            assert!(t.insert(0, Mapping::new(i, 1, 6, 0, 1)));
+        }
+        assert!(!t.insert(0, Mapping::new(99, 1, 6, 0, 1)));
+        assert!(t.find_mut(0, 99, 1, 6).is_none());
+    }
+}
