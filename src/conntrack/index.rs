@@ -36,6 +36,11 @@ impl FlowIndex {
         }
     }
 
+    /// Bytes of memory the index holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * 8
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len

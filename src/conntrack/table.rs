@@ -245,6 +245,15 @@ impl FlowTable {
     pub fn capacity(&self) -> usize {
         self.max as usize
     }
+    /// Bytes of memory the table holds, as (flow slab, index, free list): all of it allocated
+    /// up front for `capacity()` flows.
+    pub fn memory_bytes(&self) -> (usize, usize, usize) {
+        (
+            self.flows.capacity() * std::mem::size_of::<Flow>(),
+            self.index.memory_bytes(),
+            self.free.capacity() * 4,
+        )
+    }
     /// Flows per timeout class.
     pub fn class_len(&self, c: TimeoutClass) -> usize {
         self.lists[c as usize].len as usize

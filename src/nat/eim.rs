@@ -4,9 +4,11 @@
 //! Open addressing with linear probing over 16-byte slots that hold the whole mapping, so a
 //! lookup reads one cache line (hashbrown reads its control bytes and its bucket as two), and
 //! that line can be prefetched from the hash alone ([`EimTable::home`]) before a batch of new
-//! flows is processed. Load stays at most 1/2 (a mapping is held by at least one flow, and the
-//! table has two slots per flow the worker may track); deletion shifts later entries back, so
-//! there are no tombstones. Allocated and written once up front: nothing allocates later.
+//! flows is processed. A mapping is held by at least one flow, and the table has 3 slots per 2
+//! flows the worker may track, so load stays at most 2/3 (24 bytes per flow; a power-of-two
+//! size would cost up to twice that); the home slot is found by multiply-shift instead of a
+//! mask. Deletion shifts later entries back, so there are no tombstones. Allocated and written
+//! once up front: nothing allocates later.
 
 /// One mapping. `refs == 0` marks an empty slot (a live mapping is held by a flow).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,16 +47,15 @@ impl Mapping {
 #[derive(Debug)]
 pub struct EimTable {
     slots: Vec<Mapping>,
-    mask: usize,
     len: usize,
 }
 
 impl EimTable {
-    /// Room for `entries` mappings at load <= 1/2 (0 entries: a minimal table, for APDM).
+    /// Room for `entries` mappings at load <= 2/3 (0 entries: a minimal table, for APDM).
     /// `advise(addr, bytes)` sees the memory before it is first written (huge pages); it is
     /// then written once, so the packet path takes no page fault here.
     pub fn new(entries: usize, advise: Option<&dyn Fn(usize, usize)>) -> Self {
-        let cap = (entries.max(4) * 2).next_power_of_two();
+        let cap = (entries.max(5) * 3 / 2).min(u32::MAX as usize);
         let mut slots: Vec<Mapping> = Vec::with_capacity(cap);
         if let Some(a) = advise {
             a(
@@ -63,11 +64,27 @@ impl EimTable {
             );
         }
         slots.resize(cap, Mapping::default());
-        EimTable {
-            slots,
-            mask: cap - 1,
-            len: 0,
+        EimTable { slots, len: 0 }
+    }
+
+    /// The slot a hash starts probing at: the top 32 bits scaled to the table size.
+    #[inline]
+    fn home_slot(&self, h: u64) -> usize {
+        (((h >> 32) * self.slots.len() as u64) >> 32) as usize
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
         }
+    }
+
+    /// Bytes of memory the table holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Mapping>()
     }
 
     pub fn len(&self) -> usize {
@@ -77,13 +94,13 @@ impl EimTable {
     /// The line a lookup of hash `h` reads first, for prefetching.
     #[inline]
     pub fn home(&self, h: u64) -> *const u8 {
-        self.slots[h as usize & self.mask..].as_ptr().cast()
+        self.slots[self.home_slot(h)..].as_ptr().cast()
     }
 
     /// The slot holding the mapping of (inside, port, proto), if any.
     #[inline]
     fn position(&self, h: u64, inside: u32, port: u16, proto: u8) -> Option<usize> {
-        let mut i = h as usize & self.mask;
+        let mut i = self.home_slot(h);
         loop {
             let s = &self.slots[i];
             if s.refs == 0 {
@@ -92,7 +109,7 @@ impl EimTable {
             if s.is(inside, port, proto) {
                 return Some(i);
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
@@ -109,9 +126,9 @@ impl EimTable {
         if m.refs == 0 || self.len + 1 >= self.slots.len() {
             return false;
         }
-        let mut i = h as usize & self.mask;
+        let mut i = self.home_slot(h);
         while self.slots[i].refs != 0 {
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         self.slots[i] = m;
         self.len += 1;
@@ -137,13 +154,13 @@ impl EimTable {
         // Backward shift: move later entries of the cluster into the hole unless their home
         // lies cyclically in (hole, j].
         let mut hole = i;
-        let mut j = (i + 1) & self.mask;
+        let mut j = self.next(i);
         loop {
             let s = self.slots[j];
             if s.refs == 0 {
                 break;
             }
-            let home = hash_of(&s) as usize & self.mask;
+            let home = self.home_slot(hash_of(&s));
             let in_between = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -153,7 +170,7 @@ impl EimTable {
                 self.slots[hole] = s;
                 hole = j;
             }
-            j = (j + 1) & self.mask;
+            j = self.next(j);
         }
         self.slots[hole] = Mapping::default();
         self.len -= 1;
@@ -167,9 +184,12 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    /// A deliberately weak hash (few distinct homes) so clusters form and wrap around.
+    /// A deliberately weak hash (few distinct homes, near the end of the 24-slot table) so
+    /// clusters form and wrap around.
     fn weak(inside: u32, port: u16, proto: u8) -> u64 {
-        (u64::from(inside) * 31 + u64::from(port) * 7 + u64::from(proto)) % 5 + 13
+        let slot = (u64::from(inside) * 31 + u64::from(port) * 7 + u64::from(proto)) % 5 + 18;
+        // The home slot is (h >> 32) * 24 >> 32: aim at `slot`'s range.
+        ((slot << 32) / 24 + 1) << 32
     }
 
     proptest! {
@@ -214,9 +234,21 @@ mod tests {
     }
 
     #[test]
+    fn the_weak_hash_aims_near_the_end_so_clusters_wrap() {
+        let t = EimTable::new(16, None);
+        assert_eq!(t.slots.len(), 24);
+        for inside in 0..6 {
+            for port in 0..6 {
+                let s = t.home_slot(weak(inside, port, 6));
+                assert!((18..23).contains(&s), "{s}");
+            }
+        }
+    }
+
+    #[test]
     fn refuses_to_fill_the_last_slot() {
-        let mut t = EimTable::new(1, None); // 8 slots
-        for i in 0..7 {
+        let mut t = EimTable::new(1, None); // 7 slots
+        for i in 0..6 {
             assert!(t.insert(0, Mapping::new(i, 1, 6, 0, 1)));
         }
         assert!(!t.insert(0, Mapping::new(99, 1, 6, 0, 1)));

@@ -172,6 +172,18 @@ impl SnatPool {
         self.eim.len()
     }
 
+    /// Bytes of memory held, as (EIM mapping table, port slices): the table is sized for the
+    /// flow limit, the slices by the port range (per public address and protocol).
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        let slices = self
+            .slices
+            .iter()
+            .flatten()
+            .map(PortSlice::memory_bytes)
+            .sum();
+        (self.eim.memory_bytes(), slices)
+    }
+
     #[inline]
     fn eim_hash(&self, inside: u32, port: u16, p: u8) -> u64 {
         self.hasher.hash_one((inside, port, p))

@@ -26,6 +26,11 @@ pub struct PortSlice {
 }
 
 impl PortSlice {
+    /// Bytes of memory the slice holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.users.capacity() * 4 + self.ring.capacity() * 2 + self.ring_freed.capacity() * 8
+    }
+
     /// Ports `base .. base + count`, shuffled by `rng`.
     pub fn new(base: u16, count: u16, rng: &mut Rng) -> Self {
         let n = u32::from(count);
