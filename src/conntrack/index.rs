@@ -2,7 +2,9 @@
 //! 32-bit hash tag and a slab entry. A hit reads one cache line of index (8 slots) and then the
 //! flow; hashbrown needs its control bytes and its bucket as two separate lines. Load stays at
 //! most 1/2, deletion shifts later entries back (no tombstones), and the memory is one `Vec`
-//! that the caller may back with huge pages.
+//! that the caller may back with huge pages. The home slot is found by multiply-shift rather
+//! than a mask, so the size is exactly twice the entries (a power of two would cost up to
+//! twice the memory: 64 instead of 32 bytes per flow).
 
 const EMPTY: u64 = u64::MAX;
 
@@ -10,7 +12,6 @@ const EMPTY: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct FlowIndex {
     slots: Vec<u64>,
-    mask: usize,
     len: usize,
 }
 
@@ -23,16 +24,27 @@ impl FlowIndex {
     /// Room for `entries` at load <= 1/2. `advise(addr, bytes)` sees the memory before it is
     /// first written (to ask for huge pages); the memory is then written once (pre-faulted).
     pub fn new(entries: usize, advise: Option<&dyn Fn(usize, usize)>) -> Self {
-        let cap = (entries.max(4) * 2).next_power_of_two();
+        let cap = (entries.max(4) * 2).min(u32::MAX as usize);
         let mut slots: Vec<u64> = Vec::with_capacity(cap);
         if let Some(a) = advise {
             a(slots.as_mut_ptr() as usize, cap * 8);
         }
         slots.resize(cap, EMPTY);
-        FlowIndex {
-            slots,
-            mask: cap - 1,
-            len: 0,
+        FlowIndex { slots, len: 0 }
+    }
+
+    /// The slot a hash starts probing at: the hash scaled to the table size.
+    #[inline]
+    fn home_slot(&self, h: u32) -> usize {
+        ((u64::from(h) * self.slots.len() as u64) >> 32) as usize
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
         }
     }
 
@@ -50,14 +62,14 @@ impl FlowIndex {
     /// looks up (batched lookups overlap their cache misses this way).
     #[inline]
     pub fn home(&self, h: u32) -> *const u8 {
-        self.slots[h as usize & self.mask..].as_ptr().cast()
+        self.slots[self.home_slot(h)..].as_ptr().cast()
     }
 
     /// The first entry stored with hash `h`, without comparing keys: a guess at the entry a
     /// lookup will read, for prefetching it (a 32-bit tag collision only wastes the prefetch).
     #[inline]
     pub fn first_tagged(&self, h: u32) -> Option<u32> {
-        let mut i = h as usize & self.mask;
+        let mut i = self.home_slot(h);
         loop {
             let s = self.slots[i];
             if s == EMPTY {
@@ -66,14 +78,14 @@ impl FlowIndex {
             if (s >> 32) as u32 == h {
                 return Some(s as u32);
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
     /// The first entry with hash `h` for which `eq` holds.
     #[inline]
     pub fn find(&self, h: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mut i = h as usize & self.mask;
+        let mut i = self.home_slot(h);
         loop {
             let s = self.slots[i];
             if s == EMPTY {
@@ -82,7 +94,7 @@ impl FlowIndex {
             if (s >> 32) as u32 == h && eq(s as u32) {
                 return Some(s as u32);
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
@@ -91,9 +103,9 @@ impl FlowIndex {
     #[inline]
     pub fn insert(&mut self, h: u32, e: u32) {
         debug_assert!(self.len < self.slots.len() / 2);
-        let mut i = h as usize & self.mask;
+        let mut i = self.home_slot(h);
         while self.slots[i] != EMPTY {
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         self.slots[i] = pack(h, e);
         self.len += 1;
@@ -101,7 +113,7 @@ impl FlowIndex {
 
     /// Removes entry `e` (stored with hash `h`); returns whether it was present.
     pub fn remove(&mut self, h: u32, e: u32) -> bool {
-        let mut i = h as usize & self.mask;
+        let mut i = self.home_slot(h);
         loop {
             let s = self.slots[i];
             if s == EMPTY {
@@ -110,18 +122,18 @@ impl FlowIndex {
             if s == pack(h, e) {
                 break;
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         // Backward-shift: move later entries of the cluster into the hole when their home
         // position does not lie cyclically in (hole, j].
         let mut hole = i;
-        let mut j = (i + 1) & self.mask;
+        let mut j = self.next(i);
         loop {
             let s = self.slots[j];
             if s == EMPTY {
                 break;
             }
-            let home = (s >> 32) as usize & self.mask;
+            let home = self.home_slot((s >> 32) as u32);
             let in_between = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -131,7 +143,7 @@ impl FlowIndex {
                 self.slots[hole] = s;
                 hole = j;
             }
-            j = (j + 1) & self.mask;
+            j = self.next(j);
         }
         self.slots[hole] = EMPTY;
         self.len -= 1;
