@@ -99,6 +99,11 @@ fuzz_target!(|data: &[u8]| {
             .min(1600);
         buf[..len].copy_from_slice(&rest[4..4 + len]);
         rest = &rest[4 + len..];
+        // The batch prefetch hooks read the same bytes first, unvalidated.
+        if let Some(h) = w.warm_index(&buf[..len], |_| {}) {
+            let mut misses = 0;
+            w.warm_flow(&h, &mut misses, |_| {});
+        }
         let mut p = Packet::new(&mut buf, len, rx);
         match w.process(now, &mut p) {
             Verdict::Forward { .. } | Verdict::Reply { .. } => assert!(p.len <= 2048),
