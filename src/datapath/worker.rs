@@ -131,8 +131,8 @@ impl Worker {
         Self::with_advice(cfg, policy, index, workers, seed, None)
     }
 
-    /// Like [`Worker::new`]; `advise(addr, bytes)` sees the flow and mapping tables' large regions before
-    /// they are first written (the daemon passes `io::mem::advise_hugepages`).
+    /// Like [`Worker::new`]; `advise(addr, bytes)` sees the flow and mapping tables' large
+    /// regions before they are first written (the daemon passes `io::mem::advise_hugepages`).
     pub fn with_advice(
         cfg: Arc<EngineConfig>,
         policy: Arc<dyn Policy>,
@@ -1319,8 +1319,6 @@ impl Worker {
     }
 }
 
-/// Rewrites the IPv4 source and destination (where they change) and decrements the TTL, each
-/// with an incremental header checksum update.
 /// The flow key of an IPv4 TCP/UDP/ICMP-echo frame, read without validation (see
 /// [`Worker::warm_index`]); the same key `decide` builds for a valid first fragment or whole
 /// datagram.
@@ -1353,6 +1351,8 @@ fn quick_key(frame: &[u8]) -> Option<FlowKey> {
     Some(FlowKey::new(src, dst, sport, dport, proto))
 }
 
+/// Rewrites the IPv4 source and destination (where they change) and decrements the TTL, each
+/// with an incremental header checksum update.
 fn readdress(pkt: &mut Packet<'_>, p: &Parsed, src: Ipv4Addr, dst: Ipv4Addr) {
     if let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt.buf[p.l3..p.end]) {
         if src != p.src {

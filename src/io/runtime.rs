@@ -30,8 +30,8 @@ pub trait Engine {
     fn flow_count(&self) -> usize;
     /// Reclaims up to `budget` expired flows between batches.
     fn housekeeping(&mut self, _now: Nanos, _budget: usize) {}
-    /// Batch prefetch, stage 1 (see `datapath::Worker::warm_index`): prefetches the lookup's
-    /// first line for `frame` and returns its hash; None = nothing to prefetch.
+    /// Batch prefetch, stage 1 (see `datapath::Worker::warm_index`): prefetches the line the
+    /// lookup for `frame` reads first and returns what stage 2 needs; None = nothing to do.
     fn warm_index(&self, _frame: &[u8]) -> Option<FlowHint> {
         None
     }
