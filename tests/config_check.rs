@@ -427,3 +427,14 @@ fn wrong_type_is_reported_with_position() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn a_flow_limit_beyond_what_the_index_holds_is_refused() {
+    let d = diags("[conntrack]\nmax_flows = 1073741825\n");
+    assert_eq!(
+        d,
+        vec!["t.toml:15:13: error: conntrack.max_flows 1073741825 is out of range (1-1073741824 per worker)".to_string()],
+        "{d:#?}"
+    );
+    assert!(diags("[conntrack]\nmax_flows = 1073741824\n").is_empty());
+}

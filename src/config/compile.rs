@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 
 use super::schema::{Raw, RawCollection, RawRule, TagFile, S};
 use super::{ConfigErrors, Diagnostic, DnsSettings, LineIndex, Loaded, Severity};
-use crate::conntrack::Timeouts;
+use crate::conntrack::{Timeouts, MAX_FLOWS_PER_WORKER};
 use crate::datapath::{EngineConfig, Iface, IfaceRole, Route};
 use crate::nat::{MappingMode, NatConfig};
 use crate::policy::{Action, AppProto, FqdnPattern, Protocols, RuleKind, RuleSpec, Ruleset};
@@ -439,13 +439,17 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
     let max_flows = match &raw.conntrack.max_flows {
         Some(m) => {
             let v = *m.get_ref();
-            if !(1..=u32::MAX as i64).contains(&v) {
+            // The flow index keeps 2 entries per flow in 32-bit slab references at load <= 1/2:
+            // 2^30 flows per worker (a 64 GiB slab) is as far as that holds.
+            if !(1..=MAX_FLOWS_PER_WORKER as i64).contains(&v) {
                 ctx.err(
                     m.span(),
-                    format!("conntrack.max_flows {v} is out of range (1-4294967295)"),
+                    format!(
+                        "conntrack.max_flows {v} is out of range (1-{MAX_FLOWS_PER_WORKER} per worker)"
+                    ),
                 );
             }
-            v.clamp(1, u32::MAX as i64) as u32
+            v.clamp(1, MAX_FLOWS_PER_WORKER as i64) as u32
         }
         None => 1 << 20,
     };

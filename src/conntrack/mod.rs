@@ -38,5 +38,5 @@ mod table;
 pub mod tcp;
 
 pub use key::FlowKey;
-pub use table::{Flow, FlowTable, InsertError, TimeoutClass};
+pub use table::{Flow, FlowTable, InsertError, TimeoutClass, MAX_FLOWS_PER_WORKER};
 pub use tcp::{Dir, TcpState, TcpTrack};

@@ -163,6 +163,10 @@ pub enum InsertError {
     Full,
 }
 
+/// The most flows one table holds: the index stores `slab entry << 1 | direction` in 32 bits
+/// and keeps its load at most 1/2 within a 32-bit slot count.
+pub const MAX_FLOWS_PER_WORKER: u32 = 1 << 30;
+
 /// The flow table of one worker. Not shared: no locks.
 pub struct FlowTable {
     flows: Vec<Flow>,
@@ -201,7 +205,7 @@ impl FlowTable {
         timeouts: Timeouts,
         advise: Option<&dyn Fn(usize, usize)>,
     ) -> Self {
-        let max = max.max(1);
+        let max = max.clamp(1, MAX_FLOWS_PER_WORKER);
         let mut flows: Vec<Flow> = Vec::with_capacity(max as usize);
         if let Some(a) = advise {
             a(

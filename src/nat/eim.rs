@@ -87,6 +87,7 @@ impl EimTable {
         self.slots.capacity() * std::mem::size_of::<Mapping>()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -119,8 +120,10 @@ impl EimTable {
         Some(&mut self.slots[i])
     }
 
-    /// Inserts `m` (hash `h`), which the caller knows is absent. False only when the table is
-    /// full, which the sizing rules out (it is never grown on the packet path).
+    /// Inserts `m` (hash `h`). The table may already hold a mapping of the same inside
+    /// endpoint to another public port (made when the first one's reply tuple was taken);
+    /// [`EimTable::release`] tells them apart. False when `m` holds no reference or the table
+    /// is full, which the sizing rules out (it is never grown on the packet path).
     #[inline]
     pub fn insert(&mut self, h: u64, m: Mapping) -> bool {
         if m.refs == 0 || self.len + 1 >= self.slots.len() {
@@ -135,18 +138,30 @@ impl EimTable {
         true
     }
 
-    /// Drops one reference to the mapping of (inside, port, proto); removes it when that was
-    /// the last. `hash_of(m)` recomputes a stored mapping's hash (to shift entries back).
-    /// Returns the references left, or None when there was no such mapping.
+    /// Drops one reference to the mapping of (inside, port, proto) to public
+    /// (`addr_idx`, `public_port`); removes it when that was the last. `hash_of(m)` recomputes
+    /// a stored mapping's hash (to shift entries back). Returns the references left, or None
+    /// when there was no such mapping.
     pub fn release(
         &mut self,
         h: u64,
         inside: u32,
         port: u16,
         proto: u8,
+        (addr_idx, public_port): (u8, u16),
         hash_of: impl Fn(&Mapping) -> u64,
     ) -> Option<u32> {
-        let i = self.position(h, inside, port, proto)?;
+        let mut i = self.home_slot(h);
+        loop {
+            let s = &self.slots[i];
+            if s.refs == 0 {
+                return None;
+            }
+            if s.is(inside, port, proto) && s.addr_idx == addr_idx && s.public_port == public_port {
+                break;
+            }
+            i = self.next(i);
+        }
         if self.slots[i].refs > 1 {
             self.slots[i].refs -= 1;
             return Some(self.slots[i].refs);
@@ -212,7 +227,8 @@ mod tests {
                         model.insert(key, (public, 1));
                     }
                 } else {
-                    let left = t.release(h, inside, port, proto, |m| weak(m.inside, m.port, m.proto));
+                    let public = model.get(&key).map_or(0, |e| e.0);
+                    let left = t.release(h, inside, port, proto, (0, public), |m| weak(m.inside, m.port, m.proto));
                     match model.get_mut(&key) {
                         Some(e) => {
                             e.1 -= 1;
@@ -243,6 +259,24 @@ mod tests {
                 assert!((18..23).contains(&s), "{s}");
             }
         }
+    }
+
+    #[test]
+    fn two_mappings_of_one_endpoint_are_released_by_their_own_port() {
+        let mut t = EimTable::new(8, None);
+        let h = weak(1, 1000, 6);
+        let hash = |m: &Mapping| weak(m.inside, m.port, m.proto);
+        assert!(t.insert(h, Mapping::new(1, 1000, 6, 0, 5000)));
+        t.find_mut(h, 1, 1000, 6).unwrap().refs += 1;
+        // The first one's reply tuple was taken: a second mapping for the same endpoint.
+        assert!(t.insert(h, Mapping::new(1, 1000, 6, 0, 6000)));
+        assert_eq!(t.release(h, 1, 1000, 6, (0, 6000), hash), Some(0));
+        assert_eq!(t.release(h, 1, 1000, 6, (0, 6000), hash), None);
+        assert_eq!(t.find_mut(h, 1, 1000, 6).unwrap().refs, 2);
+        assert_eq!(t.release(h, 1, 1000, 6, (0, 5000), hash), Some(1));
+        assert_eq!(t.release(h, 1, 1000, 6, (0, 5000), hash), Some(0));
+        assert!(t.find_mut(h, 1, 1000, 6).is_none());
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

@@ -167,11 +167,6 @@ impl SnatPool {
         })
     }
 
-    /// EIM mappings held (for tests and the flow view).
-    pub fn mappings(&self) -> usize {
-        self.eim.len()
-    }
-
     /// Bytes of memory held, as (EIM mapping table, port slices): the table is sized for the
     /// flow limit, the slices by the port range (per public address and protocol).
     pub fn memory_bytes(&self) -> (usize, usize) {
@@ -316,9 +311,11 @@ impl SnatPool {
         if self.mode == MappingMode::EndpointIndependent {
             let h = self.eim_hash(inside, orig.sport(), p);
             let hasher = &self.hasher;
-            match self.eim.release(h, inside, orig.sport(), p, |m| {
-                hasher.hash_one((m.inside, m.port, m.proto))
-            }) {
+            match self
+                .eim
+                .release(h, inside, orig.sport(), p, (addr_idx, port), |m| {
+                    hasher.hash_one((m.inside, m.port, m.proto))
+                }) {
                 Some(0) => {}
                 Some(_) | None => return,
             }
