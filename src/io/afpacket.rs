@@ -368,6 +368,17 @@ impl RxRing {
         got
     }
 
+    /// Whether a block is being read or the next one is handed over (no system call).
+    fn ready(&self) -> bool {
+        if self.in_block {
+            return true;
+        }
+        let blk = self.block();
+        // SAFETY: `blk` is a block descriptor in the live mapping (see `read`).
+        let status = unsafe { status_load(std::ptr::addr_of!((*blk).hdr.bh1.block_status)) };
+        status & libc::TP_STATUS_USER != 0
+    }
+
     fn kernel_drops(&self) -> u64 {
         // SAFETY: plain old data; all-zero is valid.
         let mut st: libc::tpacket_stats_v3 = unsafe { zeroed() };
@@ -525,6 +536,16 @@ impl RxRingV2 {
         got
     }
 
+    /// Whether the next slot holds a frame (one load of its status word, no system call).
+    fn ready(&self) -> bool {
+        // SAFETY: as in `read`: `cur < frame_nr`, the slot and its header lie in the mapping.
+        let hdr = unsafe { self.map.ptr.add(self.cur * TX_FRAME_SIZE as usize) }
+            .cast::<libc::tpacket2_hdr>();
+        // SAFETY: `hdr` is the aligned header of a slot in the live mapping.
+        let status = unsafe { status_load(std::ptr::addr_of!((*hdr).tp_status)) };
+        status & libc::TP_STATUS_USER != 0
+    }
+
     fn kernel_drops(&self) -> u64 {
         // SAFETY: plain old data; all-zero is valid.
         let mut st: libc::tpacket_stats = unsafe { zeroed() };
@@ -565,6 +586,12 @@ impl Rx {
         match self {
             Rx::V3(r) => r.read(iface, batch, stats),
             Rx::V2(r) => r.read(iface, batch, stats),
+        }
+    }
+    fn ready(&self) -> bool {
+        match self {
+            Rx::V3(r) => r.ready(),
+            Rx::V2(r) => r.ready(),
         }
     }
     fn kernel_drops(&self) -> u64 {
@@ -808,6 +835,10 @@ impl PacketIo for AfPacketIo {
             }
         }
         Ok(())
+    }
+
+    fn rx_ready(&self) -> bool {
+        self.rx.iter().any(Rx::ready)
     }
 
     fn stats(&self) -> IoStats {

@@ -72,7 +72,56 @@ pub struct RuntimeConfig {
     /// Once every worker has its rings: workers drop every capability, the calling (main)
     /// thread keeps only [`super::caps::MAIN_THREAD_KEEPS`].
     pub drop_caps: bool,
+    /// What a worker does when it runs out of work before sleeping in poll().
+    pub busy_poll: BusyPoll,
 }
+
+/// How a worker waits between checks of its rings while it busy-polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpinMode {
+    /// sched_yield() between checks: other runnable tasks on the CPU (the hosts the appliance
+    /// serves, when they share it) run first.
+    Yield,
+    /// CPU pause hints between checks, no system call: the lowest latency on a CPU of its own.
+    Pause,
+}
+
+/// Adaptive polling: after the last frame it handled, a worker keeps checking its rings (the
+/// RX ring status words are shared memory, a check is no system call) for `window_ns` before it
+/// falls back to sleeping in poll(). A frame that arrives in that window costs no wake-up, and
+/// an idle worker still sleeps: at most `window_ns` of polling after each burst of traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// 0: sleep in poll() as soon as a batch finds nothing.
+    pub window_ns: u64,
+    pub mode: SpinMode,
+}
+
+impl BusyPoll {
+    /// No busy polling.
+    pub const OFF: BusyPoll = BusyPoll {
+        window_ns: 0,
+        mode: SpinMode::Yield,
+    };
+
+    /// Whether a worker whose last work was `since_work_ns` ago keeps polling (true) or sleeps.
+    #[inline]
+    pub fn keep_polling(&self, since_work_ns: u64) -> bool {
+        since_work_ns < self.window_ns
+    }
+}
+
+impl Default for BusyPoll {
+    fn default() -> Self {
+        BusyPoll {
+            window_ns: DEFAULT_BUSY_POLL_US * 1_000,
+            mode: SpinMode::Yield,
+        }
+    }
+}
+
+/// The default busy-poll window, in microseconds.
+pub const DEFAULT_BUSY_POLL_US: u64 = 50;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -83,6 +132,7 @@ impl Default for RuntimeConfig {
             handoff_slots: 1024,
             idle_timeout_ms: 100,
             drop_caps: false,
+            busy_poll: BusyPoll::default(),
         }
     }
 }
@@ -201,6 +251,48 @@ impl EventFd {
         // SAFETY: reads at most 8 bytes into a live u64; non-blocking.
         unsafe {
             libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+}
+
+/// A worker's wake-up: an eventfd it polls while asleep, signalled only when it sleeps.
+struct Waker {
+    efd: EventFd,
+    /// Set by the worker before it sleeps in poll(), cleared when it wakes.
+    asleep: AtomicBool,
+}
+
+impl Waker {
+    /// Called after pushing to the worker's hand-off ring: one write(2) if it sleeps (or is
+    /// about to), none while it is busy or busy-polling (it sees the ring itself).
+    fn wake(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.asleep.load(Ordering::Relaxed) {
+            self.efd.signal();
+        }
+    }
+}
+
+/// Waits until `ready()` or the monotonic clock passes `deadline` (ns): between checks a
+/// sched_yield() or a few CPU pause hints, per `mode`.
+pub fn spin_until(mode: SpinMode, deadline: Nanos, mut ready: impl FnMut() -> bool) {
+    loop {
+        if ready() {
+            return;
+        }
+        match mode {
+            SpinMode::Yield => {
+                // SAFETY: sched_yield(2) takes no arguments and cannot fail in a harmful way.
+                unsafe { libc::sched_yield() };
+            }
+            SpinMode::Pause => {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        if monotonic_ns() >= deadline {
+            return;
         }
     }
 }
@@ -327,8 +419,15 @@ where
     FB: Fn(usize) -> io::Result<B> + Sync,
 {
     let n = cfg.workers.max(1);
-    let wakers: Vec<Arc<EventFd>> = (0..n)
-        .map(|_| EventFd::new().map(Arc::new))
+    let wakers: Vec<Arc<Waker>> = (0..n)
+        .map(|_| {
+            EventFd::new().map(|efd| {
+                Arc::new(Waker {
+                    efd,
+                    asleep: AtomicBool::new(false),
+                })
+            })
+        })
         .collect::<io::Result<_>>()?;
     // producers[from][to], consumers[to][from]
     let mut producers: Vec<Vec<Option<rtrb::Producer<Slot>>>> =
@@ -442,7 +541,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
     io: &mut B,
     neigh: &Neighbours,
     stop: &AtomicBool,
-    wakers: &[Arc<EventFd>],
+    wakers: &[Arc<Waker>],
     mut prods: Vec<Option<rtrb::Producer<Slot>>>,
     mut cons: Vec<rtrb::Consumer<Slot>>,
     epoch: Instant,
@@ -453,7 +552,9 @@ fn worker_loop<E: Engine, B: PacketIo>(
     let mut scratch = vec![0u8; BUF_SIZE];
     let mut rt = RtStats::default();
     let mut wake = vec![false; n];
-    let my_efd = wakers[me].0.as_raw_fd();
+    let my_efd = wakers[me].efd.0.as_raw_fd();
+    // Clock of the last batch that did any work (frames, hand-offs, engine transmissions).
+    let mut last_work: Nanos = 0;
     while !stop.load(Ordering::Relaxed) {
         batch.clear();
         io.rx_batch(&mut batch)?;
@@ -514,15 +615,35 @@ fn worker_loop<E: Engine, B: PacketIo>(
         eng.housekeeping(now, 64);
         for (j, w) in wake.iter_mut().enumerate() {
             if *w {
-                wakers[j].signal();
+                wakers[j].wake();
                 *w = false;
             }
         }
-        if work == 0 {
-            wakers[me].drain();
-            if cons.iter().all(|c| c.is_empty()) {
-                io.wait(cfg.idle_timeout_ms, (n > 1).then_some(my_efd))?;
+        if work > 0 {
+            last_work = now;
+            continue;
+        }
+        if cfg.busy_poll.keep_polling(now.saturating_sub(last_work)) {
+            // Busy polling: wait in shared memory until a frame (or a hand-off) is there or
+            // the window closes, then run the loop again (which finds the frame, or sleeps).
+            let deadline = last_work.saturating_add(cfg.busy_poll.window_ns);
+            spin_until(cfg.busy_poll.mode, deadline, || {
+                stop.load(Ordering::Relaxed) || io.rx_ready() || cons.iter().any(|c| !c.is_empty())
+            });
+            continue;
+        }
+        if n > 1 {
+            // Tell producers to signal the eventfd from now on, then look once more: a frame
+            // handed over before the flag was visible is seen here (both sides fence).
+            wakers[me].asleep.store(true, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if cons.iter().all(|c| c.is_empty()) && !io.rx_ready() {
+                io.wait(cfg.idle_timeout_ms, Some(my_efd))?;
             }
+            wakers[me].asleep.store(false, Ordering::Relaxed);
+            wakers[me].efd.drain();
+        } else if !io.rx_ready() {
+            io.wait(cfg.idle_timeout_ms, None)?;
         }
     }
     Ok(WorkerReport {
