@@ -188,13 +188,25 @@ where
         },
         ..RuntimeConfig::default()
     };
+    // Return traffic straight to the worker owning its SNAT port (no hand-off), unless the
+    // caller chose a program (or there is only one worker, or no program fits the config).
+    let mut af = opts.af.clone();
+    if af.steering.is_none() {
+        af.steering = crate::io::steer::Steering {
+            public_addrs: cfg.nat.public_addrs.clone(),
+            port_min: cfg.nat.port_min,
+            port_max: cfg.nat.port_max,
+            workers,
+        }
+        .program();
+    }
     let epoch = Instant::now();
     let make_engine = |i: usize| make_engine(i, workers);
     let result = match &opts.pcap {
         None => runtime::run(
             &rt,
             make_engine,
-            |_| AfPacketIo::open(&ifaces, &opts.af),
+            |_| AfPacketIo::open(&ifaces, &af),
             neigh,
             stop.clone(),
             epoch,
@@ -208,7 +220,7 @@ where
             let r = runtime::run(
                 &rt,
                 make_engine,
-                |_| AfPacketIo::open(&ifaces, &opts.af).map(|io| PcapIo::new(io, shared.clone())),
+                |_| AfPacketIo::open(&ifaces, &af).map(|io| PcapIo::new(io, shared.clone())),
                 neigh,
                 stop.clone(),
                 epoch,

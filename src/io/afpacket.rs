@@ -36,6 +36,9 @@ pub struct AfPacketOptions {
     pub fanout_base: u16,
     /// TPACKET version of the RX rings.
     pub rx_version: RxRingVersion,
+    /// A classic BPF program choosing each frame's worker (PACKET_FANOUT_CBPF, see
+    /// [`super::steer`]); None: PACKET_FANOUT_HASH. Workers must join in index order.
+    pub steering: Option<Vec<super::steer::Insn>>,
 }
 
 impl Default for AfPacketOptions {
@@ -48,6 +51,7 @@ impl Default for AfPacketOptions {
             qdisc_bypass: true,
             fanout_base: (std::process::id() as u16).wrapping_mul(61),
             rx_version: RxRingVersion::V2,
+            steering: None,
         }
     }
 }
@@ -237,6 +241,32 @@ fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Joins the fanout group `id`: PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
+/// `o.steering` as the group's program (every member sets the same one).
+fn join_fanout(fd: RawFd, id: u16, o: &AfPacketOptions) -> io::Result<()> {
+    let Some(prog) = &o.steering else {
+        let fanout: u32 = u32::from(id) | (libc::PACKET_FANOUT_HASH << 16);
+        return setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout);
+    };
+    let fanout: u32 = u32::from(id) | (libc::PACKET_FANOUT_CBPF << 16);
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+    let mut filter: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // The kernel copies the program during the call; `filter` outlives it.
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
+}
+
 /// One TPACKET_V3 RX ring.
 #[derive(Debug)]
 struct RxRing {
@@ -279,8 +309,7 @@ impl RxRing {
         let len = o.rx_block_size as usize * o.rx_block_nr as usize;
         let map = Mapping::new(raw, len)?;
         bind(raw, ifindex, ETH_P_ALL)?;
-        let fanout: u32 = u32::from(fanout_id) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+        join_fanout(raw, fanout_id, o)?;
         Ok(RxRing {
             map,
             fd,
@@ -479,8 +508,7 @@ impl RxRingV2 {
         let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32);
         let map = Mapping::new(raw, o.rx_block_size as usize * o.rx_block_nr as usize)?;
         bind(raw, ifindex, ETH_P_ALL)?;
-        let fanout: u32 = u32::from(fanout_id) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+        join_fanout(raw, fanout_id, o)?;
         Ok(RxRingV2 {
             map,
             fd,

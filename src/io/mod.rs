@@ -25,6 +25,7 @@ pub mod neigh;
 pub mod netns;
 pub mod pcap;
 pub mod runtime;
+pub mod steer;
 pub mod tcpprobe;
 
 use std::io;

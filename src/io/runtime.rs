@@ -448,13 +448,15 @@ where
     let mut startup_error: Option<io::Error> = None;
     // Workers that have opened their rings and built their engine (then dropped their caps).
     let started = std::sync::atomic::AtomicUsize::new(0);
+    // Workers that have opened their rings (the next one may open its own).
+    let opened = std::sync::atomic::AtomicUsize::new(0);
     let caps_errors = std::sync::Mutex::new(Vec::<String>::new());
     let reports = std::thread::scope(|s| {
         let mut handles = Vec::new();
         for (i, (prods, cons)) in producers.into_iter().zip(consumers).enumerate() {
             let make_engine = &make_engine;
             let make_io = &make_io;
-            let (started, caps_errors) = (&started, &caps_errors);
+            let (started, caps_errors, opened) = (&started, &caps_errors, &opened);
             let neigh = neigh.clone();
             let stop = stop.clone();
             let wakers = wakers.clone();
@@ -465,7 +467,13 @@ where
                     if cfg.pin {
                         let _ = pin_to_nth_cpu(i);
                     }
+                    // Open the rings in worker order: a fanout group numbers its members
+                    // in the order they join, and a steering program names workers by it.
+                    while opened.load(Ordering::Acquire) < i && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                     let io = make_io(i);
+                    opened.fetch_add(1, Ordering::AcqRel);
                     let mut io = match io {
                         Ok(io) => io,
                         Err(e) => {
