@@ -450,11 +450,17 @@ fn busy_poll_settings() {
     let e = load_str(&bad, "t.toml").unwrap_err();
     let d: Vec<String> = e.errors().iter().map(|d| d.to_string()).collect();
     assert!(
-        d.contains(&"t.toml:3:16: error: busy_poll_us 20000 is out of range (0-10000 microseconds)".to_string()),
+        d.contains(
+            &"t.toml:3:16: error: busy_poll_us 20000 is out of range (0-10000 microseconds)"
+                .to_string()
+        ),
         "{d:#?}"
     );
     assert!(
-        d.contains(&"t.toml:4:18: error: busy_poll_mode \"spin\" is not one of \"yield\", \"pause\"".to_string()),
+        d.contains(
+            &"t.toml:4:18: error: busy_poll_mode \"spin\" is not one of \"yield\", \"pause\""
+                .to_string()
+        ),
         "{d:#?}"
     );
     let neg = HEAD.replace(

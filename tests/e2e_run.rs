@@ -246,6 +246,7 @@ fn workers_sleep_when_idle_after_traffic() {
     let before = cpu_seconds(pid);
     std::thread::sleep(Duration::from_secs(2));
     let idle = cpu_seconds(pid) - before;
+    eprintln!("tollgate run, 2 workers: {idle:.3} s of CPU in 2 s idle after traffic");
     let exited_cleanly = lab.stop("appliance", Duration::from_secs(5));
     assert_eq!(served, 20, "every request went through the appliance");
     // A worker that never slept would use up to 2 s here (at least several hundred ms even
