@@ -213,6 +213,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// Busy polling only follows traffic: once it stops, the workers sleep in poll(). Two workers
 /// with the default busy-poll window, traffic through both directions, then 2 s without any:
 /// the daemon's CPU time over those 2 s stays far below what one polling worker would burn.
+/// And return traffic is steered to its SNAT port's worker: no hand-offs.
 #[test]
 fn workers_sleep_when_idle_after_traffic() {
     if !root_or_skip("workers_sleep_when_idle_after_traffic") {
@@ -249,6 +250,17 @@ fn workers_sleep_when_idle_after_traffic() {
     eprintln!("tollgate run, 2 workers: {idle:.3} s of CPU in 2 s idle after traffic");
     let exited_cleanly = lab.stop("appliance", Duration::from_secs(5));
     assert_eq!(served, 20, "every request went through the appliance");
+    // The steering program sent every SYN-ACK, ACK and FIN of those 20 connections to the
+    // worker owning its SNAT port: nothing was handed over between the two workers (with
+    // PACKET_FANOUT_HASH about half the connections' return frames were).
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from the exit counters:\n{text}"))
+    };
+    assert!(counter("forwarded ") >= 20 * 6, "{text}");
+    assert_eq!(counter("handoff_out "), 0, "{text}");
     // A worker that never slept would use up to 2 s here (at least several hundred ms even
     // on a CPU shared with other work); sleeping workers wake every 100 ms for a few µs.
     assert!(idle < 0.2, "{idle:.3} s of CPU in 2 s without traffic");
