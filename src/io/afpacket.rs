@@ -1,6 +1,7 @@
-//! AF_PACKET backend: a TPACKET_V3 mmap RX ring per interface, joined to a PACKET_FANOUT_HASH
-//! group per interface (one member per worker), and a TPACKET_V2 mmap TX ring per interface
-//! with PACKET_QDISC_BYPASS.
+//! AF_PACKET backend: a TPACKET_V2 (or V3) mmap RX ring per interface, joined to a fanout
+//! group per interface (one member per worker: PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
+//! the steering program of [`super::steer`]), and a TPACKET_V2 mmap TX ring per interface with
+//! PACKET_QDISC_BYPASS.
 //!
 //! TX uses V2 rather than V3: V3's TX ring is frame-based like V2 and brings nothing for
 //! sending, while V2's header is the one every kernel since 2.6.27 documents for TX.

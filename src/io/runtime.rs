@@ -1,9 +1,13 @@
 //! Worker threads: each owns one engine (flow table + SNAT port slices) and one set of rings.
 //!
-//! Return traffic that the fanout hash delivers to a worker that does not own its SNAT port
-//! ([`Engine::owner_of`]) is handed to the owner through a lock-free SPSC ring (`rtrb`) per
-//! (from, to) pair, in fixed-size preallocated slots; the owner is woken through an eventfd.
-//! Nothing on this path allocates or takes a lock.
+//! Return traffic that the fanout delivers to a worker that does not own its SNAT port
+//! ([`Engine::owner_of`]; rare once the steering program of [`super::steer`] is in place) is
+//! handed to the owner through a lock-free SPSC ring (`rtrb`) per (from, to) pair, in
+//! fixed-size preallocated slots; the owner is woken through an eventfd, written only while the
+//! owner sleeps. Nothing on this path allocates or takes a lock.
+//!
+//! Out of work, a worker busy-polls its rings for [`BusyPoll::window_ns`] before it sleeps in
+//! poll() (see [`BusyPoll`]).
 
 use std::io;
 use std::net::Ipv4Addr;
