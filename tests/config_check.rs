@@ -438,3 +438,49 @@ fn a_flow_limit_beyond_what_the_index_holds_is_refused() {
     );
     assert!(diags("[conntrack]\nmax_flows = 1073741824\n").is_empty());
 }
+
+#[test]
+fn busy_poll_settings() {
+    use tollgate::io::runtime::{SpinMode, DEFAULT_BUSY_POLL_US};
+    // default: the built-in window, sched_yield() between checks
+    let l = load_str(HEAD, "t.toml").unwrap();
+    assert_eq!(l.busy_poll.window_ns, DEFAULT_BUSY_POLL_US * 1_000);
+    assert_eq!(l.busy_poll.mode, SpinMode::Yield);
+    let ok = HEAD.replace(
+        "inside_prefixes = [\"198.18.0.0/15\"]\n",
+        "inside_prefixes = [\"198.18.0.0/15\"]\nbusy_poll_us = 0\nbusy_poll_mode = \"pause\"\n",
+    );
+    let l = load_str(&ok, "t.toml").unwrap();
+    assert_eq!(l.busy_poll.window_ns, 0);
+    assert_eq!(l.busy_poll.mode, SpinMode::Pause);
+    // out of range and unknown mode: both reported, with line:col of the value
+    let bad = HEAD.replace(
+        "inside_prefixes = [\"198.18.0.0/15\"]\n",
+        "inside_prefixes = [\"198.18.0.0/15\"]\nbusy_poll_us = 20000\nbusy_poll_mode = \"spin\"\n",
+    );
+    let e = load_str(&bad, "t.toml").unwrap_err();
+    let d: Vec<String> = e.errors().iter().map(|d| d.to_string()).collect();
+    assert!(
+        d.contains(
+            &"t.toml:3:16: error: busy_poll_us 20000 is out of range (0-10000 microseconds)"
+                .to_string()
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        d.contains(
+            &"t.toml:4:18: error: busy_poll_mode \"spin\" is not one of \"yield\", \"pause\""
+                .to_string()
+        ),
+        "{d:#?}"
+    );
+    let neg = HEAD.replace(
+        "inside_prefixes = [\"198.18.0.0/15\"]\n",
+        "inside_prefixes = [\"198.18.0.0/15\"]\nbusy_poll_us = -1\n",
+    );
+    let e = load_str(&neg, "t.toml").unwrap_err();
+    assert_eq!(
+        e.errors()[0].to_string(),
+        "t.toml:3:16: error: busy_poll_us -1 is out of range (0-10000 microseconds)"
+    );
+}

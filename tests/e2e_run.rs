@@ -193,3 +193,76 @@ fn health_turns_degraded_when_the_snat_pool_is_nearly_exhausted() {
         "healthz with 4 of 4 ports used: {after}"
     );
 }
+
+/// CPU time (user + system, in seconds) `pid` has used so far, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // fields after the parenthesised command name; utime and stime are fields 14 and 15
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    let hz: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks as f64 / hz
+}
+
+/// Busy polling only follows traffic: once it stops, the workers sleep in poll(). Two workers
+/// with the default busy-poll window, traffic through both directions, then 2 s without any:
+/// the daemon's CPU time over those 2 s stays far below what one polling worker would burn.
+/// And return traffic is steered to its SNAT port's worker: no hand-offs.
+#[test]
+fn workers_sleep_when_idle_after_traffic() {
+    if !root_or_skip("workers_sleep_when_idle_after_traffic") {
+        return;
+    }
+    let mut lab = lab();
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
+    let log = lab.dir.join("appliance.log");
+    let pid = lab
+        .spawn(
+            "appliance",
+            "app",
+            &[exe, "run", "--config", config, "--workers", "2"],
+            &log,
+        )
+        .expect("spawn tollgate run");
+    assert!(
+        lab.wait_spawned_appliance(Duration::from_secs(10)),
+        "tollgate run did not come up: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let mut served = 0;
+    for _ in 0..20 {
+        let (ok, http) = sh(&lab, "node1", "curl -s -m 5 http://203.0.113.10/");
+        if ok && http.contains("peer=203.0.113.1:") {
+            served += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = cpu_seconds(pid) - before;
+    eprintln!("tollgate run, 2 workers: {idle:.3} s of CPU in 2 s idle after traffic");
+    let exited_cleanly = lab.stop("appliance", Duration::from_secs(5));
+    assert_eq!(served, 20, "every request went through the appliance");
+    // The steering program sent every SYN-ACK, ACK and FIN of those 20 connections to the
+    // worker owning its SNAT port: nothing was handed over between the two workers (with
+    // PACKET_FANOUT_HASH about half the connections' return frames were).
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from the exit counters:\n{text}"))
+    };
+    assert!(counter("forwarded ") >= 20 * 6, "{text}");
+    assert_eq!(counter("handoff_out "), 0, "{text}");
+    // A worker that never slept would use up to 2 s here (at least several hundred ms even
+    // on a CPU shared with other work); sleeping workers wake every 100 ms for a few µs.
+    assert!(idle < 0.2, "{idle:.3} s of CPU in 2 s without traffic");
+    assert!(exited_cleanly, "SIGTERM stops tollgate run");
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::control::daemon::{self, ServeOptions};
+use crate::io::runtime::SpinMode;
 
 /// Arguments of `tollgate run`.
 #[derive(Debug, Args)]
@@ -33,6 +34,14 @@ pub struct RunArgs {
     /// only CAP_NET_ADMIN, to undo the host preparation at exit).
     #[arg(long)]
     pub keep_caps: bool,
+    /// Microseconds a worker keeps polling its rings after its last frame before it sleeps in
+    /// poll() (overrides `appliance.busy_poll_us`; 0 = sleep at once).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub busy_poll_us: Option<u64>,
+    /// Between busy-poll checks: sched_yield() (`yield`) or CPU pause hints (`pause`)
+    /// (overrides `appliance.busy_poll_mode`).
+    #[arg(long, value_parser = ["yield", "pause"])]
+    pub busy_poll_mode: Option<String>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; exit code 0 on a clean stop, 1 on an error.
@@ -44,6 +53,11 @@ pub fn main(a: RunArgs) -> ExitCode {
         drop_caps: !a.keep_caps,
         ..ServeOptions::default()
     };
+    opts.busy_poll_us = a.busy_poll_us;
+    opts.busy_poll_mode = a.busy_poll_mode.as_deref().map(|m| match m {
+        "pause" => SpinMode::Pause,
+        _ => SpinMode::Yield,
+    });
     if a.rx_ring == "v3" {
         opts.af.rx_version = crate::io::afpacket::RxRingVersion::V3;
     }

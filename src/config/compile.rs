@@ -366,6 +366,7 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         Some(a) => Some(Some(PathBuf::from(a.get_ref()))),
         None => Some(None),
     };
+    let busy_poll = busy_poll_settings(ctx, &raw.appliance);
     let workers = match raw.appliance.workers {
         Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -485,10 +486,45 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         management: management?,
         admin_socket: admin_socket?,
         decision_log: raw.appliance.decision_log.unwrap_or(true),
+        busy_poll,
         dns,
         fqdn_addresses: BTreeMap::new(),
         warnings: Vec::new(),
     })
+}
+
+/// `busy_poll_us` (0-10000, default [`DEFAULT_BUSY_POLL_US`]) and `busy_poll_mode` ("yield",
+/// the default, or "pause").
+///
+/// [`DEFAULT_BUSY_POLL_US`]: crate::io::runtime::DEFAULT_BUSY_POLL_US
+fn busy_poll_settings(
+    ctx: &mut Ctx,
+    a: &super::schema::RawAppliance,
+) -> crate::io::runtime::BusyPoll {
+    use crate::io::runtime::{BusyPoll, SpinMode};
+    let mut bp = BusyPoll::default();
+    if let Some(us) = &a.busy_poll_us {
+        let v = *us.get_ref();
+        if (0..=10_000).contains(&v) {
+            bp.window_ns = v as u64 * 1_000;
+        } else {
+            ctx.err(
+                us.span(),
+                format!("busy_poll_us {v} is out of range (0-10000 microseconds)"),
+            );
+        }
+    }
+    if let Some(m) = &a.busy_poll_mode {
+        match m.get_ref().as_str() {
+            "yield" => bp.mode = SpinMode::Yield,
+            "pause" => bp.mode = SpinMode::Pause,
+            other => ctx.err(
+                m.span(),
+                format!("busy_poll_mode \"{other}\" is not one of \"yield\", \"pause\""),
+            ),
+        }
+    }
+    bp
 }
 
 /// `[dns]`: servers, refresh bounds and the resolver's source port, which must stay clear of

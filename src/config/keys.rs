@@ -24,6 +24,8 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "management",
             "admin_socket",
             "decision_log",
+            "busy_poll_us",
+            "busy_poll_mode",
         ],
         "interface" => &["name", "role", "addresses", "gateway", "mtu"],
         "route" => &["prefix", "via", "interface"],

@@ -31,6 +31,8 @@ pub struct Loaded {
     pub admin_socket: Option<std::path::PathBuf>,
     /// Whether decision logs are written (JSON lines on stdout).
     pub decision_log: bool,
+    /// How workers poll their rings before sleeping (`busy_poll_us`, `busy_poll_mode`).
+    pub busy_poll: crate::io::runtime::BusyPoll,
     /// The resolver of network rules' destination FQDNs (`[dns]`).
     pub dns: DnsSettings,
     /// What each destination FQDN last resolved to, as compiled into `policy` (filled by the

@@ -50,6 +50,8 @@ pub struct RawAppliance {
     pub management: Option<S<String>>,
     pub admin_socket: Option<S<String>>,
     pub decision_log: Option<bool>,
+    pub busy_poll_us: Option<S<i64>>,
+    pub busy_poll_mode: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

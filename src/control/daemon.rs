@@ -13,7 +13,7 @@ use crate::datapath::{DropReason, EngineConfig};
 use crate::io::afpacket::{AfPacketIo, AfPacketOptions};
 use crate::io::neigh::Neighbours;
 use crate::io::pcap::{PcapIo, PcapWriter};
-use crate::io::runtime::{self, Engine, RuntimeConfig, Totals};
+use crate::io::runtime::{self, BusyPoll, Engine, RuntimeConfig, SpinMode, Totals};
 
 /// Options of `tollgate run` besides the configuration file.
 #[derive(Clone, Debug)]
@@ -33,6 +33,11 @@ pub struct ServeOptions {
     pub drop_caps: bool,
     /// The admin socket path, overriding the configuration's.
     pub admin_socket: Option<PathBuf>,
+    /// Busy-poll window in microseconds; None: the configuration's (`run_from_file`), or
+    /// [`runtime::DEFAULT_BUSY_POLL_US`].
+    pub busy_poll_us: Option<u64>,
+    /// What a busy-polling worker does between checks; None: as for `busy_poll_us`.
+    pub busy_poll_mode: Option<SpinMode>,
 }
 
 impl Default for ServeOptions {
@@ -46,6 +51,8 @@ impl Default for ServeOptions {
             verbose: true,
             drop_caps: true,
             admin_socket: None,
+            busy_poll_us: None,
+            busy_poll_mode: None,
         }
     }
 }
@@ -172,15 +179,34 @@ where
     let rt = RuntimeConfig {
         workers,
         drop_caps: opts.drop_caps,
+        busy_poll: BusyPoll {
+            window_ns: opts
+                .busy_poll_us
+                .unwrap_or(runtime::DEFAULT_BUSY_POLL_US)
+                .saturating_mul(1_000),
+            mode: opts.busy_poll_mode.unwrap_or(BusyPoll::default().mode),
+        },
         ..RuntimeConfig::default()
     };
+    // Return traffic straight to the worker owning its SNAT port (no hand-off), unless the
+    // caller chose a program (or there is only one worker, or no program fits the config).
+    let mut af = opts.af.clone();
+    if af.steering.is_none() {
+        af.steering = crate::io::steer::Steering {
+            public_addrs: cfg.nat.public_addrs.clone(),
+            port_min: cfg.nat.port_min,
+            port_max: cfg.nat.port_max,
+            workers,
+        }
+        .program();
+    }
     let epoch = Instant::now();
     let make_engine = |i: usize| make_engine(i, workers);
     let result = match &opts.pcap {
         None => runtime::run(
             &rt,
             make_engine,
-            |_| AfPacketIo::open(&ifaces, &opts.af),
+            |_| AfPacketIo::open(&ifaces, &af),
             neigh,
             stop.clone(),
             epoch,
@@ -194,7 +220,7 @@ where
             let r = runtime::run(
                 &rt,
                 make_engine,
-                |_| AfPacketIo::open(&ifaces, &opts.af).map(|io| PcapIo::new(io, shared.clone())),
+                |_| AfPacketIo::open(&ifaces, &af).map(|io| PcapIo::new(io, shared.clone())),
                 neigh,
                 stop.clone(),
                 epoch,
@@ -244,6 +270,11 @@ pub fn run_from_file(
     let loaded = load_config(path)?;
     let stop = stop_on_signals()?;
     opts.workers = workers_override.unwrap_or(loaded.workers);
+    // the command line's busy-poll settings win over the file's
+    opts.busy_poll_us = opts
+        .busy_poll_us
+        .or(Some(loaded.busy_poll.window_ns / 1_000));
+    opts.busy_poll_mode = opts.busy_poll_mode.or(Some(loaded.busy_poll.mode));
     let engine = Arc::new(loaded.engine.clone());
     let policy: Arc<dyn crate::policy::Policy> = loaded.policy.clone();
     let seed = std::time::SystemTime::now()

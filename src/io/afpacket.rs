@@ -1,6 +1,7 @@
-//! AF_PACKET backend: a TPACKET_V3 mmap RX ring per interface, joined to a PACKET_FANOUT_HASH
-//! group per interface (one member per worker), and a TPACKET_V2 mmap TX ring per interface
-//! with PACKET_QDISC_BYPASS.
+//! AF_PACKET backend: a TPACKET_V2 (or V3) mmap RX ring per interface, joined to a fanout
+//! group per interface (one member per worker: PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
+//! the steering program of [`super::steer`]), and a TPACKET_V2 mmap TX ring per interface with
+//! PACKET_QDISC_BYPASS.
 //!
 //! TX uses V2 rather than V3: V3's TX ring is frame-based like V2 and brings nothing for
 //! sending, while V2's header is the one every kernel since 2.6.27 documents for TX.
@@ -36,6 +37,9 @@ pub struct AfPacketOptions {
     pub fanout_base: u16,
     /// TPACKET version of the RX rings.
     pub rx_version: RxRingVersion,
+    /// A classic BPF program choosing each frame's worker (PACKET_FANOUT_CBPF, see
+    /// [`super::steer`]); None: PACKET_FANOUT_HASH. Workers must join in index order.
+    pub steering: Option<Vec<super::steer::Insn>>,
 }
 
 impl Default for AfPacketOptions {
@@ -48,6 +52,7 @@ impl Default for AfPacketOptions {
             qdisc_bypass: true,
             fanout_base: (std::process::id() as u16).wrapping_mul(61),
             rx_version: RxRingVersion::V2,
+            steering: None,
         }
     }
 }
@@ -237,6 +242,32 @@ fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Joins the fanout group `id`: PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
+/// `o.steering` as the group's program (every member sets the same one).
+fn join_fanout(fd: RawFd, id: u16, o: &AfPacketOptions) -> io::Result<()> {
+    let Some(prog) = &o.steering else {
+        let fanout: u32 = u32::from(id) | (libc::PACKET_FANOUT_HASH << 16);
+        return setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout);
+    };
+    let fanout: u32 = u32::from(id) | (libc::PACKET_FANOUT_CBPF << 16);
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+    let mut filter: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // The kernel copies the program during the call; `filter` outlives it.
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
+}
+
 /// One TPACKET_V3 RX ring.
 #[derive(Debug)]
 struct RxRing {
@@ -279,8 +310,7 @@ impl RxRing {
         let len = o.rx_block_size as usize * o.rx_block_nr as usize;
         let map = Mapping::new(raw, len)?;
         bind(raw, ifindex, ETH_P_ALL)?;
-        let fanout: u32 = u32::from(fanout_id) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+        join_fanout(raw, fanout_id, o)?;
         Ok(RxRing {
             map,
             fd,
@@ -366,6 +396,17 @@ impl RxRing {
             self.next += hdr.tp_next_offset as usize;
         }
         got
+    }
+
+    /// Whether a block is being read or the next one is handed over (no system call).
+    fn ready(&self) -> bool {
+        if self.in_block {
+            return true;
+        }
+        let blk = self.block();
+        // SAFETY: `blk` is a block descriptor in the live mapping (see `read`).
+        let status = unsafe { status_load(std::ptr::addr_of!((*blk).hdr.bh1.block_status)) };
+        status & libc::TP_STATUS_USER != 0
     }
 
     fn kernel_drops(&self) -> u64 {
@@ -468,8 +509,7 @@ impl RxRingV2 {
         let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32);
         let map = Mapping::new(raw, o.rx_block_size as usize * o.rx_block_nr as usize)?;
         bind(raw, ifindex, ETH_P_ALL)?;
-        let fanout: u32 = u32::from(fanout_id) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout)?;
+        join_fanout(raw, fanout_id, o)?;
         Ok(RxRingV2 {
             map,
             fd,
@@ -525,6 +565,16 @@ impl RxRingV2 {
         got
     }
 
+    /// Whether the next slot holds a frame (one load of its status word, no system call).
+    fn ready(&self) -> bool {
+        // SAFETY: as in `read`: `cur < frame_nr`, the slot and its header lie in the mapping.
+        let hdr = unsafe { self.map.ptr.add(self.cur * TX_FRAME_SIZE as usize) }
+            .cast::<libc::tpacket2_hdr>();
+        // SAFETY: `hdr` is the aligned header of a slot in the live mapping.
+        let status = unsafe { status_load(std::ptr::addr_of!((*hdr).tp_status)) };
+        status & libc::TP_STATUS_USER != 0
+    }
+
     fn kernel_drops(&self) -> u64 {
         // SAFETY: plain old data; all-zero is valid.
         let mut st: libc::tpacket_stats = unsafe { zeroed() };
@@ -565,6 +615,12 @@ impl Rx {
         match self {
             Rx::V3(r) => r.read(iface, batch, stats),
             Rx::V2(r) => r.read(iface, batch, stats),
+        }
+    }
+    fn ready(&self) -> bool {
+        match self {
+            Rx::V3(r) => r.ready(),
+            Rx::V2(r) => r.ready(),
         }
     }
     fn kernel_drops(&self) -> u64 {
@@ -808,6 +864,10 @@ impl PacketIo for AfPacketIo {
             }
         }
         Ok(())
+    }
+
+    fn rx_ready(&self) -> bool {
+        self.rx.iter().any(Rx::ready)
     }
 
     fn stats(&self) -> IoStats {

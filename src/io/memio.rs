@@ -78,6 +78,10 @@ impl PacketIo for MemIo {
         Ok(())
     }
 
+    fn rx_ready(&self) -> bool {
+        !self.lock().rx.is_empty()
+    }
+
     fn wait(&mut self, timeout_ms: i32, _extra_fd: Option<i32>) -> io::Result<()> {
         if self.lock().rx.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(

@@ -27,6 +27,7 @@ pub mod netns;
 pub mod pcap;
 pub mod prefetch;
 pub mod runtime;
+pub mod steer;
 pub mod tcpprobe;
 
 use std::io;
@@ -147,6 +148,12 @@ pub trait PacketIo: Send {
     /// Waits up to `timeout_ms` for frames to become readable (or for `extra_fd` to become
     /// readable, if given, e.g. a hand-off eventfd).
     fn wait(&mut self, timeout_ms: i32, extra_fd: Option<i32>) -> io::Result<()>;
+    /// Whether a frame is ready to be received, checked without a system call where the
+    /// backend can (busy polling calls it in a loop). The default, true, makes the caller
+    /// simply try [`PacketIo::rx_batch`] again.
+    fn rx_ready(&self) -> bool {
+        true
+    }
     /// The backend's own counters.
     fn stats(&self) -> IoStats;
     /// The MAC address of interface `iface` (source MAC of transmitted frames).

@@ -128,6 +128,10 @@ impl<B: PacketIo> PacketIo for PcapIo<B> {
         self.inner.wait(timeout_ms, extra_fd)
     }
 
+    fn rx_ready(&self) -> bool {
+        self.inner.rx_ready()
+    }
+
     fn stats(&self) -> IoStats {
         self.inner.stats()
     }

@@ -1,9 +1,13 @@
 //! Worker threads: each owns one engine (flow table + SNAT port slices) and one set of rings.
 //!
-//! Return traffic that the fanout hash delivers to a worker that does not own its SNAT port
-//! ([`Engine::owner_of`]) is handed to the owner through a lock-free SPSC ring (`rtrb`) per
-//! (from, to) pair, in fixed-size preallocated slots; the owner is woken through an eventfd.
-//! Nothing on this path allocates or takes a lock.
+//! Return traffic that the fanout delivers to a worker that does not own its SNAT port
+//! ([`Engine::owner_of`]; rare once the steering program of [`super::steer`] is in place) is
+//! handed to the owner through a lock-free SPSC ring (`rtrb`) per (from, to) pair, in
+//! fixed-size preallocated slots; the owner is woken through an eventfd, written only while the
+//! owner sleeps. Nothing on this path allocates or takes a lock.
+//!
+//! Out of work, a worker busy-polls its rings for [`BusyPoll::window_ns`] before it sleeps in
+//! poll() (see [`BusyPoll`]).
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -87,7 +91,59 @@ pub struct RuntimeConfig {
     /// Once every worker has its rings: workers drop every capability, the calling (main)
     /// thread keeps only [`super::caps::MAIN_THREAD_KEEPS`].
     pub drop_caps: bool,
+    /// What a worker does when it runs out of work before sleeping in poll().
+    pub busy_poll: BusyPoll,
 }
+
+/// How a worker waits between checks of its rings while it busy-polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpinMode {
+    /// sched_yield() between checks: other runnable tasks on the CPU (the hosts the appliance
+    /// serves, when they share it) run first.
+    Yield,
+    /// CPU pause hints between checks, no system call: the lowest latency on a CPU of its own.
+    Pause,
+}
+
+/// Adaptive polling: after the last frame it handled, a worker keeps checking its rings (the
+/// RX ring status words are shared memory, a check is no system call) for `window_ns` before it
+/// falls back to sleeping in poll(). A frame that arrives in that window costs no wake-up, and
+/// an idle worker still sleeps: at most `window_ns` of polling after each burst of traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// 0: sleep in poll() as soon as a batch finds nothing.
+    pub window_ns: u64,
+    pub mode: SpinMode,
+}
+
+impl BusyPoll {
+    /// No busy polling.
+    pub const OFF: BusyPoll = BusyPoll {
+        window_ns: 0,
+        mode: SpinMode::Yield,
+    };
+
+    /// Whether a worker whose last work was `since_work_ns` ago keeps polling (true) or sleeps.
+    #[inline]
+    pub fn keep_polling(&self, since_work_ns: u64) -> bool {
+        since_work_ns < self.window_ns
+    }
+}
+
+impl Default for BusyPoll {
+    fn default() -> Self {
+        BusyPoll {
+            window_ns: DEFAULT_BUSY_POLL_US * 1_000,
+            mode: SpinMode::Yield,
+        }
+    }
+}
+
+/// Engine housekeeping (expiry, gauges, control-plane questions) runs at most this often.
+const HOUSEKEEPING_EVERY_NS: Nanos = 50_000;
+
+/// The default busy-poll window, in microseconds.
+pub const DEFAULT_BUSY_POLL_US: u64 = 50;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -98,6 +154,7 @@ impl Default for RuntimeConfig {
             handoff_slots: 1024,
             idle_timeout_ms: 100,
             drop_caps: false,
+            busy_poll: BusyPoll::default(),
         }
     }
 }
@@ -216,6 +273,48 @@ impl EventFd {
         // SAFETY: reads at most 8 bytes into a live u64; non-blocking.
         unsafe {
             libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+}
+
+/// A worker's wake-up: an eventfd it polls while asleep, signalled only when it sleeps.
+struct Waker {
+    efd: EventFd,
+    /// Set by the worker before it sleeps in poll(), cleared when it wakes.
+    asleep: AtomicBool,
+}
+
+impl Waker {
+    /// Called after pushing to the worker's hand-off ring: one write(2) if it sleeps (or is
+    /// about to), none while it is busy or busy-polling (it sees the ring itself).
+    fn wake(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.asleep.load(Ordering::Relaxed) {
+            self.efd.signal();
+        }
+    }
+}
+
+/// Waits until `ready()` or the monotonic clock passes `deadline` (ns): between checks a
+/// sched_yield() or a few CPU pause hints, per `mode`.
+pub fn spin_until(mode: SpinMode, deadline: Nanos, mut ready: impl FnMut() -> bool) {
+    loop {
+        if ready() {
+            return;
+        }
+        match mode {
+            SpinMode::Yield => {
+                // SAFETY: sched_yield(2) takes no arguments and cannot fail in a harmful way.
+                unsafe { libc::sched_yield() };
+            }
+            SpinMode::Pause => {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        if monotonic_ns() >= deadline {
+            return;
         }
     }
 }
@@ -342,8 +441,15 @@ where
     FB: Fn(usize) -> io::Result<B> + Sync,
 {
     let n = cfg.workers.max(1);
-    let wakers: Vec<Arc<EventFd>> = (0..n)
-        .map(|_| EventFd::new().map(Arc::new))
+    let wakers: Vec<Arc<Waker>> = (0..n)
+        .map(|_| {
+            EventFd::new().map(|efd| {
+                Arc::new(Waker {
+                    efd,
+                    asleep: AtomicBool::new(false),
+                })
+            })
+        })
         .collect::<io::Result<_>>()?;
     // producers[from][to], consumers[to][from]
     let mut producers: Vec<Vec<Option<rtrb::Producer<Slot>>>> =
@@ -364,13 +470,15 @@ where
     let mut startup_error: Option<io::Error> = None;
     // Workers that have opened their rings and built their engine (then dropped their caps).
     let started = std::sync::atomic::AtomicUsize::new(0);
+    // Workers that have opened their rings (the next one may open its own).
+    let opened = std::sync::atomic::AtomicUsize::new(0);
     let caps_errors = std::sync::Mutex::new(Vec::<String>::new());
     let reports = std::thread::scope(|s| {
         let mut handles = Vec::new();
         for (i, (prods, cons)) in producers.into_iter().zip(consumers).enumerate() {
             let make_engine = &make_engine;
             let make_io = &make_io;
-            let (started, caps_errors) = (&started, &caps_errors);
+            let (started, caps_errors, opened) = (&started, &caps_errors, &opened);
             let neigh = neigh.clone();
             let stop = stop.clone();
             let wakers = wakers.clone();
@@ -381,7 +489,13 @@ where
                     if cfg.pin {
                         let _ = pin_to_nth_cpu(i);
                     }
+                    // Open the rings in worker order: a fanout group numbers its members
+                    // in the order they join, and a steering program names workers by it.
+                    while opened.load(Ordering::Acquire) < i && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                     let io = make_io(i);
+                    opened.fetch_add(1, Ordering::AcqRel);
                     let mut io = match io {
                         Ok(io) => io,
                         Err(e) => {
@@ -457,7 +571,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
     io: &mut B,
     neigh: &Neighbours,
     stop: &AtomicBool,
-    wakers: &[Arc<EventFd>],
+    wakers: &[Arc<Waker>],
     mut prods: Vec<Option<rtrb::Producer<Slot>>>,
     mut cons: Vec<rtrb::Consumer<Slot>>,
     epoch: Instant,
@@ -469,7 +583,10 @@ fn worker_loop<E: Engine, B: PacketIo>(
     let mut scratch = vec![0u8; BUF_SIZE];
     let mut rt = RtStats::default();
     let mut wake = vec![false; n];
-    let my_efd = wakers[me].0.as_raw_fd();
+    let my_efd = wakers[me].efd.0.as_raw_fd();
+    // Clock of the last batch that did any work (frames, hand-offs, engine transmissions).
+    let mut last_work: Nanos = 0;
+    let mut last_housekeeping: Nanos = 0;
     while !stop.load(Ordering::Relaxed) {
         batch.clear();
         io.rx_batch(&mut batch)?;
@@ -536,18 +653,43 @@ fn worker_loop<E: Engine, B: PacketIo>(
         }
         drop(snap);
         io.tx_flush()?;
-        eng.housekeeping(now, 64);
+        // Between batches, but not after every one: its gauges and scans are per-loop costs
+        // that a frame-at-a-time load (connection setup) would otherwise pay per frame.
+        if now.saturating_sub(last_housekeeping) >= HOUSEKEEPING_EVERY_NS {
+            eng.housekeeping(now, 64);
+            last_housekeeping = now;
+        }
         for (j, w) in wake.iter_mut().enumerate() {
             if *w {
-                wakers[j].signal();
+                wakers[j].wake();
                 *w = false;
             }
         }
-        if work == 0 {
-            wakers[me].drain();
-            if cons.iter().all(|c| c.is_empty()) {
-                io.wait(cfg.idle_timeout_ms, (n > 1).then_some(my_efd))?;
+        if work > 0 {
+            last_work = now;
+            continue;
+        }
+        if cfg.busy_poll.keep_polling(now.saturating_sub(last_work)) {
+            // Busy polling: wait in shared memory until a frame (or a hand-off) is there or
+            // the window closes, then run the loop again (which finds the frame, or sleeps).
+            let deadline = last_work.saturating_add(cfg.busy_poll.window_ns);
+            spin_until(cfg.busy_poll.mode, deadline, || {
+                stop.load(Ordering::Relaxed) || io.rx_ready() || cons.iter().any(|c| !c.is_empty())
+            });
+            continue;
+        }
+        if n > 1 {
+            // Tell producers to signal the eventfd from now on, then look once more: a frame
+            // handed over before the flag was visible is seen here (both sides fence).
+            wakers[me].asleep.store(true, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if cons.iter().all(|c| c.is_empty()) && !io.rx_ready() {
+                io.wait(cfg.idle_timeout_ms, Some(my_efd))?;
             }
+            wakers[me].asleep.store(false, Ordering::Relaxed);
+            wakers[me].efd.drain();
+        } else if !io.rx_ready() {
+            io.wait(cfg.idle_timeout_ms, None)?;
         }
     }
     Ok(WorkerReport {
@@ -557,4 +699,51 @@ fn worker_loop<E: Engine, B: PacketIo>(
         drops: eng.drop_counts(),
         flows: eng.flow_count(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_poll_window() {
+        let bp = BusyPoll {
+            window_ns: 50_000,
+            mode: SpinMode::Yield,
+        };
+        assert!(bp.keep_polling(0));
+        assert!(bp.keep_polling(49_999));
+        assert!(!bp.keep_polling(50_000));
+        assert!(!bp.keep_polling(u64::MAX));
+        // off: never polls, sleeps at once
+        assert!(!BusyPoll::OFF.keep_polling(0));
+        assert_eq!(BusyPoll::default().window_ns, DEFAULT_BUSY_POLL_US * 1_000);
+    }
+
+    #[test]
+    fn spin_until_stops_when_ready_or_past_the_deadline() {
+        for mode in [SpinMode::Yield, SpinMode::Pause] {
+            // ready at once: no step at all
+            let mut calls = 0;
+            spin_until(mode, u64::MAX, || {
+                calls += 1;
+                true
+            });
+            assert_eq!(calls, 1);
+            // ready on the fifth check, far from the deadline
+            let mut calls = 0;
+            spin_until(mode, u64::MAX, || {
+                calls += 1;
+                calls == 5
+            });
+            assert_eq!(calls, 5);
+            // never ready, deadline already past: one check, one step, back
+            let mut calls = 0;
+            spin_until(mode, 0, || {
+                calls += 1;
+                false
+            });
+            assert_eq!(calls, 1);
+        }
+    }
 }
