@@ -119,7 +119,9 @@ fn warmed(w: &tollgate::datapath::Worker, frame: &[u8]) -> (Option<u32>, Vec<*co
     seen.borrow_mut().clear();
     if let Some(h) = h {
         w.warm_flow(&h, &mut misses, |p| seen.borrow_mut().push(p));
-        assert_eq!(seen.borrow().len(), 1 + misses);
+        // A hit: the flow line. A miss: the free slab line and, in EIM mode, the mapping line
+        // (fewer when the table is full).
+        assert!(seen.borrow().len() <= 1 + 2 * misses);
     }
     let lines = seen.borrow().clone();
     (h.map(|h| h.hash()), lines, misses)
