@@ -361,19 +361,19 @@ pub fn run_from_file(
             mgmt_stop.clone(),
         )?);
     }
-    match super::notify::Notifier::from_env() {
-        Ok(Some(n)) => {
-            let status = summary_line(&engine, workers, "af_packet");
-            threads.push(super::notify::spawn(
-                n,
-                registry.clone(),
-                status,
-                mgmt_stop.clone(),
-            )?);
+    let notifier = match super::notify::Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("tollgate: warning: cannot reach $NOTIFY_SOCKET: {e}");
+            None
         }
-        Ok(None) => {}
-        Err(e) => eprintln!("tollgate: warning: cannot reach $NOTIFY_SOCKET: {e}"),
-    }
+    };
+    threads.push(super::notify::spawn(
+        notifier,
+        registry.clone(),
+        summary_line(&engine, workers, "af_packet"),
+        mgmt_stop.clone(),
+    )?);
     let totals = serve(
         &engine,
         &opts,

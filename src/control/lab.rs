@@ -74,6 +74,8 @@ pub struct Lab {
     /// Scratch directory: server logs, certificate, appliance log.
     pub dir: PathBuf,
     children: Vec<(String, Child)>,
+    /// Where each child's output goes, by label.
+    logs: Vec<(String, PathBuf)>,
     created: Vec<String>,
     detached: bool,
 }
@@ -107,6 +109,7 @@ impl Lab {
             prefix: prefix.to_string(),
             dir,
             children: Vec::new(),
+            logs: Vec::new(),
             created: Vec::new(),
             detached: false,
         };
@@ -235,6 +238,8 @@ impl Lab {
             .spawn()?;
         let pid = child.id();
         self.children.push((label.to_string(), child));
+        self.logs.retain(|(l, _)| l != label);
+        self.logs.push((label.to_string(), log.to_path_buf()));
         Ok(pid)
     }
 
@@ -380,9 +385,15 @@ impl Lab {
         false
     }
 
-    /// Like [`Lab::wait_appliance_ready`] for an appliance process the lab spawned (label
-    /// `appliance`): gives up as soon as that process exits.
+    /// For an appliance process the lab spawned (label `appliance`): waits until it says every
+    /// worker runs ([`super::notify::READY_LINE`] in its log: rings open, tables built), so
+    /// no test frame arrives before a ring can take it. Gives up as soon as the process exits.
     pub fn wait_spawned_appliance(&mut self, timeout: Duration) -> bool {
+        let log = self
+            .logs
+            .iter()
+            .find(|(l, _)| l == "appliance")
+            .map(|(_, p)| p.clone());
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
             if let Some((_, c)) = self.children.iter_mut().find(|(l, _)| l == "appliance") {
@@ -390,9 +401,16 @@ impl Lab {
                     return false;
                 }
             }
-            if self.wait_appliance_ready(Duration::from_millis(200)) {
+            let ready = match &log {
+                Some(p) => fs::read_to_string(p)
+                    .map(|t| t.contains(super::notify::READY_LINE))
+                    .unwrap_or(false),
+                None => self.wait_appliance_ready(Duration::from_millis(200)),
+            };
+            if ready {
                 return true;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         false
     }

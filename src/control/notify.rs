@@ -62,15 +62,28 @@ pub fn watchdog_interval() -> Option<Duration> {
     (us > 0).then(|| Duration::from_micros(us))
 }
 
-/// Tells systemd when the dataplane is up and keeps its watchdog fed while it is healthy; sends
-/// STOPPING=1 when `stop` is set.
+/// The line printed on stderr once every worker runs (rings open, tables built): what the lab
+/// and the tests wait for before they send traffic, with or without systemd.
+pub const READY_LINE: &str = "tollgate: ready: every worker runs";
+
+/// Prints [`READY_LINE`] once the dataplane is up and, under systemd (`n`), sends READY=1,
+/// keeps its watchdog fed while it is healthy, and sends STOPPING=1 when `stop` is set.
 pub fn spawn(
-    n: Notifier,
+    n: Option<Notifier>,
     reg: Arc<Registry>,
     status: String,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
-    let wd = watchdog_interval();
+    let wd = if n.is_some() {
+        watchdog_interval()
+    } else {
+        None
+    };
+    let send = move |state: &str| {
+        if let Some(n) = &n {
+            let _ = n.send(state);
+        }
+    };
     std::thread::Builder::new()
         .name("tollgate-notify".into())
         .spawn(move || {
@@ -83,15 +96,16 @@ pub fn spawn(
                 let h = beats.health(&reg, Instant::now());
                 if !ready && reg.ready() {
                     ready = true;
-                    let _ = n.send(&format!("READY=1\nSTATUS={status}"));
+                    eprintln!("{READY_LINE}");
+                    send(&format!("READY=1\nSTATUS={status}"));
                 }
                 if let Some(every) = wd {
                     if ready && h != Health::Unhealthy && last_ping.elapsed() >= every / 2 {
-                        let _ = n.send("WATCHDOG=1");
+                        send("WATCHDOG=1");
                         last_ping = Instant::now();
                     }
                 }
             }
-            let _ = n.send("STOPPING=1");
+            send("STOPPING=1");
         })
 }
