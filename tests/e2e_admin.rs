@@ -87,31 +87,21 @@ fn admin_socket_metrics_hint_notify_and_capabilities() {
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let notify_env = format!("NOTIFY_SOCKET={}", notify_path.display());
-    let log = lab.dir.join("appliance.log");
-    let pid = lab
-        .spawn(
-            "appliance",
-            "app",
-            &[
-                "env",
-                &notify_env,
-                "WATCHDOG_USEC=400000",
-                exe,
-                "run",
-                "--config",
-                config,
-                "--workers",
-                "2",
-                "--admin-socket",
-                &sock_s,
-            ],
-            &log,
-        )
-        .expect("spawn tollgate run");
-    assert!(
-        lab.wait_spawned_appliance(Duration::from_secs(10)),
-        "tollgate run did not come up: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+    let (pid, log) = start_appliance(
+        &mut lab,
+        &[
+            "env",
+            &notify_env,
+            "WATCHDOG_USEC=400000",
+            exe,
+            "run",
+            "--config",
+            config,
+            "--workers",
+            "2",
+            "--admin-socket",
+            &sock_s,
+        ],
     );
     // systemd reads every message: so does this thread, until STOPPING=1 (or 60 s).
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

@@ -112,18 +112,7 @@ fn network_rule_follows_the_names_resolution() {
     let config = lab.dir.join("dns.toml");
     std::fs::write(&config, CONFIG).expect("write config");
     let cfg = config.to_string_lossy().into_owned();
-    let log = lab.dir.join("appliance.log");
-    lab.spawn(
-        "appliance",
-        "app",
-        &[exe, "run", "--config", &cfg, "--workers", "2"],
-        &log,
-    )
-    .expect("spawn tollgate run");
-    assert!(
-        lab.wait_spawned_appliance(Duration::from_secs(10)),
-        "tollgate run did not come up"
-    );
+    let (_, log) = start_appliance(&mut lab, &[exe, "run", "--config", &cfg, "--workers", "2"]);
     let text = wait_log(
         &log,
         "policy recompiled with the new addresses",

@@ -165,19 +165,10 @@ fn quic_names_decide_with_a_real_client_and_server() {
 
     let config = lab.dir.join("quic.toml");
     std::fs::write(&config, CONFIG).unwrap();
-    let log = lab.dir.join("appliance.log");
     let exe = env!("CARGO_BIN_EXE_tollgate");
-    lab.spawn(
-        "appliance",
-        "app",
+    let (_, log) = start_appliance(
+        &mut lab,
         &[exe, "run", "--config", &s(&config), "--workers", "1"],
-        &log,
-    )
-    .expect("spawn tollgate run");
-    assert!(
-        lab.wait_spawned_appliance(Duration::from_secs(10)),
-        "tollgate run did not come up: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
     );
 
     let quic = |ns: &str, name: &str, big: bool| {

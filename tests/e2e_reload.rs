@@ -42,18 +42,7 @@ fn reload_cuts_newly_denied_flows_and_spares_the_others() {
     let config = lab.dir.join("reload.toml");
     std::fs::write(&config, &base).expect("write config");
     let cfg = config.to_string_lossy().into_owned();
-    let log = lab.dir.join("appliance.log");
-    lab.spawn(
-        "appliance",
-        "app",
-        &[exe, "run", "--config", &cfg, "--workers", "2"],
-        &log,
-    )
-    .expect("spawn tollgate run");
-    assert!(
-        lab.wait_spawned_appliance(Duration::from_secs(10)),
-        "tollgate run did not come up"
-    );
+    let (_, log) = start_appliance(&mut lab, &[exe, "run", "--config", &cfg, "--workers", "2"]);
 
     let script = lab.dir.join("half.py");
     std::fs::write(&script, HALF_REQUEST_PY).expect("script");

@@ -15,18 +15,9 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
     let mut lab = lab();
     let exe = env!("CARGO_BIN_EXE_tollgate");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
-    let log = lab.dir.join("appliance.log");
-    lab.spawn(
-        "appliance",
-        "app",
+    let (_, log) = start_appliance(
+        &mut lab,
         &[exe, "run", "--config", config, "--workers", "1"],
-        &log,
-    )
-    .expect("spawn tollgate run");
-    assert!(
-        lab.wait_spawned_appliance(Duration::from_secs(10)),
-        "tollgate run did not come up: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let (ok, http) = sh(&lab, "node1", "curl -s -m 5 http://203.0.113.10/");
     let (denied, _) = sh(&lab, "node1", "curl -s -m 3 http://198.51.100.66/");
@@ -152,20 +143,9 @@ fn health_turns_degraded_when_the_snat_pool_is_nearly_exhausted() {
     );
     let config = lab.dir.join("small-pool.toml");
     std::fs::write(&config, small).expect("write config");
-    let log = lab.dir.join("appliance.log");
     let cfg = config.to_string_lossy().into_owned();
-    lab.spawn(
-        "appliance",
-        "app",
-        &[exe, "run", "--config", &cfg, "--workers", "1"],
-        &log,
-    )
-    .expect("spawn tollgate run");
-    assert!(
-        lab.wait_spawned_appliance(Duration::from_secs(10)),
-        "tollgate run did not come up"
-    );
-    // Ready = every worker runs (on a loaded machine that can trail the nftables table).
+    start_appliance(&mut lab, &[exe, "run", "--config", &cfg, "--workers", "1"]);
+    // The management endpoint answers ready too before the test reads its health.
     let t0 = std::time::Instant::now();
     while sh(&lab, "app", "curl -s -m 1 http://127.0.0.1:9090/readyz")
         .1
@@ -222,19 +202,9 @@ fn workers_sleep_when_idle_after_traffic() {
     let mut lab = lab();
     let exe = env!("CARGO_BIN_EXE_tollgate");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
-    let log = lab.dir.join("appliance.log");
-    let pid = lab
-        .spawn(
-            "appliance",
-            "app",
-            &[exe, "run", "--config", config, "--workers", "2"],
-            &log,
-        )
-        .expect("spawn tollgate run");
-    assert!(
-        lab.wait_spawned_appliance(Duration::from_secs(10)),
-        "tollgate run did not come up: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+    let (pid, log) = start_appliance(
+        &mut lab,
+        &[exe, "run", "--config", config, "--workers", "2"],
     );
     let mut served = 0;
     for _ in 0..20 {

@@ -198,6 +198,22 @@ pub fn lab() -> Lab {
     lab
 }
 
+/// Starts `argv` (a `tollgate run` command line) as the lab's appliance, its output in
+/// `appliance.log` of the lab's directory, and waits until every worker runs; panics with the
+/// log when it does not come up. Returns its PID and the log's path.
+pub fn start_appliance(lab: &mut Lab, argv: &[&str]) -> (u32, std::path::PathBuf) {
+    let log = lab.dir.join("appliance.log");
+    let pid = lab
+        .spawn("appliance", "app", argv, &log)
+        .expect("spawn tollgate run");
+    assert!(
+        lab.wait_spawned_appliance(Duration::from_secs(10)),
+        "tollgate run did not come up: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (pid, log)
+}
+
 /// Runs `cmd` in namespace `ns` of `lab`: (success, stdout + stderr).
 pub fn sh(lab: &Lab, ns: &str, cmd: &str) -> (bool, String) {
     let o = lab.sh(ns, cmd).expect("spawn sh");
