@@ -2,11 +2,17 @@
 # Tollgate vs the Linux kernel (ip_forward=1 + nftables masquerade + conntrack) on the lab
 # topology, in one run, in the same appliance namespace:
 #   client 198.18.0.11 -- tg-in 198.18.0.1 [appliance] tg-out 203.0.113.1 -- server 203.0.113.10
-# Metrics: 64-byte UDP packets/s (1 flow, and -P flows), iperf3 TCP Gb/s, new TCP connections/s.
+# Metrics: 64-byte UDP packets/s (1 flow and FLOWS streams of iperf3, MANY flows of
+# examples/udpflood), iperf3 TCP Gb/s, new TCP connections/s.
+# UDP packets/s are counted where they arrive: an nftables counter at the server's ingress
+# (prerouting, priority raw) counts what the appliance delivered. For iperf3 the rate its
+# receiver got is reported too: on a 2-CPU machine that receiver shares a CPU with the
+# appliance and drops what it has no CPU for (UdpRcvbufErrors), which is the test host, not
+# the appliance.
 # Each: RUNS runs (default 5), median and spread (min-max), ratio Tollgate/kernel, markdown table.
 #
 # usage (root): benches/throughput.sh [path/to/tollgate] [config.toml]
-#   env: RUNS=5 SECS=3 FLOWS=8 WORKERS=2
+#   env: RUNS=5 SECS=3 FLOWS=8 MANY=1024 WORKERS=2
 #   OVERHEAD=1: instead of the kernel, Tollgate against itself: observability off
 #   (decision_log = false, nobody scrapes) vs on (decision log written, /metrics scraped every
 #   second), the two alternating run by run (which goes first swaps every run) so machine
@@ -24,6 +30,8 @@ CONFIG=${2:-tests/lab.toml}
 RUNS=${RUNS:-5}
 SECS=${SECS:-3}
 FLOWS=${FLOWS:-8}
+MANY=${MANY:-1024}
+FLOOD=${FLOOD:-target/release/examples/udpflood}
 WORKERS=${WORKERS:-2}
 RX_RING=${RX_RING:-v2}   # v2 (frame-based RX ring, the default) or v3 (block-based)
 P="tgb$$-"
@@ -66,6 +74,18 @@ setup() {
   for n in "$C" "$S"; do nsx "$n" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true; done
   nsx "$A" ethtool -K tg-in gro off gso off tso off >/dev/null 2>&1 || true
   nsx "$A" ethtool -K tg-out gro off gso off tso off >/dev/null 2>&1 || true
+  # what arrives at the server: iperf3's datagrams counted (and passed on to iperf3), the
+  # many-flow load's counted and dropped before the server's conntrack and sockets
+  nsx "$S" nft -f - <<'NFT'
+table ip tgbsink {
+  counter rx {}
+  chain pre {
+    type filter hook prerouting priority raw; policy accept;
+    udp dport 5201 counter name rx accept
+    udp dport 7 counter name rx drop
+  }
+}
+NFT
   ip netns exec "$S" iperf3 -s -p 5201 >/dev/null 2>&1 & PIDS+=($!)
   cat > "$TMP/accept.py" <<'PY'
 import socket
@@ -115,11 +135,15 @@ tollgate_on() {
   local cfg=${1:-$CONFIG}
   ip netns exec "$A" "$TG" run --config "$cfg" --workers "$WORKERS" --rx-ring "$RX_RING" >"$TMP/tollgate.log" 2>&1 & TGPID=$!
   PIDS+=($TGPID)
+  # ready = every worker has its rings open and its tables built (the daemon says so)
   for _ in $(seq 100); do
-    nsx "$A" nft list table inet tollgate >/dev/null 2>&1 && { sleep 0.3; return 0; }
+    grep -q 'ready: every worker runs' "$TMP/tollgate.log" && return 0
     kill -0 "$TGPID" 2>/dev/null || break
     sleep 0.1
   done
+  if kill -0 "$TGPID" 2>/dev/null && nsx "$A" nft list table inet tollgate >/dev/null 2>&1; then
+    echo "warning: $TG printed no ready line in 10 s; going on (an older binary?)" >&2; return 0
+  fi
   echo "tollgate did not start:" >&2; cat "$TMP/tollgate.log" >&2; return 1
 }
 tollgate_off() {
@@ -127,18 +151,31 @@ tollgate_off() {
   wait "$TGPID" 2>/dev/null || true
 }
 
-# one measurement of metric $1 -> number on stdout
+# datagrams the server's ingress counted since the last reset
+arrived() { nsx "$S" nft list counter ip tgbsink rx | awk '{for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1)}'; }
+
+# one measurement of metric $1 -> number on stdout (UDP from iperf3: "arrived received-by-iperf3")
 measure() {
   case $1 in
     udp1|udpN)
       local par=1; [ "$1" = udpN ] && par=$FLOWS
-      nsx "$C" iperf3 -c 203.0.113.10 -u -l 64 -b 0 -t "$SECS" -P "$par" -J 2>/dev/null | python3 -c '
+      nsx "$S" nft reset counter ip tgbsink rx >/dev/null
+      nsx "$C" iperf3 -c 203.0.113.10 -u -l 64 -b 0 -t "$SECS" -P "$par" -J 2>/dev/null >"$TMP/iperf.json" || true
+      python3 - "$(arrived)" "$TMP/iperf.json" <<'PY'
 import json, sys
 try:
-    d = json.load(sys.stdin)["end"]["sum"]
-    print(round((d["packets"] - d["lost_packets"]) / d["seconds"]))
+    d = json.load(open(sys.argv[2]))["end"]["sum"]
+    secs = d["seconds"]
+    print(round(int(sys.argv[1]) / secs), round((d["packets"] - d["lost_packets"]) / secs))
 except Exception:
-    print(0)'
+    print(0, 0)
+PY
+      ;;
+    udpM)
+      nsx "$S" nft reset counter ip tgbsink rx >/dev/null
+      local out got
+      out=$(nsx "$C" "$FLOOD" 203.0.113.10:7 "$MANY" "$SECS" 64 2>/dev/null) || { echo 0; return; }
+      python3 -c "import sys; print(round(int(sys.argv[1]) / float(sys.argv[2])))" "$(arrived)" "${out#* }"
       ;;
     tcp)
       nsx "$C" iperf3 -c 203.0.113.10 -t "$SECS" -J 2>/dev/null | python3 -c '
@@ -154,21 +191,25 @@ except Exception:
   esac
 }
 
-# median and spread of RUNS measurements: "median min-max"
+# median and spread of RUNS measurements: "median min max", and the same of a second value
+# when the measurement gives one
 series() {
   local vals=()
   for _ in $(seq "$RUNS"); do vals+=("$(measure "$1")"); done
   printf '%s\n' "${vals[@]}" | python3 -c '
 import sys, statistics
-v = [float(x) for x in sys.stdin.read().split()]
-print(statistics.median(v), min(v), max(v))'
+rows = [[float(x) for x in l.split()] for l in sys.stdin if l.strip()]
+out = []
+for col in zip(*rows):
+    out += [statistics.median(col), min(col), max(col)]
+print(*out)'
 }
 
 # OVERHEAD=1: one measurement of $1 with observability off, then one with it on -> "off on"
 SCRAPER=
 measure_quiet() {
   tollgate_on "$TMP/quiet.toml" || { echo 0; return; }
-  measure "$1"; tollgate_off
+  measure "$1" | awk '{print $1}'; tollgate_off
 }
 measure_observed() {
   tollgate_on "$CONFIG" || { echo 0; return; }
@@ -177,7 +218,7 @@ measure_observed() {
   else
     ( while :; do sleep 1; done ) & SCRAPER=$!
   fi
-  measure "$1"
+  measure "$1" | awk '{print $1}'
   kill "$SCRAPER" 2>/dev/null; wait "$SCRAPER" 2>/dev/null || true
   tollgate_off
 }
@@ -201,8 +242,11 @@ print(statistics.median(off), min(off), max(off), statistics.median(on), min(on)
 PY
 }
 
-read -r -a METRICS <<<"${ONLY:-udp1 udpN tcp cps}"
-declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s)" [udpN]="UDP 64 B, $FLOWS flows (packets/s)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s")
+read -r -a METRICS <<<"${ONLY:-udp1 udpN udpM tcp cps}"
+if [[ " ${METRICS[*]} " == *" udpM "* ]] && [ ! -x "$FLOOD" ]; then
+  cargo build --release --example udpflood >&2 || { echo "cannot build $FLOOD" >&2; exit 1; }
+fi
+declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s at the server)" [udpN]="UDP 64 B, $FLOWS flows (packets/s at the server)" [udpM]="UDP 64 B, $MANY flows, udpflood (packets/s at the server)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s")
 declare -A K T
 
 if [ "${OVERHEAD:-0}" = 1 ]; then
@@ -235,15 +279,19 @@ if [ -x "$TG" ] && tollgate_on; then
   tollgate_off
   grep -E '^(drop\.|rx_packets|tx_packets|neighbour_miss|handoff)' "$TMP/tollgate.log" >&2 || true
 else
-  for m in "${METRICS[@]}"; do T[$m]="0 0 0"; done
+  for m in "${METRICS[@]}"; do T[$m]="0 0 0 0 0 0"; done
 fi
 
 echo
 echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS, rx ring $RX_RING) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
 echo "|---|---|---|---|"
 for m in "${METRICS[@]}"; do
-  read -r km kmin kmax <<<"${K[$m]}"
-  read -r tm tmin tmax <<<"${T[$m]}"
+  read -r km kmin kmax k2 k2min k2max <<<"${K[$m]}"
+  read -r tm tmin tmax t2 t2min t2max <<<"${T[$m]}"
   ratio=$(python3 -c "print('%.2f' % ($tm / $km) if $km else 'n/a')")
   echo "| ${NAME[$m]} | $km ($kmin-$kmax) | $tm ($tmin-$tmax) | $ratio |"
+  if [ -n "${k2:-}" ]; then
+    ratio=$(python3 -c "print('%.2f' % (${t2:-0} / $k2) if $k2 else 'n/a')")
+    echo "| same, received by iperf3 | $k2 ($k2min-$k2max) | ${t2:-0} (${t2min:-0}-${t2max:-0}) | $ratio |"
+  fi
 done

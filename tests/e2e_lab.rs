@@ -283,11 +283,43 @@ fn run_refuses_a_missing_interface_and_leaves_nothing_behind() {
     // a clean run leaves no table and restores the sysctls
     let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 1);
     let (_, fwd_during) = sh(&lab, "app", "cat /proc/sys/net/ipv4/ip_forward");
+    let (ingress_during, ingress_rules) = sh(&lab, "app", "nft list table netdev tollgate");
+    // the ingress drop leaves the host's own traffic to the kernel: it still answers a ping to
+    // its inside address and a TCP connection to a socket of its own on it
+    let (own_ping, _) = sh(&lab, "node1", "ping -c1 -W2 198.18.0.1");
+    sh(
+        &lab,
+        "app",
+        "timeout 5 socat -u TCP-LISTEN:2222,bind=198.18.0.1 - >/dev/null 2>&1 & sleep 0.3",
+    );
+    let (own_conn, _) = sh(
+        &lab,
+        "node1",
+        "echo hi | timeout 5 socat -u STDIN TCP:198.18.0.1:2222,connect-timeout=2",
+    );
     app.stop();
     let (table_left, _) = sh(&lab, "app", "nft list table inet tollgate");
+    let (ingress_left, _) = sh(&lab, "app", "nft list table netdev tollgate");
     let (_, fwd_after) = sh(&lab, "app", "cat /proc/sys/net/ipv4/ip_forward");
     assert_eq!(fwd_during.trim(), "0");
+    assert!(
+        ingress_during,
+        "the netdev ingress table exists while running"
+    );
+    assert!(
+        ingress_rules.contains("fib daddr type unicast drop"),
+        "{ingress_rules}"
+    );
+    assert!(
+        own_ping,
+        "the kernel answers a ping to the appliance's own address"
+    );
+    assert!(
+        own_conn,
+        "a TCP connection to the appliance's own address reaches the kernel"
+    );
     assert!(!table_left, "nftables table removed at exit");
+    assert!(!ingress_left, "netdev ingress table removed at exit");
     assert_eq!(fwd_before, fwd_after, "ip_forward restored");
 }
 
