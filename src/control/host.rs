@@ -13,7 +13,7 @@
 //!   drops, right after the AF_PACKET taps have copied them, the IPv4 frames the kernel has no
 //!   use for: those not addressed to this host (`fib daddr type unicast`: transit traffic,
 //!   which the kernel, forwarding off, would only drop after a route lookup and a dst
-//!   allocation per packet) and the SNAT-port ones above. Measured: +23-45% packets/s through
+//!   allocation per packet) and the SNAT-port ones above. Measured: +16-30% packets/s through
 //!   the appliance when its CPUs are the limit (docs/io-lab.md). Frames to the host's own,
 //!   broadcast and multicast addresses, ARP and IPv6 go on to the kernel as before. Where nft
 //!   or the kernel cannot do this the appliance runs without it and says so.
