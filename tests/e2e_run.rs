@@ -236,3 +236,52 @@ fn workers_sleep_when_idle_after_traffic() {
     assert!(idle < 0.2, "{idle:.3} s of CPU in 2 s without traffic");
     assert!(exited_cleanly, "SIGTERM stops tollgate run");
 }
+
+/// A DNAT port outside the SNAT port range is the appliance's too: the kernel must not answer
+/// it. Before the host tables covered DNAT ports, the kernel's RST to 203.0.113.1:8080 beat
+/// the inside server's SYN-ACK and the connection was refused.
+#[test]
+fn dnat_on_a_port_outside_the_snat_range_is_not_reset_by_the_kernel() {
+    if !root_or_skip("dnat_on_a_port_outside_the_snat_range_is_not_reset_by_the_kernel") {
+        return;
+    }
+    let mut lab = lab();
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml"))
+        .expect("lab config");
+    let cfg_text: String = base
+        .lines()
+        .map(|l| {
+            if l.starts_with("ports =") {
+                "ports = \"20000-65535\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        cfg_text.contains("20000-65535") && cfg_text.contains("destination_ports = [\"8080\"]")
+    );
+    let config = lab.dir.join("snat-above-dnat.toml");
+    std::fs::write(&config, cfg_text).expect("write config");
+    let cfg = config.to_string_lossy().into_owned();
+    start_appliance(&mut lab, &[exe, "run", "--config", &cfg, "--workers", "1"]);
+    let (_, rules) = sh(&lab, "app", "nft list ruleset");
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(sh(&lab, "inet", "curl -s -m 5 http://203.0.113.1:8080/"));
+    }
+    let (ok, http) = sh(&lab, "node1", "curl -s -m 5 http://203.0.113.10/");
+    assert!(lab.stop("appliance", Duration::from_secs(5)));
+    for (dnat_ok, dnat) in &answers {
+        assert!(
+            *dnat_ok && dnat.contains("peer=203.0.113.10:"),
+            "DNAT 203.0.113.1:8080 with SNAT ports 20000-65535: {dnat}\n{rules}"
+        );
+    }
+    assert!(
+        ok && http.contains("peer=203.0.113.1:"),
+        "SNAT still works: {http}"
+    );
+}

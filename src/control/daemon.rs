@@ -24,8 +24,9 @@ pub struct ServeOptions {
     pub pcap: Option<PathBuf>,
     /// Turn GRO/GSO/TSO/LRO off on the data interfaces.
     pub offloads: bool,
-    /// DNAT ports outside the SNAT range the kernel must not answer.
-    pub extra_ports: Vec<u16>,
+    /// The public side of the DNAT rules (filled from the configuration by
+    /// [`run_from_file`]): the host tables keep the kernel from answering it.
+    pub dnat: Vec<host::DnatClaim>,
     pub af: AfPacketOptions,
     /// Print the startup line and counters to stderr.
     pub verbose: bool,
@@ -46,7 +47,7 @@ impl Default for ServeOptions {
             workers: 0,
             pcap: None,
             offloads: true,
-            extra_ports: Vec::new(),
+            dnat: Vec::new(),
             af: AfPacketOptions::default(),
             verbose: true,
             drop_caps: true,
@@ -77,7 +78,7 @@ pub fn plan_for(cfg: &EngineConfig, opts: &ServeOptions) -> HostPlan {
         snat_addrs: cfg.nat.public_addrs.clone(),
         port_min: cfg.nat.port_min,
         port_max: cfg.nat.port_max,
-        extra_ports: opts.extra_ports.clone(),
+        dnat: opts.dnat.clone(),
         offloads: opts.offloads,
     }
 }
@@ -269,6 +270,7 @@ pub fn run_from_file(
 ) -> Result<Totals, DaemonError> {
     let loaded = load_config(path)?;
     let stop = stop_on_signals()?;
+    opts.dnat = host::dnat_claims(loaded.policy.rules());
     opts.workers = workers_override.unwrap_or(loaded.workers);
     // the command line's busy-poll settings win over the file's
     opts.busy_poll_us = opts

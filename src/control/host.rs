@@ -28,6 +28,10 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use ipnet::Ipv4Net;
+
+use crate::policy::{RuleKind, RuleSpec};
+
 /// Name of the only nftables tables Tollgate creates (`inet tollgate`, `netdev tollgate`).
 pub const NFT_TABLE: &str = "tollgate";
 
@@ -38,11 +42,76 @@ pub struct HostPlan {
     pub snat_addrs: Vec<Ipv4Addr>,
     pub port_min: u16,
     pub port_max: u16,
-    /// Extra TCP/UDP destination ports on the SNAT addresses the kernel must not answer
-    /// (DNAT ports outside the SNAT range).
-    pub extra_ports: Vec<u16>,
+    /// The public side of every DNAT rule: its destinations and ports are the appliance's
+    /// too, whether or not they fall inside the SNAT range, so the kernel must not answer them.
+    pub dnat: Vec<DnatClaim>,
     /// Change offloads with ethtool.
     pub offloads: bool,
+}
+
+/// A DNAT rule's public side, as the host tables drop it before the kernel answers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnatClaim {
+    pub destinations: Vec<Ipv4Net>,
+    pub tcp: bool,
+    pub udp: bool,
+    /// Inclusive port ranges.
+    pub ports: Vec<(u16, u16)>,
+}
+
+/// The DNAT claims of a rule list (TCP/UDP DNAT rules with destinations and ports).
+pub fn dnat_claims(rules: &[RuleSpec]) -> Vec<DnatClaim> {
+    let mut out: Vec<DnatClaim> = Vec::new();
+    for r in rules.iter().filter(|r| r.kind == RuleKind::Dnat) {
+        let c = DnatClaim {
+            destinations: r.destinations.clone(),
+            tcp: r.protocols.tcp,
+            udp: r.protocols.udp,
+            ports: r.ports.clone(),
+        };
+        if (c.tcp || c.udp)
+            && !c.destinations.is_empty()
+            && !c.ports.is_empty()
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One nft match-and-drop line for a DNAT claim (`iif` limits it to the data interfaces in
+/// the inet table, whose prerouting hook also sees loopback).
+fn dnat_line(c: &DnatClaim, iif: &str) -> String {
+    let daddr = if c.destinations.iter().any(|d| d.prefix_len() == 0) {
+        String::new()
+    } else {
+        let d = c
+            .destinations
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("ip daddr {{ {d} }} ")
+    };
+    let l4 = match (c.tcp, c.udp) {
+        (true, true) => "meta l4proto { tcp, udp }",
+        (true, false) => "meta l4proto tcp",
+        _ => "meta l4proto udp",
+    };
+    let ports = c
+        .ports
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("    {iif}{daddr}{l4} th dport {{ {ports} }} drop")
 }
 
 /// Why the host could not be prepared.
@@ -104,9 +173,7 @@ pub fn nft_ruleset(plan: &HostPlan) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let mut ports = vec![format!("{}-{}", plan.port_min, plan.port_max)];
-    ports.extend(plan.extra_ports.iter().map(|p| p.to_string()));
-    let ports = ports.join(", ");
+    let ports = format!("{}-{}", plan.port_min, plan.port_max);
     let mut s = String::new();
     let _ = writeln!(s, "table inet {NFT_TABLE} {{");
     let _ = writeln!(s, "  chain raw_prerouting {{");
@@ -118,6 +185,18 @@ pub fn nft_ruleset(plan: &HostPlan) -> String {
         let _ = writeln!(s, "    ip daddr {{ {addrs} }} tcp dport {{ {ports} }} drop");
         let _ = writeln!(s, "    ip daddr {{ {addrs} }} udp dport {{ {ports} }} drop");
         let _ = writeln!(s, "    ip daddr {{ {addrs} }} icmp type echo-reply drop");
+    }
+    if !plan.dnat.is_empty() && !plan.data_ifaces.is_empty() {
+        let ifs = plan
+            .data_ifaces
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let iif = format!("iifname {{ {ifs} }} ");
+        for c in &plan.dnat {
+            let _ = writeln!(s, "{}", dnat_line(c, &iif));
+        }
     }
     let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "}}");
@@ -133,9 +212,7 @@ pub fn nft_ingress_ruleset(plan: &HostPlan) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let mut ports = vec![format!("{}-{}", plan.port_min, plan.port_max)];
-    ports.extend(plan.extra_ports.iter().map(|p| p.to_string()));
-    let ports = ports.join(", ");
+    let ports = format!("{}-{}", plan.port_min, plan.port_max);
     let mut s = String::new();
     let _ = writeln!(s, "table netdev {NFT_TABLE} {{");
     for (i, dev) in plan.data_ifaces.iter().enumerate() {
@@ -149,6 +226,11 @@ pub fn nft_ingress_ruleset(plan: &HostPlan) -> String {
             let _ = writeln!(s, "    ip daddr {{ {addrs} }} udp dport {{ {ports} }} drop");
             let _ = writeln!(s, "    ip daddr {{ {addrs} }} icmp type echo-reply drop");
         }
+        for c in &plan.dnat {
+            let _ = writeln!(s, "{}", dnat_line(c, ""));
+        }
+        // a DHCP server's unicast offer or ack to an address this host does not hold yet
+        let _ = writeln!(s, "    udp sport 67 udp dport 68 accept");
         let _ = writeln!(s, "    meta protocol ip fib daddr type unicast drop");
         let _ = writeln!(s, "  }}");
     }
@@ -173,6 +255,22 @@ fn nft(stdin: &str) -> Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
+}
+
+/// Whether `iface` is enslaved to a master (bridge, bond, VRF) or has upper devices (macvlan,
+/// ipvlan, VLAN): their traffic reaches its handler after the ingress hook, where a "not for
+/// this host" drop would take it (sysfs of this network namespace).
+fn has_master_or_upper(iface: &str) -> bool {
+    let dir = PathBuf::from("/sys/class/net").join(iface);
+    if dir.join("master").exists() {
+        return true;
+    }
+    std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("upper_"))
+        })
+        .unwrap_or(false)
 }
 
 fn table_exists(family: &str) -> bool {
@@ -304,7 +402,23 @@ pub fn prepare(plan: &HostPlan) -> Result<HostGuard, HostError> {
     let mut g = HostGuard::default();
     nft(&nft_ruleset(plan)).map_err(HostError::Nft)?;
     g.table = true;
-    if !plan.data_ifaces.is_empty() {
+    let stacked: Vec<&String> = plan
+        .data_ifaces
+        .iter()
+        .filter(|i| has_master_or_upper(i))
+        .collect();
+    if !stacked.is_empty() {
+        g.warnings.push(format!(
+            "no ingress drop of transit frames: {} {} a bridge, bond, VRF, macvlan or ipvlan \
+             above it, whose traffic the kernel delivers after the ingress hook",
+            stacked
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if stacked.len() == 1 { "has" } else { "have" }
+        ));
+    } else if !plan.data_ifaces.is_empty() {
         match nft(&nft_ingress_ruleset(plan)) {
             Ok(()) => g.ingress_table = true,
             Err(e) => g.warnings.push(format!(
@@ -339,13 +453,21 @@ mod tests {
             snat_addrs: vec!["203.0.113.1".parse().expect("ip")],
             port_min: 1024,
             port_max: 65535,
-            extra_ports: vec![80],
+            dnat: vec![DnatClaim {
+                destinations: vec!["203.0.113.1/32".parse().expect("net")],
+                tcp: true,
+                udp: false,
+                ports: vec![(80, 80), (8000, 8010)],
+            }],
             offloads: false,
         };
         let r = nft_ruleset(&plan);
         assert!(r.starts_with("table inet tollgate {"));
         assert!(r.contains("priority raw"));
-        assert!(r.contains("ip daddr { 203.0.113.1 } tcp dport { 1024-65535, 80 } drop"));
+        assert!(r.contains("ip daddr { 203.0.113.1 } tcp dport { 1024-65535 } drop"));
+        assert!(r.contains(
+            "iifname { \"tg-in\" } ip daddr { 203.0.113.1/32 } meta l4proto tcp th dport { 80, 8000-8010 } drop"
+        ));
         assert!(r.contains("icmp type echo-reply drop"));
     }
 
@@ -356,7 +478,12 @@ mod tests {
             snat_addrs: vec!["203.0.113.1".parse().expect("ip")],
             port_min: 1024,
             port_max: 65535,
-            extra_ports: vec![],
+            dnat: vec![DnatClaim {
+                destinations: vec!["0.0.0.0/0".parse().expect("net")],
+                tcp: true,
+                udp: true,
+                ports: vec![(443, 443)],
+            }],
             offloads: false,
         };
         let r = nft_ingress_ruleset(&plan);
@@ -368,12 +495,24 @@ mod tests {
             "chain ingress_1 {\n    type filter hook ingress device \"tg-out\" priority 0;"
         ));
         assert_eq!(r.matches("fib daddr type unicast drop").count(), 2);
+        // DHCP answers pass before the drop of what is not addressed to this host
+        assert!(
+            r.find("udp sport 67 udp dport 68 accept").expect("dhcp")
+                < r.find("fib daddr").expect("fib")
+        );
         assert_eq!(
             r.matches("ip daddr { 203.0.113.1 } udp dport { 1024-65535 } drop")
                 .count(),
             2
         );
-        // the SNAT-port drops come before the fib lookup
+        // a DNAT rule on any destination claims its port on every address
+        assert_eq!(
+            r.matches("    meta l4proto { tcp, udp } th dport { 443 } drop")
+                .count(),
+            2
+        );
+        // the SNAT-port and DNAT drops come before the fib lookup
+        assert!(r.find("th dport").expect("dnat") < r.find("fib daddr").expect("fib"));
         assert!(r.find("udp dport").expect("udp") < r.find("fib daddr").expect("fib"));
     }
 }
