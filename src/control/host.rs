@@ -4,19 +4,21 @@
 //! started on purpose):
 //! - `net.ipv4.ip_forward = 0`: the kernel must not forward transit packets; Tollgate does.
 //! - `rp_filter = 0` and `send_redirects = 0` on `all` and on each data interface.
-//! - an nftables table `inet tollgate` (only that table is ever created or deleted) that drops,
-//!   in prerouting at priority raw (before conntrack), packets to the SNAT addresses whose
-//!   destination port is in the SNAT port range, and ICMP echo replies to them: the kernel then
+//! - an nftables table `inet tollgate` (with `netdev tollgate`, the only tables ever created or
+//!   deleted) that drops, in prerouting at priority raw (before conntrack), packets to the SNAT
+//!   addresses whose destination port is in the SNAT port range, ICMP echo replies to them, and
+//!   packets from a data interface to every DNAT rule's destinations and ports: the kernel then
 //!   neither answers them (RST, port unreachable) nor tracks them; the AF_PACKET tap still sees
 //!   them.
 //! - an nftables table `netdev tollgate` with an ingress chain on each data interface that
 //!   drops, right after the AF_PACKET taps have copied them, the IPv4 frames the kernel has no
 //!   use for: those not addressed to this host (`fib daddr type unicast`: transit traffic,
 //!   which the kernel, forwarding off, would only drop after a route lookup and a dst
-//!   allocation per packet) and the SNAT-port ones above. Measured: +16-30% packets/s through
+//!   allocation per packet) and the SNAT-port and DNAT ones above. Measured: +11-30% packets/s through
 //!   the appliance when its CPUs are the limit (docs/io-lab.md). Frames to the host's own,
-//!   broadcast and multicast addresses, ARP and IPv6 go on to the kernel as before. Where nft
-//!   or the kernel cannot do this the appliance runs without it and says so.
+//!   broadcast and multicast addresses, ARP, IPv6 and DHCP answers go on to the kernel as
+//!   before. Skipped, with a warning, on interfaces with a master or upper devices, and where
+//!   nft or the kernel cannot do it.
 //! - GRO, GSO, TSO and LRO off on the data interfaces (`ethtool -K`): the dataplane needs real
 //!   MTU-sized frames. Previous settings are restored at exit.
 //!
