@@ -54,6 +54,8 @@ pub struct HostPlan {
 /// A DNAT rule's public side, as the host tables drop it before the kernel answers it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnatClaim {
+    /// The rule's sources: from elsewhere the worker does not DNAT, the kernel keeps the port.
+    pub sources: Vec<Ipv4Net>,
     pub destinations: Vec<Ipv4Net>,
     pub tcp: bool,
     pub udp: bool,
@@ -66,12 +68,14 @@ pub fn dnat_claims(rules: &[RuleSpec]) -> Vec<DnatClaim> {
     let mut out: Vec<DnatClaim> = Vec::new();
     for r in rules.iter().filter(|r| r.kind == RuleKind::Dnat) {
         let c = DnatClaim {
+            sources: r.sources.clone(),
             destinations: r.destinations.clone(),
             tcp: r.protocols.tcp,
             udp: r.protocols.udp,
             ports: r.ports.clone(),
         };
         if (c.tcp || c.udp)
+            && !c.sources.is_empty()
             && !c.destinations.is_empty()
             && !c.ports.is_empty()
             && !out.contains(&c)
@@ -85,16 +89,22 @@ pub fn dnat_claims(rules: &[RuleSpec]) -> Vec<DnatClaim> {
 /// One nft match-and-drop line for a DNAT claim (`iif` limits it to the data interfaces in
 /// the inet table, whose prerouting hook also sees loopback).
 fn dnat_line(c: &DnatClaim, iif: &str) -> String {
-    let daddr = if c.destinations.iter().any(|d| d.prefix_len() == 0) {
-        String::new()
-    } else {
-        let d = c
-            .destinations
-            .iter()
+    let set = |nets: &[Ipv4Net]| {
+        nets.iter()
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
-            .join(", ");
-        format!("ip daddr {{ {d} }} ")
+            .join(", ")
+    };
+    let saddr = if c.sources.iter().any(|d| d.prefix_len() == 0) {
+        String::new()
+    } else {
+        format!("ip saddr {{ {} }} ", set(&c.sources))
+    };
+    let daddr = if c.destinations.iter().any(|d| d.prefix_len() == 0) {
+        // IPv4 only (the inet table sees IPv6 too)
+        "meta nfproto ipv4 ".to_string()
+    } else {
+        format!("ip daddr {{ {} }} ", set(&c.destinations))
     };
     let l4 = match (c.tcp, c.udp) {
         (true, true) => "meta l4proto { tcp, udp }",
@@ -113,7 +123,7 @@ fn dnat_line(c: &DnatClaim, iif: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!("    {iif}{daddr}{l4} th dport {{ {ports} }} drop")
+    format!("    {iif}{saddr}{daddr}{l4} th dport {{ {ports} }} drop")
 }
 
 /// Why the host could not be prepared.
@@ -223,6 +233,9 @@ pub fn nft_ingress_ruleset(plan: &HostPlan) -> String {
             s,
             "    type filter hook ingress device \"{dev}\" priority 0; policy accept;"
         );
+        // a DHCP server's answer, also a unicast offer to an address this host does not hold
+        // yet, before any drop
+        let _ = writeln!(s, "    udp sport 67 udp dport 68 accept");
         if !plan.snat_addrs.is_empty() {
             let _ = writeln!(s, "    ip daddr {{ {addrs} }} tcp dport {{ {ports} }} drop");
             let _ = writeln!(s, "    ip daddr {{ {addrs} }} udp dport {{ {ports} }} drop");
@@ -231,8 +244,6 @@ pub fn nft_ingress_ruleset(plan: &HostPlan) -> String {
         for c in &plan.dnat {
             let _ = writeln!(s, "{}", dnat_line(c, ""));
         }
-        // a DHCP server's unicast offer or ack to an address this host does not hold yet
-        let _ = writeln!(s, "    udp sport 67 udp dport 68 accept");
         let _ = writeln!(s, "    meta protocol ip fib daddr type unicast drop");
         let _ = writeln!(s, "  }}");
     }
@@ -257,6 +268,38 @@ fn nft(stdin: &str) -> Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
+}
+
+/// A warning when a DNAT rule claims ports of the kernel's own ephemeral range: the answers to
+/// the host's own connections from those ports (package updates, the cloud's metadata service)
+/// would be dropped with the claim.
+fn ephemeral_overlap(plan: &HostPlan) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u16>().ok());
+    let (lo, hi) = (it.next()?, it.next()?);
+    let hit: Vec<String> = plan
+        .dnat
+        .iter()
+        .flat_map(|c| c.ports.iter())
+        .filter(|&&(a, b)| a <= hi && b >= lo)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    (!hit.is_empty()).then(|| {
+        format!(
+            "DNAT ports {} overlap the kernel's ephemeral ports {lo}-{hi} \
+             (net.ipv4.ip_local_port_range): answers to the host's own connections from them are \
+             dropped with the DNAT claim; move one of the two",
+            hit.join(", ")
+        )
+    })
 }
 
 /// Whether `iface` is enslaved to a master (bridge, bond, VRF) or has upper devices (macvlan,
@@ -402,6 +445,9 @@ pub fn prepare(plan: &HostPlan) -> Result<HostGuard, HostError> {
         }
     }
     let mut g = HostGuard::default();
+    if let Some(w) = ephemeral_overlap(plan) {
+        g.warnings.push(w);
+    }
     nft(&nft_ruleset(plan)).map_err(HostError::Nft)?;
     g.table = true;
     let stacked: Vec<&String> = plan
@@ -456,6 +502,7 @@ mod tests {
             port_min: 1024,
             port_max: 65535,
             dnat: vec![DnatClaim {
+                sources: vec!["192.0.2.0/24".parse().expect("net")],
                 destinations: vec!["203.0.113.1/32".parse().expect("net")],
                 tcp: true,
                 udp: false,
@@ -468,9 +515,30 @@ mod tests {
         assert!(r.contains("priority raw"));
         assert!(r.contains("ip daddr { 203.0.113.1 } tcp dport { 1024-65535 } drop"));
         assert!(r.contains(
-            "iifname { \"tg-in\" } ip daddr { 203.0.113.1/32 } meta l4proto tcp th dport { 80, 8000-8010 } drop"
+            "iifname { \"tg-in\" } ip saddr { 192.0.2.0/24 } ip daddr { 203.0.113.1/32 } meta l4proto tcp th dport { 80, 8000-8010 } drop"
         ));
         assert!(r.contains("icmp type echo-reply drop"));
+    }
+
+    #[test]
+    fn dnat_claims_come_from_tcp_udp_dnat_rules_only() {
+        use crate::policy::{Action, RuleKind, RuleSpec};
+        let mut d = RuleSpec::new("g", "c", "web", RuleKind::Dnat, Action::Allow);
+        d.sources = vec!["0.0.0.0/0".parse().expect("net")];
+        d.destinations = vec!["203.0.113.1/32".parse().expect("net")];
+        d.protocols.tcp = true;
+        d.ports = vec![(8080, 8080)];
+        d.translated = Some(("198.18.0.20".parse().expect("ip"), Some(80)));
+        let mut icmp_only = d.clone();
+        icmp_only.name = "icmp".into();
+        icmp_only.protocols.tcp = false;
+        icmp_only.protocols.icmp = true;
+        let mut net = d.clone();
+        net.kind = RuleKind::Network;
+        let claims = dnat_claims(&[d.clone(), d.clone(), icmp_only, net]);
+        assert_eq!(claims.len(), 1, "{claims:?}");
+        assert_eq!(claims[0].ports, vec![(8080, 8080)]);
+        assert!(claims[0].tcp && !claims[0].udp);
     }
 
     #[test]
@@ -481,6 +549,7 @@ mod tests {
             port_min: 1024,
             port_max: 65535,
             dnat: vec![DnatClaim {
+                sources: vec!["0.0.0.0/0".parse().expect("net")],
                 destinations: vec!["0.0.0.0/0".parse().expect("net")],
                 tcp: true,
                 udp: true,
@@ -497,10 +566,10 @@ mod tests {
             "chain ingress_1 {\n    type filter hook ingress device \"tg-out\" priority 0;"
         ));
         assert_eq!(r.matches("fib daddr type unicast drop").count(), 2);
-        // DHCP answers pass before the drop of what is not addressed to this host
+        // DHCP answers pass before any drop
         assert!(
             r.find("udp sport 67 udp dport 68 accept").expect("dhcp")
-                < r.find("fib daddr").expect("fib")
+                < r.find(" drop").expect("drop")
         );
         assert_eq!(
             r.matches("ip daddr { 203.0.113.1 } udp dport { 1024-65535 } drop")
@@ -509,7 +578,7 @@ mod tests {
         );
         // a DNAT rule on any destination claims its port on every address
         assert_eq!(
-            r.matches("    meta l4proto { tcp, udp } th dport { 443 } drop")
+            r.matches("    meta nfproto ipv4 meta l4proto { tcp, udp } th dport { 443 } drop")
                 .count(),
             2
         );

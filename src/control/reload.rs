@@ -26,6 +26,8 @@ pub struct LiveConfig {
     pub path: PathBuf,
     running: EngineConfig,
     running_dns: crate::config::DnsSettings,
+    /// The DNAT claims the host tables were built from at start.
+    running_dnat: Vec<super::host::DnatClaim>,
     pub cell: Arc<PolicyCell>,
     loaded: Mutex<Arc<Loaded>>,
     one_at_a_time: Mutex<()>,
@@ -48,6 +50,7 @@ impl LiveConfig {
             path,
             running: loaded.engine.clone(),
             running_dns: loaded.dns.clone(),
+            running_dnat: super::host::dnat_claims(loaded.policy.rules()),
             cell,
             loaded: Mutex::new(Arc::new(loaded)),
             one_at_a_time: Mutex::new(()),
@@ -124,6 +127,9 @@ impl LiveConfig {
                 {
                     notes.push("interface, route, SNAT or inside-prefix settings changed: they need a restart and were left as they run");
                 }
+                if super::host::dnat_claims(l.policy.rules()) != self.running_dnat {
+                    notes.push("DNAT rules' public addresses or ports changed: the host's nftables tables keep the kernel off the ones the daemon started with until a restart (a new DNAT port outside the SNAT range may meet the kernel's RST)");
+                }
                 if l.dns != self.running_dns {
                     notes.push(
                         "[dns] settings changed: they need a restart and were left as they run",
@@ -195,4 +201,41 @@ pub fn spawn(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_that_changes_a_dnat_port_says_the_host_tables_need_a_restart() {
+        let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
+        let text = std::fs::read_to_string(lab).expect("lab config");
+        let dir = std::env::temp_dir().join(format!("tollgate-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("tollgate.toml");
+        std::fs::write(&path, &text).expect("write");
+        let loaded = crate::config::load_file(&path).expect("lab config loads");
+        let cell = PolicyCell::new(loaded.policy.clone());
+        let live = LiveConfig::new(path.clone(), loaded, cell);
+        // the same file again: nothing to say about DNAT
+        let same = live.reload().expect("same file reloads");
+        assert!(!same.contains("DNAT rules"), "{same}");
+        // the DNAT rule moves from 8080 to 8443
+        assert!(text.contains("destination_ports = [\"8080\"]"));
+        std::fs::write(
+            &path,
+            text.replace(
+                "destination_ports = [\"8080\"]",
+                "destination_ports = [\"8443\"]",
+            ),
+        )
+        .expect("write");
+        let moved = live.reload().expect("changed file reloads");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            moved.contains("warning: DNAT rules' public addresses or ports changed"),
+            "{moved}"
+        );
+    }
 }
