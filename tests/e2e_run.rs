@@ -117,6 +117,32 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
 
 /// `/healthz` reports `degraded` once a SNAT pool is more than 95% used (as Azure Firewall
 /// does), while the appliance keeps forwarding.
+/// tests/lab.toml with `snat.ports` set to `ports`, written into the lab's directory as `name`.
+fn lab_config_with_snat_ports(
+    lab: &tollgate::control::lab::Lab,
+    ports: &str,
+    name: &str,
+) -> String {
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml"))
+        .expect("lab config");
+    let line = format!("ports = \"{ports}\"");
+    let text: String = base
+        .lines()
+        .map(|l| {
+            if l.starts_with("ports =") {
+                line.as_str()
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains(&line), "the lab config has a ports line");
+    let config = lab.dir.join(name);
+    std::fs::write(&config, text).expect("write config");
+    config.to_string_lossy().into_owned()
+}
+
 #[test]
 fn health_turns_degraded_when_the_snat_pool_is_nearly_exhausted() {
     if !root_or_skip("health_turns_degraded_when_the_snat_pool_is_nearly_exhausted") {
@@ -124,26 +150,7 @@ fn health_turns_degraded_when_the_snat_pool_is_nearly_exhausted() {
     }
     let mut lab = lab();
     let exe = env!("CARGO_BIN_EXE_tollgate");
-    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml"))
-        .expect("lab config");
-    let small: String = base
-        .lines()
-        .map(|l| {
-            if l.starts_with("ports =") {
-                "ports = \"40000-40003\""
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        small.contains("40000-40003"),
-        "the test config sets a 4-port pool"
-    );
-    let config = lab.dir.join("small-pool.toml");
-    std::fs::write(&config, small).expect("write config");
-    let cfg = config.to_string_lossy().into_owned();
+    let cfg = lab_config_with_snat_ports(&lab, "40000-40003", "small-pool.toml");
     start_appliance(&mut lab, &[exe, "run", "--config", &cfg, "--workers", "1"]);
     // The management endpoint answers ready too before the test reads its health.
     let t0 = std::time::Instant::now();
@@ -247,25 +254,12 @@ fn dnat_on_a_port_outside_the_snat_range_is_not_reset_by_the_kernel() {
     }
     let mut lab = lab();
     let exe = env!("CARGO_BIN_EXE_tollgate");
-    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml"))
-        .expect("lab config");
-    let cfg_text: String = base
-        .lines()
-        .map(|l| {
-            if l.starts_with("ports =") {
-                "ports = \"20000-65535\""
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let cfg = lab_config_with_snat_ports(&lab, "20000-65535", "snat-above-dnat.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
     assert!(
-        cfg_text.contains("20000-65535") && cfg_text.contains("destination_ports = [\"8080\"]")
+        text.contains("destination_ports = [\"8080\"]"),
+        "the lab's DNAT port"
     );
-    let config = lab.dir.join("snat-above-dnat.toml");
-    std::fs::write(&config, cfg_text).expect("write config");
-    let cfg = config.to_string_lossy().into_owned();
     start_appliance(&mut lab, &[exe, "run", "--config", &cfg, "--workers", "1"]);
     let (_, rules) = sh(&lab, "app", "nft list ruleset");
     let mut answers = Vec::new();

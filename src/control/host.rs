@@ -177,15 +177,31 @@ fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The drops of what the SNAT addresses receive on SNAT ports (return traffic) and of echo
+/// replies to them, then, with `dnat_iif` (as in [`dnat_line`]), of every DNAT claim: the same
+/// lines in both tables.
+fn claim_lines(s: &mut String, plan: &HostPlan, dnat_iif: Option<&str>) {
+    if !plan.snat_addrs.is_empty() {
+        let addrs = plan
+            .snat_addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ports = format!("{}-{}", plan.port_min, plan.port_max);
+        let _ = writeln!(s, "    ip daddr {{ {addrs} }} tcp dport {{ {ports} }} drop");
+        let _ = writeln!(s, "    ip daddr {{ {addrs} }} udp dport {{ {ports} }} drop");
+        let _ = writeln!(s, "    ip daddr {{ {addrs} }} icmp type echo-reply drop");
+    }
+    if let Some(iif) = dnat_iif {
+        for c in &plan.dnat {
+            let _ = writeln!(s, "{}", dnat_line(c, iif));
+        }
+    }
+}
+
 /// The nftables ruleset for `plan`.
 pub fn nft_ruleset(plan: &HostPlan) -> String {
-    let addrs = plan
-        .snat_addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let ports = format!("{}-{}", plan.port_min, plan.port_max);
     let mut s = String::new();
     let _ = writeln!(s, "table inet {NFT_TABLE} {{");
     let _ = writeln!(s, "  chain raw_prerouting {{");
@@ -193,23 +209,15 @@ pub fn nft_ruleset(plan: &HostPlan) -> String {
         s,
         "    type filter hook prerouting priority raw; policy accept;"
     );
-    if !plan.snat_addrs.is_empty() {
-        let _ = writeln!(s, "    ip daddr {{ {addrs} }} tcp dport {{ {ports} }} drop");
-        let _ = writeln!(s, "    ip daddr {{ {addrs} }} udp dport {{ {ports} }} drop");
-        let _ = writeln!(s, "    ip daddr {{ {addrs} }} icmp type echo-reply drop");
-    }
-    if !plan.dnat.is_empty() && !plan.data_ifaces.is_empty() {
-        let ifs = plan
-            .data_ifaces
-            .iter()
-            .map(|i| format!("\"{i}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let iif = format!("iifname {{ {ifs} }} ");
-        for c in &plan.dnat {
-            let _ = writeln!(s, "{}", dnat_line(c, &iif));
-        }
-    }
+    // DNAT claims only from the data interfaces: prerouting also sees loopback
+    let ifs = plan
+        .data_ifaces
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let iif = (!plan.data_ifaces.is_empty()).then(|| format!("iifname {{ {ifs} }} "));
+    claim_lines(&mut s, plan, iif.as_deref());
     let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "}}");
     s
@@ -218,13 +226,6 @@ pub fn nft_ruleset(plan: &HostPlan) -> String {
 /// The `netdev` ingress ruleset for `plan`: one chain per data interface, SNAT-port frames
 /// first (return traffic: two set lookups), then everything not addressed to this host.
 pub fn nft_ingress_ruleset(plan: &HostPlan) -> String {
-    let addrs = plan
-        .snat_addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let ports = format!("{}-{}", plan.port_min, plan.port_max);
     let mut s = String::new();
     let _ = writeln!(s, "table netdev {NFT_TABLE} {{");
     for (i, dev) in plan.data_ifaces.iter().enumerate() {
@@ -236,14 +237,7 @@ pub fn nft_ingress_ruleset(plan: &HostPlan) -> String {
         // a DHCP server's answer, also a unicast offer to an address this host does not hold
         // yet, before any drop
         let _ = writeln!(s, "    udp sport 67 udp dport 68 accept");
-        if !plan.snat_addrs.is_empty() {
-            let _ = writeln!(s, "    ip daddr {{ {addrs} }} tcp dport {{ {ports} }} drop");
-            let _ = writeln!(s, "    ip daddr {{ {addrs} }} udp dport {{ {ports} }} drop");
-            let _ = writeln!(s, "    ip daddr {{ {addrs} }} icmp type echo-reply drop");
-        }
-        for c in &plan.dnat {
-            let _ = writeln!(s, "{}", dnat_line(c, ""));
-        }
+        claim_lines(&mut s, plan, Some(""));
         let _ = writeln!(s, "    meta protocol ip fib daddr type unicast drop");
         let _ = writeln!(s, "  }}");
     }
