@@ -36,16 +36,12 @@ impl FlowIndex {
     /// The slot a hash starts probing at: the hash scaled to the table size.
     #[inline]
     fn home_slot(&self, h: u32) -> usize {
-        ((u64::from(h) * self.slots.len() as u64) >> 32) as usize
+        super::probe::home(h, self.slots.len())
     }
 
     #[inline]
     fn next(&self, i: usize) -> usize {
-        if i + 1 == self.slots.len() {
-            0
-        } else {
-            i + 1
-        }
+        super::probe::next(i, self.slots.len())
     }
 
     /// Bytes of memory the index holds.
@@ -134,12 +130,7 @@ impl FlowIndex {
                 break;
             }
             let home = self.home_slot((s >> 32) as u32);
-            let in_between = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !in_between {
+            if !super::probe::stays(hole, home, j) {
                 self.slots[hole] = s;
                 hole = j;
             }

@@ -34,6 +34,7 @@ impl Default for Timeouts {
 
 mod index;
 mod key;
+pub(crate) mod probe;
 mod table;
 pub mod tcp;
 

@@ -10,6 +10,8 @@
 //! mask. Deletion shifts later entries back, so there are no tombstones. Allocated and written
 //! once up front: nothing allocates later.
 
+use crate::conntrack::probe;
+
 /// One mapping. `refs == 0` marks an empty slot (a live mapping is held by a flow).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C, align(16))]
@@ -70,16 +72,12 @@ impl EimTable {
     /// The slot a hash starts probing at: the top 32 bits scaled to the table size.
     #[inline]
     fn home_slot(&self, h: u64) -> usize {
-        (((h >> 32) * self.slots.len() as u64) >> 32) as usize
+        probe::home((h >> 32) as u32, self.slots.len())
     }
 
     #[inline]
     fn next(&self, i: usize) -> usize {
-        if i + 1 == self.slots.len() {
-            0
-        } else {
-            i + 1
-        }
+        probe::next(i, self.slots.len())
     }
 
     /// Bytes of memory the table holds.
@@ -176,12 +174,7 @@ impl EimTable {
                 break;
             }
             let home = self.home_slot(hash_of(&s));
-            let in_between = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !in_between {
+            if !probe::stays(hole, home, j) {
                 self.slots[hole] = s;
                 hole = j;
             }
