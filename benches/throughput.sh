@@ -32,8 +32,12 @@ SECS=${SECS:-3}
 FLOWS=${FLOWS:-8}
 MANY=${MANY:-1024}
 FLOOD=${FLOOD:-target/release/examples/udpflood}
+CPS=${CPS:-target/release/examples/tcpcps}
+CONC=${CONC:-64}
 WORKERS=${WORKERS:-2}
 RX_RING=${RX_RING:-v2}   # v2 (frame-based RX ring, the default) or v3 (block-based)
+CPS_THREADS=${CPS_THREADS:-4}
+BUSY_POLL_US=${BUSY_POLL_US:-}  # empty: the appliance's default
 P="tgb$$-"
 C=${P}client; A=${P}app; S=${P}server
 PIDS=()
@@ -87,27 +91,8 @@ table ip tgbsink {
 }
 NFT
   ip netns exec "$S" iperf3 -s -p 5201 >/dev/null 2>&1 & PIDS+=($!)
-  cat > "$TMP/accept.py" <<'PY'
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 80)); s.listen(1024)
-while True:
-    c, _ = s.accept(); c.close()
-PY
-  ip netns exec "$S" python3 "$TMP/accept.py" & PIDS+=($!)
-  cat > "$TMP/cps.py" <<'PY'
-import socket, sys, time
-secs = float(sys.argv[1]); n = 0; t0 = time.time()
-while time.time() - t0 < secs:
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-    s.settimeout(2)
-    try:
-        s.connect(("203.0.113.10", 80)); n += 1
-    except OSError:
-        pass
-    s.close()
-print(n / (time.time() - t0))
-PY
+  # accepts and resets at once (examples/tcpcps): the connections/s load's server
+  ip netns exec "$S" "$CPS" serve 0.0.0.0:80 2 & PIDS+=($!)
   sleep 0.5
   nsx "$A" ping -c1 -W1 198.18.0.11 >/dev/null 2>&1 || true
   nsx "$A" ping -c1 -W1 203.0.113.254 >/dev/null 2>&1 || true
@@ -133,7 +118,7 @@ kernel_off() {
 TGPID=
 tollgate_on() {
   local cfg=${1:-$CONFIG}
-  ip netns exec "$A" "$TG" run --config "$cfg" --workers "$WORKERS" --rx-ring "$RX_RING" >"$TMP/tollgate.log" 2>&1 & TGPID=$!
+  ip netns exec "$A" "$TG" run --config "$cfg" --workers "$WORKERS" --rx-ring "$RX_RING" ${BUSY_POLL_US:+--busy-poll-us "$BUSY_POLL_US"} >"$TMP/tollgate.log" 2>&1 & TGPID=$!
   PIDS+=($TGPID)
   # ready = every worker has its rings open and its tables built (the daemon says so)
   # (examples/bench_appliance and binaries older than the ready line print none: after 3 s
@@ -189,8 +174,13 @@ try:
 except Exception:
     print(0)'
       ;;
-    cps)
-      nsx "$C" python3 "$TMP/cps.py" "$SECS" | python3 -c 'import sys; print(round(float(sys.stdin.read())))'
+    cps|cps1)
+      local conc=$CONC threads=$CPS_THREADS out; [ "$1" = cps1 ] && conc=1 threads=1
+      out=$(nsx "$C" "$CPS" connect 203.0.113.10:80 "$conc" "$SECS" "$threads" 2>"$TMP/cps.err") \
+        || { echo "tcpcps failed: $(cat "$TMP/cps.err")" >&2; echo 0; return; }
+      read -r ok secs failed <<<"$out"
+      [ "$failed" = 0 ] || echo "  ($1: $(tr "\n" ";" <"$TMP/cps.err"))" >&2
+      python3 -c "import sys; print(round(int(sys.argv[1]) / float(sys.argv[2])))" "$ok" "$secs"
       ;;
   esac
 }
@@ -246,11 +236,11 @@ print(statistics.median(off), min(off), max(off), statistics.median(on), min(on)
 PY
 }
 
-read -r -a METRICS <<<"${ONLY:-udp1 udpN udpM tcp cps}"
-if [[ " ${METRICS[*]} " == *" udpM "* ]] && [ ! -x "$FLOOD" ]; then
-  cargo build --release --example udpflood >&2 || { echo "cannot build $FLOOD" >&2; exit 1; }
-fi
-declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s at the server)" [udpN]="UDP 64 B, $FLOWS flows (packets/s at the server)" [udpM]="UDP 64 B, $MANY flows, udpflood (packets/s at the server)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s")
+read -r -a METRICS <<<"${ONLY:-udp1 udpN udpM tcp cps cps1}"
+for ex in "$FLOOD" "$CPS"; do
+  [ -x "$ex" ] || cargo build --release --example "$(basename "$ex")" >&2 || { echo "cannot build $ex" >&2; exit 1; }
+done
+declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s at the server)" [udpN]="UDP 64 B, $FLOWS flows (packets/s at the server)" [udpM]="UDP 64 B, $MANY flows, udpflood (packets/s at the server)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s, $CONC in flight ($CPS_THREADS client threads)" [cps1]="new TCP connections/s, 1 at a time")
 declare -A K T
 
 if [ "${OVERHEAD:-0}" = 1 ]; then
@@ -287,7 +277,7 @@ else
 fi
 
 echo
-echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS, rx ring $RX_RING) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
+echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS, rx ring $RX_RING${BUSY_POLL_US:+, busy poll ${BUSY_POLL_US} µs}) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
 echo "|---|---|---|---|"
 for m in "${METRICS[@]}"; do
   read -r km kmin kmax k2 k2min k2max <<<"${K[$m]}"

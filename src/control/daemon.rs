@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::host::{self, HostError, HostPlan};
 use crate::datapath::{DropReason, EngineConfig};
-use crate::io::afpacket::{AfPacketIo, AfPacketOptions};
+use crate::io::afpacket::{AfPacketIo, AfPacketOptions, RxRingVersion};
 use crate::io::neigh::Neighbours;
 use crate::io::pcap::{PcapIo, PcapWriter};
 use crate::io::runtime::{self, BusyPoll, Engine, RuntimeConfig, SpinMode, Totals};
@@ -164,13 +164,16 @@ where
     };
     let guard = host::prepare(&plan_for(cfg, opts))?;
     let ifaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
-    let backend = if opts.pcap.is_some() {
-        "af_packet(tpacket_v3 rx, v2 tx)+pcap"
-    } else {
-        "af_packet(tpacket_v3 rx, v2 tx)"
-    };
+    let backend = format!(
+        "af_packet({} rx, tpacket_v2 tx){}",
+        match opts.af.rx_version {
+            RxRingVersion::V2 => "tpacket_v2",
+            RxRingVersion::V3 => "tpacket_v3",
+        },
+        if opts.pcap.is_some() { "+pcap" } else { "" }
+    );
     if opts.verbose {
-        eprintln!("{}", summary_line(cfg, workers, backend));
+        eprintln!("{}", summary_line(cfg, workers, &backend));
         for w in &guard.warnings {
             eprintln!("tollgate: warning: {w}");
         }
@@ -192,6 +195,7 @@ where
     // Return traffic straight to the worker owning its SNAT port (no hand-off), unless the
     // caller chose a program (or there is only one worker, or no program fits the config).
     let mut af = opts.af.clone();
+    af.fanout = workers > 1;
     if af.steering.is_none() {
         af.steering = crate::io::steer::Steering {
             public_addrs: cfg.nat.public_addrs.clone(),

@@ -33,6 +33,10 @@ pub struct AfPacketOptions {
     pub tx_frame_nr: u32,
     /// Send with PACKET_QDISC_BYPASS (straight to the driver).
     pub qdisc_bypass: bool,
+    /// Join a PACKET_FANOUT group per interface. With one worker there is nobody to spread
+    /// frames over, and leaving the group out saves the kernel a demux (and a flow hash) per
+    /// frame.
+    pub fanout: bool,
     /// PACKET_FANOUT group id base; interface `i` uses `base + i`.
     pub fanout_base: u16,
     /// TPACKET version of the RX rings.
@@ -50,6 +54,7 @@ impl Default for AfPacketOptions {
             rx_block_timeout_ms: 1,
             tx_frame_nr: 512,
             qdisc_bypass: true,
+            fanout: true,
             fanout_base: (std::process::id() as u16).wrapping_mul(61),
             rx_version: RxRingVersion::V2,
             steering: None,
@@ -242,9 +247,12 @@ fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     .map(|_| ())
 }
 
-/// Joins the fanout group `id`: PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
+/// Joins the fanout group `id` (unless `o.fanout` is off): PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
 /// `o.steering` as the group's program (every member sets the same one).
 fn join_fanout(fd: RawFd, id: u16, o: &AfPacketOptions) -> io::Result<()> {
+    if !o.fanout {
+        return Ok(());
+    }
     let Some(prog) = &o.steering else {
         let fanout: u32 = u32::from(id) | (libc::PACKET_FANOUT_HASH << 16);
         return setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &fanout);

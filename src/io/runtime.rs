@@ -143,7 +143,7 @@ impl Default for BusyPoll {
 const HOUSEKEEPING_EVERY_NS: Nanos = 50_000;
 
 /// The default busy-poll window, in microseconds.
-pub const DEFAULT_BUSY_POLL_US: u64 = 50;
+pub const DEFAULT_BUSY_POLL_US: u64 = 1000;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
