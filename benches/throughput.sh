@@ -34,6 +34,7 @@ MANY=${MANY:-1024}
 FLOOD=${FLOOD:-target/release/examples/udpflood}
 CPS=${CPS:-target/release/examples/tcpcps}
 CONC=${CONC:-64}
+FLOOD_THREADS=${FLOOD_THREADS:-$(nproc)}
 WORKERS=${WORKERS:-2}
 RX_RING=${RX_RING:-v2}   # v2 (frame-based RX ring, the default) or v3 (block-based)
 CPS_THREADS=${CPS_THREADS:-4}
@@ -162,7 +163,7 @@ PY
       nsx "$S" nft reset counter ip tgbsink rx >/dev/null
       local out
       # one socket per flow: the soft limit of open files is often 1024
-      out=$( (ulimit -n $((MANY + 64)) && nsx "$C" "$FLOOD" 203.0.113.10:7 "$MANY" "$SECS" 64) 2>"$TMP/flood.err") \
+      out=$( (ulimit -n $((MANY + 64)) && nsx "$C" "$FLOOD" 203.0.113.10:7 "$MANY" "$SECS" 64 "$FLOOD_THREADS") 2>"$TMP/flood.err") \
         || { echo "udpflood failed: $(cat "$TMP/flood.err")" >&2; echo 0; return; }
       python3 -c "import sys; print(round(int(sys.argv[1]) / float(sys.argv[2])))" "$(arrived)" "${out#* }"
       ;;

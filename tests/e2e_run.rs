@@ -244,6 +244,65 @@ fn workers_sleep_when_idle_after_traffic() {
     assert!(exited_cleanly, "SIGTERM stops tollgate run");
 }
 
+/// A data interface going down and up again is a link event, not the end: the workers read
+/// and clear the ring sockets' ENETDOWN (no spinning on it) and traffic flows again once the
+/// link is back. An interface removed for good stops the daemon with an error naming it (its
+/// supervisor restarts it), and the host tables go with it.
+#[test]
+fn a_link_flap_is_survived_and_a_removed_interface_stops_the_daemon() {
+    if !root_or_skip("a_link_flap_is_survived_and_a_removed_interface_stops_the_daemon") {
+        return;
+    }
+    let mut lab = lab();
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
+    let (pid, log) = start_appliance(
+        &mut lab,
+        &[exe, "run", "--config", config, "--workers", "2"],
+    );
+    let curl =
+        |lab: &tollgate::control::lab::Lab| sh(lab, "node1", "curl -s -m 3 http://203.0.113.10/");
+    let (before_ok, before) = curl(&lab);
+    let (down_ok, why) = sh(&lab, "app", "ip link set tg-in down");
+    assert!(down_ok, "{why}");
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let while_down = cpu_seconds(pid) - cpu0;
+    let (up_ok, why) = sh(&lab, "app", "ip link set tg-in up");
+    assert!(up_ok, "{why}");
+    // carrier and the neighbour entries come back within a few seconds
+    let after = (0..5)
+        .map(|_| curl(&lab))
+        .find(|(ok, http)| *ok && http.contains("peer=203.0.113.1:"));
+    let (del_ok, why) = sh(&lab, "app", "ip link del tg-out");
+    assert!(del_ok, "{why}");
+    let status = lab.wait_exit("appliance", Duration::from_secs(5));
+    let (_, tables) = sh(&lab, "app", "nft list tables");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        before_ok && before.contains("peer=203.0.113.1:"),
+        "before the flap: {before}"
+    );
+    // two workers spinning on an error they never cleared would use up to 2 s here
+    assert!(
+        while_down < 0.3,
+        "{while_down:.3} s of CPU in 1 s with tg-in down"
+    );
+    assert!(
+        after.is_some(),
+        "no request went through after the link came back:\n{text}"
+    );
+    let status =
+        status.unwrap_or_else(|| panic!("still running 5 s after tg-out was removed:\n{text}"));
+    assert!(!status.success(), "exit status {status}");
+    assert!(text.contains("interface tg-out was removed"), "{text}");
+    assert!(
+        !tables.contains("tollgate"),
+        "host tables left behind: {tables}"
+    );
+}
+
 /// A DNAT port outside the SNAT port range is the appliance's too: the kernel must not answer
 /// it. Before the host tables covered DNAT ports, the kernel's RST to 203.0.113.1:8080 beat
 /// the inside server's SYN-ACK and the connection was refused.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::host::{self, HostError, HostPlan};
-use crate::datapath::{DropReason, EngineConfig};
+use crate::datapath::{DropReason, EngineConfig, IfaceRole};
 use crate::io::afpacket::{AfPacketIo, AfPacketOptions, RxRingVersion};
 use crate::io::neigh::Neighbours;
 use crate::io::pcap::{PcapIo, PcapWriter};
@@ -75,6 +75,12 @@ pub enum DaemonError {
 pub fn plan_for(cfg: &EngineConfig, opts: &ServeOptions) -> HostPlan {
     HostPlan {
         data_ifaces: cfg.interfaces.iter().map(|i| i.name.clone()).collect(),
+        inside_ifaces: cfg
+            .interfaces
+            .iter()
+            .filter(|i| i.role == IfaceRole::Inside)
+            .map(|i| i.name.clone())
+            .collect(),
         snat_addrs: cfg.nat.public_addrs.clone(),
         port_min: cfg.nat.port_min,
         port_max: cfg.nat.port_max,
@@ -126,8 +132,13 @@ pub fn format_counters(t: &Totals) -> String {
     let io = &t.io;
     let _ = writeln!(
         s,
-        "rx_oversize {}\nrx_csum_fixed {}\nrx_ring_drops {}\ntx_ring_full {}\ntx_errors {}",
-        io.rx_oversize, io.rx_csum_fixed, io.rx_ring_drops, io.tx_ring_full, io.tx_errors
+        "rx_oversize {}\nrx_csum_fixed {}\nrx_ring_drops {}\ntx_ring_full {}\ntx_errors {}\nlink_errors {}",
+        io.rx_oversize,
+        io.rx_csum_fixed,
+        io.rx_ring_drops,
+        io.tx_ring_full,
+        io.tx_errors,
+        io.link_errors
     );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         if t.drops[i] > 0 {

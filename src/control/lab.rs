@@ -261,6 +261,27 @@ impl Lab {
         stop_child(&mut c, grace)
     }
 
+    /// Waits up to `timeout` for one child to exit by itself; its exit status if it did (the
+    /// child is then forgotten), None if it still runs.
+    pub fn wait_exit(
+        &mut self,
+        label: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        loop {
+            let i = self.children.iter().position(|(l, _)| l == label)?;
+            if let Ok(Some(status)) = self.children[i].1.try_wait() {
+                self.children.remove(i);
+                return Some(status);
+            }
+            if t0.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Writes the server script and certificate and starts the servers: HTTP + UDP echo in
     /// `inet` (port 80, 7) and `srv` (port 80), TLS (443) and iperf3 in `inet`.
     pub fn start_servers(&mut self) -> Result<(), LabError> {

@@ -247,6 +247,23 @@ fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Reads and clears a socket's pending error (SO_ERROR); None when there is none.
+fn take_socket_error(fd: RawFd) -> Option<libc::c_int> {
+    let mut err: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are live and `len` holds err's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && err != 0).then_some(err)
+}
+
 /// Joins the fanout group `id` (unless `o.fanout` is off): PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
 /// `o.steering` as the group's program (every member sets the same one).
 fn join_fanout(fd: RawFd, id: u16, o: &AfPacketOptions) -> io::Result<()> {
@@ -761,6 +778,8 @@ pub struct AfPacketIo {
     rx: Vec<Rx>,
     tx: Vec<TxRing>,
     macs: Vec<[u8; 6]>,
+    names: Vec<String>,
+    ifindexes: Vec<u32>,
     stats: IoStats,
     kernel_drops: Cell<u64>,
     pollfds: Vec<libc::pollfd>,
@@ -777,8 +796,10 @@ impl AfPacketIo {
         let mut rx = Vec::new();
         let mut tx = Vec::new();
         let mut macs = Vec::new();
+        let mut ifindexes = Vec::new();
         for (i, name) in ifaces.iter().enumerate() {
             let idx = ifindex(name)?;
+            ifindexes.push(idx);
             let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{name}: {e}"));
             let fanout = o.fanout_base.wrapping_add(i as u16);
             rx.push(match o.rx_version {
@@ -800,6 +821,8 @@ impl AfPacketIo {
             rx,
             tx,
             macs,
+            names: ifaces.to_vec(),
+            ifindexes,
             stats: IoStats::default(),
             kernel_drops: Cell::new(0),
             pollfds,
@@ -869,6 +892,32 @@ impl PacketIo for AfPacketIo {
             let e = last_err();
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
+            }
+            return Ok(());
+        }
+        for i in 0..self.rx.len() {
+            let revents = self.pollfds[i].revents;
+            if revents & libc::POLLNVAL != 0 {
+                return Err(io::Error::other(format!(
+                    "{}: ring socket closed",
+                    self.names[i]
+                )));
+            }
+            if revents & libc::POLLERR == 0 {
+                continue;
+            }
+            // Reading SO_ERROR clears it; poll() would report it again at once otherwise. The
+            // kernel says ENETDOWN both for a link going down (the ring rebinds when it comes
+            // back up) and for the interface going away (the ring is dead): which one it was,
+            // the interface's index tells.
+            if take_socket_error(self.rx[i].fd()).is_some() {
+                self.stats.link_errors += 1;
+            }
+            if ifindex(&self.names[i]).ok() != Some(self.ifindexes[i]) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("interface {} was removed", self.names[i]),
+                ));
             }
         }
         Ok(())

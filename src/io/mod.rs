@@ -133,6 +133,10 @@ pub struct IoStats {
     pub tx_ring_full: u64,
     /// Frames the kernel refused (TP_STATUS_WRONG_FORMAT) or send errors.
     pub tx_errors: u64,
+    /// Errors the kernel reported on a ring socket, link down (ENETDOWN) above all: read and
+    /// cleared, so a worker sleeps again instead of spinning on them. The rings carry on when
+    /// the link comes back.
+    pub link_errors: u64,
 }
 
 /// A batch-oriented packet I/O backend for one worker.

@@ -232,6 +232,7 @@ pub fn totals(reports: &[WorkerReport]) -> Totals {
         t.io.rx_ring_drops += r.io.rx_ring_drops;
         t.io.tx_ring_full += r.io.tx_ring_full;
         t.io.tx_errors += r.io.tx_errors;
+        t.io.link_errors += r.io.link_errors;
         for (a, b) in t.drops.iter_mut().zip(r.drops.iter()) {
             *a += b;
         }
@@ -512,10 +513,17 @@ where
                         }
                     }
                     started.fetch_add(1, Ordering::AcqRel);
-                    worker_loop(
+                    let r = worker_loop(
                         i, &cfg, &mut eng, &mut io, &neigh, &stop, &wakers, prods, cons, epoch,
                         base,
-                    )
+                    );
+                    // A worker that cannot go on (an interface removed) stops them all: the
+                    // daemon exits with the error, and its supervisor restarts it, rather than
+                    // leaving that worker's share of the flows unserved.
+                    r.map_err(|e| {
+                        stop.store(true, Ordering::Relaxed);
+                        io::Error::new(e.kind(), format!("worker {i}: {e}"))
+                    })
                 })
                 .expect("spawn worker thread");
             handles.push(h);
