@@ -92,8 +92,8 @@ table ip tgbsink {
 }
 NFT
   ip netns exec "$S" iperf3 -s -p 5201 >/dev/null 2>&1 & PIDS+=($!)
-  # accepts and resets at once (examples/tcpcps): the connections/s load's server
-  ip netns exec "$S" "$CPS" serve 0.0.0.0:80 2 & PIDS+=($!)
+  # the connections/s load's server (examples/tcpcps): accepts and closes at once, 2 threads
+  if [[ " ${METRICS[*]} " == *" cps"* ]]; then ip netns exec "$S" "$CPS" serve 0.0.0.0:80 2 & PIDS+=($!); fi
   sleep 0.5
   nsx "$A" ping -c1 -W1 198.18.0.11 >/dev/null 2>&1 || true
   nsx "$A" ping -c1 -W1 203.0.113.254 >/dev/null 2>&1 || true
@@ -238,8 +238,14 @@ PY
 }
 
 read -r -a METRICS <<<"${ONLY:-udp1 udpN udpM tcp cps cps1}"
-for ex in "$FLOOD" "$CPS"; do
-  [ -x "$ex" ] || cargo build --release --example "$(basename "$ex")" >&2 || { echo "cannot build $ex" >&2; exit 1; }
+# the load generators the chosen metrics need, built from examples/ when missing
+need=()
+[[ " ${METRICS[*]} " == *" udpM "* ]] && need+=("$FLOOD:udpflood")
+[[ " ${METRICS[*]} " == *" cps"* ]] && need+=("$CPS:tcpcps")
+for e in "${need[@]}"; do
+  path=${e%:*}
+  [ -x "$path" ] || cargo build --release --example "${e#*:}" >&2 || true
+  [ -x "$path" ] || { echo "missing $path (cargo build --release --example ${e#*:})" >&2; exit 1; }
 done
 declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s at the server)" [udpN]="UDP 64 B, $FLOWS flows (packets/s at the server)" [udpM]="UDP 64 B, $MANY flows, udpflood (packets/s at the server)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s, $CONC in flight ($CPS_THREADS client threads)" [cps1]="new TCP connections/s, 1 at a time")
 declare -A K T

@@ -122,12 +122,13 @@ fn client(dst: SocketAddrV4, conc: usize, end: Instant) -> std::io::Result<Outco
 
 /// `conc` connects in flight in all, spread over `threads` threads, for `secs`.
 fn connect(dst: SocketAddrV4, conc: usize, secs: f64, threads: usize) -> ExitCode {
+    let threads = threads.min(conc); // every thread keeps at least one connect in flight
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(secs);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let share = conc / threads + usize::from(t < conc % threads);
-            std::thread::spawn(move || client(dst, share.max(1), end))
+            std::thread::spawn(move || client(dst, share, end))
         })
         .collect();
     let mut all = Outcome::default();

@@ -55,10 +55,11 @@ fn main() -> ExitCode {
     let start = Instant::now();
     // THREADS senders, each over its share of the sockets: one sender is one CPU, and the
     // kernel's forwarding runs inside the senders' system calls
-    let per = flows.div_ceil(threads);
+    let threads = threads.min(flows);
     let mut handles = Vec::new();
-    while !socks.is_empty() {
-        let mine: Vec<UdpSocket> = socks.drain(..per.min(socks.len())).collect();
+    for t in 0..threads {
+        let share = flows / threads + usize::from(t < flows % threads);
+        let mine: Vec<UdpSocket> = socks.drain(..share).collect();
         handles.push(std::thread::spawn(move || {
             send_for(&mine, len, start, window)
         }));

@@ -289,6 +289,8 @@ fn a_link_flap_is_survived_and_a_removed_interface_stops_the_daemon() {
         while_down < 0.3,
         "{while_down:.3} s of CPU in 1 s with tg-in down"
     );
+    // the workers saw the link go down (and read the error, which is why they did not spin)
+    assert!(text.contains("interface tg-in: Network is down"), "{text}");
     assert!(
         after.is_some(),
         "no request went through after the link came back:\n{text}"

@@ -247,6 +247,18 @@ fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// The interface index a packet socket is bound to (getsockname's `sll_ifindex`): -1 once
+/// the kernel has unregistered that interface. None if getsockname fails.
+fn bound_ifindex(fd: RawFd) -> Option<i32> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value for getsockname to fill.
+    let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `sa` and `len` are live and `len` holds sa's size; the kernel writes at most
+    // that many bytes.
+    let rc = unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_ll).cast(), &mut len) };
+    (rc == 0).then_some(sa.sll_ifindex)
+}
+
 /// Reads and clears a socket's pending error (SO_ERROR); None when there is none.
 fn take_socket_error(fd: RawFd) -> Option<libc::c_int> {
     let mut err: libc::c_int = 0;
@@ -746,9 +758,10 @@ impl TxRing {
         true
     }
 
-    fn flush(&mut self, stats: &mut IoStats) {
+    /// Sends the queued frames; true when the kernel said the device is down or gone.
+    fn flush(&mut self, stats: &mut IoStats) -> bool {
         if self.pending == 0 {
-            return;
+            return false;
         }
         self.pending = 0;
         // SAFETY: sendto with no buffer and no address asks the kernel to send the ring's
@@ -764,13 +777,18 @@ impl TxRing {
             )
         };
         if rc < 0 {
-            let e = last_err();
-            if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::ENOBUFS) {
+            let e = last_err().raw_os_error();
+            if e != Some(libc::EAGAIN) && e != Some(libc::ENOBUFS) {
                 stats.tx_errors += 1;
             }
+            return matches!(e, Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV));
         }
+        false
     }
 }
+
+/// A worker that never sleeps checks its suspect interfaces every this many receive batches.
+const SUSPECT_CHECK_EVERY: u32 = 1024;
 
 /// AF_PACKET rings for one worker over every data interface.
 #[derive(Debug)]
@@ -780,6 +798,10 @@ pub struct AfPacketIo {
     macs: Vec<[u8; 6]>,
     names: Vec<String>,
     ifindexes: Vec<u32>,
+    /// Interfaces the kernel reported down since their last received frame: each is checked
+    /// for removal at every wait() and every [`SUSPECT_CHECK_EVERY`] receive batches.
+    suspect: Vec<bool>,
+    batches_since_check: u32,
     stats: IoStats,
     kernel_drops: Cell<u64>,
     pollfds: Vec<libc::pollfd>,
@@ -823,11 +845,49 @@ impl AfPacketIo {
             macs,
             names: ifaces.to_vec(),
             ifindexes,
+            suspect: vec![false; ifaces.len()],
+            batches_since_check: 0,
             stats: IoStats::default(),
             kernel_drops: Cell::new(0),
             pollfds,
             next_rx: 0,
         })
+    }
+}
+
+impl AfPacketIo {
+    /// Interface `i` had a link error (seen on its RX socket or when sending): say so once per
+    /// event, count it, and watch it for removal.
+    fn link_event(&mut self, i: usize, what: &str) {
+        self.stats.link_errors += 1;
+        if !self.suspect[i] {
+            eprintln!(
+                "tollgate: warning: interface {}: {what} (counted in link_errors)",
+                self.names[i]
+            );
+        }
+        self.suspect[i] = true;
+    }
+
+    /// Err when a suspect interface is gone: its RX socket no longer names the interface it
+    /// was bound to (the kernel resets the binding to -1 when it unregisters the device, and
+    /// says ENETDOWN for that just as for a link going down).
+    fn check_suspects(&mut self) -> io::Result<()> {
+        self.batches_since_check = 0;
+        for i in 0..self.rx.len() {
+            if !self.suspect[i] {
+                continue;
+            }
+            if let Some(idx) = bound_ifindex(self.rx[i].fd()) {
+                if idx != self.ifindexes[i] as i32 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("interface {} was removed", self.names[i]),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -838,12 +898,22 @@ impl PacketIo for AfPacketIo {
         // Start from a different interface each time so one busy side cannot starve the other.
         for k in 0..n {
             let i = (self.next_rx + k) % n;
-            got += self.rx[i].read(i as IfaceId, batch, &mut self.stats);
+            let here = self.rx[i].read(i as IfaceId, batch, &mut self.stats);
+            if here > 0 {
+                self.suspect[i] = false;
+            }
+            got += here;
             if batch.is_full() {
                 break;
             }
         }
         self.next_rx = (self.next_rx + 1) % n.max(1);
+        if self.suspect.iter().any(|&s| s) {
+            self.batches_since_check += 1;
+            if self.batches_since_check >= SUSPECT_CHECK_EVERY {
+                self.check_suspects()?;
+            }
+        }
         Ok(got)
     }
 
@@ -854,8 +924,12 @@ impl PacketIo for AfPacketIo {
                     return true;
                 }
                 // Ring full: kick the kernel once and retry.
-                t.flush(&mut self.stats);
-                t.push(frame, &mut self.stats)
+                let down = t.flush(&mut self.stats);
+                let sent = t.push(frame, &mut self.stats);
+                if down {
+                    self.link_event(tx_if as usize, "cannot send: device down");
+                }
+                sent
             }
             None => {
                 self.stats.tx_errors += 1;
@@ -865,8 +939,10 @@ impl PacketIo for AfPacketIo {
     }
 
     fn tx_flush(&mut self) -> io::Result<()> {
-        for t in &mut self.tx {
-            t.flush(&mut self.stats);
+        for i in 0..self.tx.len() {
+            if self.tx[i].flush(&mut self.stats) {
+                self.link_event(i, "cannot send: device down");
+            }
         }
         Ok(())
     }
@@ -908,19 +984,14 @@ impl PacketIo for AfPacketIo {
             }
             // Reading SO_ERROR clears it; poll() would report it again at once otherwise. The
             // kernel says ENETDOWN both for a link going down (the ring rebinds when it comes
-            // back up) and for the interface going away (the ring is dead): which one it was,
-            // the interface's index tells.
-            if take_socket_error(self.rx[i].fd()).is_some() {
-                self.stats.link_errors += 1;
-            }
-            if ifindex(&self.names[i]).ok() != Some(self.ifindexes[i]) {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("interface {} was removed", self.names[i]),
-                ));
+            // back up) and for the interface going away (the ring is dead), and the removal
+            // completes after the wake-up: check_suspects tells them apart, now and at every
+            // later wait until a frame arrives on it again.
+            if let Some(e) = take_socket_error(self.rx[i].fd()) {
+                self.link_event(i, &io::Error::from_raw_os_error(e).to_string());
             }
         }
-        Ok(())
+        self.check_suspects()
     }
 
     fn rx_ready(&self) -> bool {
