@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use common::*;
 
+/// `tollgate run` on tests/lab.toml with `workers` workers: (pid, log path).
+fn run_lab_toml(lab: &mut tollgate::control::lab::Lab, workers: &str) -> (u32, std::path::PathBuf) {
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
+    start_appliance(lab, &[exe, "run", "--config", config, "--workers", workers])
+}
+
 #[test]
 fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
     if !root_or_skip("tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm") {
         return;
     }
     let mut lab = lab();
-    let exe = env!("CARGO_BIN_EXE_tollgate");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
-    let (_, log) = start_appliance(
-        &mut lab,
-        &[exe, "run", "--config", config, "--workers", "1"],
-    );
+    let (_, log) = run_lab_toml(&mut lab, "1");
     let (ok, http) = sh(&lab, "node1", "curl -s -m 5 http://203.0.113.10/");
     let (denied, _) = sh(&lab, "node1", "curl -s -m 3 http://198.51.100.66/");
     let (dnat_ok, dnat) = sh(&lab, "inet", "curl -s -m 5 http://203.0.113.1:8080/");
@@ -28,7 +30,11 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
     let (_, metrics) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/metrics");
     // The admin socket's default path names the namespace: `tollgate stats` run in it finds it.
     let sock = format!("/run/tollgate/admin-{}.sock", lab.ns("app"));
-    let (stats_ok, stats) = sh(&lab, "app", &format!("{exe} stats --json"));
+    let (stats_ok, stats) = sh(
+        &lab,
+        "app",
+        &format!("{} stats --json", env!("CARGO_BIN_EXE_tollgate")),
+    );
     let sock_existed = std::path::Path::new(&sock).exists();
     let exited_cleanly = lab.stop("appliance", Duration::from_secs(5));
     assert!(
@@ -207,12 +213,7 @@ fn workers_sleep_when_idle_after_traffic() {
         return;
     }
     let mut lab = lab();
-    let exe = env!("CARGO_BIN_EXE_tollgate");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
-    let (pid, log) = start_appliance(
-        &mut lab,
-        &[exe, "run", "--config", config, "--workers", "2"],
-    );
+    let (pid, log) = run_lab_toml(&mut lab, "2");
     let mut served = 0;
     for _ in 0..20 {
         let (ok, http) = sh(&lab, "node1", "curl -s -m 5 http://203.0.113.10/");
@@ -254,12 +255,7 @@ fn a_link_flap_is_survived_and_a_removed_interface_stops_the_daemon() {
         return;
     }
     let mut lab = lab();
-    let exe = env!("CARGO_BIN_EXE_tollgate");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
-    let (pid, log) = start_appliance(
-        &mut lab,
-        &[exe, "run", "--config", config, "--workers", "2"],
-    );
+    let (pid, log) = run_lab_toml(&mut lab, "2");
     let curl =
         |lab: &tollgate::control::lab::Lab| sh(lab, "node1", "curl -s -m 3 http://203.0.113.10/");
     let (before_ok, before) = curl(&lab);

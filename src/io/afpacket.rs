@@ -259,23 +259,6 @@ fn bound_ifindex(fd: RawFd) -> Option<i32> {
     (rc == 0).then_some(sa.sll_ifindex)
 }
 
-/// Reads and clears a socket's pending error (SO_ERROR); None when there is none.
-fn take_socket_error(fd: RawFd) -> Option<libc::c_int> {
-    let mut err: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `err` and `len` are live and `len` holds err's size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0 && err != 0).then_some(err)
-}
-
 /// Joins the fanout group `id` (unless `o.fanout` is off): PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
 /// `o.steering` as the group's program (every member sets the same one).
 fn join_fanout(fd: RawFd, id: u16, o: &AfPacketOptions) -> io::Result<()> {
@@ -853,9 +836,7 @@ impl AfPacketIo {
             next_rx: 0,
         })
     }
-}
 
-impl AfPacketIo {
     /// Interface `i` had a link error (seen on its RX socket or when sending): say so once per
     /// event, count it, and watch it for removal.
     fn link_event(&mut self, i: usize, what: &str) {
@@ -987,7 +968,10 @@ impl PacketIo for AfPacketIo {
             // back up) and for the interface going away (the ring is dead), and the removal
             // completes after the wake-up: check_suspects tells them apart, now and at every
             // later wait until a frame arrives on it again.
-            if let Some(e) = take_socket_error(self.rx[i].fd()) {
+            if let Some(e) = super::take_socket_error(self.rx[i].fd())
+                .ok()
+                .filter(|&e| e != 0)
+            {
                 self.link_event(i, &io::Error::from_raw_os_error(e).to_string());
             }
         }

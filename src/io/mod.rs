@@ -139,6 +139,26 @@ pub struct IoStats {
     pub link_errors: u64,
 }
 
+/// Reads and clears a socket's pending error (SO_ERROR): 0 when there is none.
+fn take_socket_error(fd: std::os::fd::RawFd) -> io::Result<libc::c_int> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are live and `len` holds err's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(err)
+}
+
 /// A batch-oriented packet I/O backend for one worker.
 pub trait PacketIo: Send {
     /// Receives frames into `batch` (appending until it is full or nothing is ready) without

@@ -138,21 +138,7 @@ impl Connecting {
     /// connection is established, else the error the kernel recorded (ECONNREFUSED for a
     /// reset, EHOSTUNREACH / ENETUNREACH for ICMP unreachable, ETIMEDOUT...).
     pub fn result(&self) -> io::Result<()> {
-        let mut err: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `err` and `len` are live and `len` holds err's size.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let err = super::take_socket_error(self.fd.as_raw_fd())?;
         if err != 0 {
             return Err(io::Error::from_raw_os_error(err));
         }
