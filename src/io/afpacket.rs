@@ -1,7 +1,8 @@
 //! AF_PACKET backend: a TPACKET_V2 (or V3) mmap RX ring per interface, joined to a fanout
 //! group per interface (one member per worker: PACKET_FANOUT_HASH, or PACKET_FANOUT_CBPF with
 //! the steering program of [`super::steer`]), and a TPACKET_V2 mmap TX ring per interface with
-//! PACKET_QDISC_BYPASS.
+//! PACKET_QDISC_BYPASS and PACKET_VNET_HDR (each frame becomes one linear skb, see
+//! [`TxRing`]).
 //!
 //! TX uses V2 rather than V3: V3's TX ring is frame-based like V2 and brings nothing for
 //! sending, while V2's header is the one every kernel since 2.6.27 documents for TX.
@@ -665,6 +666,10 @@ fn libc_tpacket_align(x: usize) -> usize {
     (x + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1)
 }
 
+/// The virtio_net_hdr (legacy layout, 10 bytes) that precedes each frame in the TX ring when
+/// the socket has PACKET_VNET_HDR: no offload asked, only `hdr_len`.
+const VNET_HDR_LEN: usize = 10;
+
 /// One TPACKET_V2 TX ring.
 #[derive(Debug)]
 struct TxRing {
@@ -673,6 +678,13 @@ struct TxRing {
     frame_nr: usize,
     head: usize,
     pending: usize,
+    /// PACKET_VNET_HDR is on: each frame carries a virtio_net_hdr whose `hdr_len` (the whole
+    /// frame) has the kernel copy it into the skb's linear part. Without it the kernel copies
+    /// only the Ethernet header and attaches the rest as ring pages, which a veth (or any path
+    /// that must own the data) copies again into a freshly allocated page, and every receiver
+    /// reads its headers out of that non-linear skb. Measured on the lab topology: 64-byte UDP
+    /// +9% packets/s, TCP +29% Gb/s (docs/benchmarks.md).
+    vnet: bool,
 }
 
 impl TxRing {
@@ -688,6 +700,9 @@ impl TxRing {
         if o.qdisc_bypass {
             setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)?;
         }
+        // Before the ring exists (the kernel refuses it after); a kernel without vnet headers on
+        // the TX ring (before 4.7) sends as before.
+        let vnet = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32).is_ok();
         let frames_per_block = 16u32;
         let block_nr = o.tx_frame_nr.div_ceil(frames_per_block);
         let req = libc::tpacket_req {
@@ -706,11 +721,14 @@ impl TxRing {
             frame_nr: req.tp_frame_nr as usize,
             head: 0,
             pending: 0,
+            vnet,
         })
     }
 
     fn push(&mut self, frame: &[u8], stats: &mut IoStats) -> bool {
-        let data_off = libc_tpacket_align(size_of::<libc::tpacket2_hdr>());
+        let hdr_off = libc_tpacket_align(size_of::<libc::tpacket2_hdr>());
+        let vnet_len = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let data_off = hdr_off + vnet_len;
         if frame.len() > TX_FRAME_SIZE as usize - data_off {
             stats.tx_errors += 1;
             return false;
@@ -729,8 +747,15 @@ impl TxRing {
         // SAFETY: the slot is available (the kernel does not touch it until we set
         // SEND_REQUEST); the data fits in the slot as checked above.
         unsafe {
+            if self.vnet {
+                // flags 0, gso_type NONE; hdr_len (native byte order, legacy virtio) = the
+                // frame, which fits a u16 (checked above); gso_size, csum_start, csum_offset 0
+                let mut v = [0u8; VNET_HDR_LEN];
+                v[2..4].copy_from_slice(&(frame.len() as u16).to_ne_bytes());
+                std::ptr::copy_nonoverlapping(v.as_ptr(), slot.add(hdr_off), VNET_HDR_LEN);
+            }
             std::ptr::copy_nonoverlapping(frame.as_ptr(), slot.add(data_off), frame.len());
-            (*hdr).tp_len = frame.len() as u32;
+            (*hdr).tp_len = (vnet_len + frame.len()) as u32;
             status_store(
                 std::ptr::addr_of_mut!((*hdr).tp_status),
                 libc::TP_STATUS_SEND_REQUEST,
