@@ -278,7 +278,7 @@ echo "tollgate: $TG run --config $CONFIG --workers $WORKERS ..." >&2
 if [ -x "$TG" ] && tollgate_on; then
   for m in "${METRICS[@]}"; do T[$m]=$(series "$m"); echo "  $m: ${T[$m]}" >&2; done
   tollgate_off
-  grep -E '^(drop\.|rx_packets|tx_packets|neighbour_miss|handoff|rx_ring_drops|tx_ring_full)' "$TMP/tollgate.log" >&2 || true
+  grep -E '^(drop\.|rx_packets|tx_packets|neighbour_|handoff|rx_ring_drops|tx_ring_full)' "$TMP/tollgate.log" >&2 || true
 else
   for m in "${METRICS[@]}"; do T[$m]="0 0 0 0 0 0"; done
 fi

@@ -336,3 +336,48 @@ fn dnat_on_a_port_outside_the_snat_range_is_not_reset_by_the_kernel() {
         "SNAT still works: {http}"
     );
 }
+
+/// A frame to a next hop the kernel has not resolved yet is held while the kernel resolves it
+/// (as the kernel queues a few packets per unresolved neighbour), not dropped: the first SYN
+/// after the neighbour entry is gone still connects at once instead of after its 1 s
+/// retransmission.
+#[test]
+fn the_first_syn_to_an_unresolved_next_hop_is_held_not_lost() {
+    if !root_or_skip("the_first_syn_to_an_unresolved_next_hop_is_held_not_lost") {
+        return;
+    }
+    let mut lab = lab();
+    let (_pid, log) = run_lab_toml(&mut lab, "1");
+    let connect = |lab: &tollgate::control::lab::Lab| {
+        sh(
+            lab,
+            "node1",
+            "curl -s -m 5 -o /dev/null -w '%{time_connect}' http://203.0.113.10/",
+        )
+    };
+    let (warm_ok, warm) = connect(&lab);
+    // forget the server's MAC; the neighbour thread's next read (every 100 ms) drops it too
+    let (flush_ok, why) = sh(&lab, "app", "ip neigh flush dev tg-out");
+    assert!(flush_ok, "{why}");
+    std::thread::sleep(Duration::from_millis(400));
+    let (_, arp) = sh(&lab, "app", "ip neigh show dev tg-out");
+    let (first_ok, first) = connect(&lab);
+    assert!(lab.stop("appliance", Duration::from_secs(5)));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in the exit counters:\n{text}"))
+    };
+    assert!(warm_ok, "curl before the flush: {warm}");
+    assert!(
+        !arp.contains("REACHABLE") && !arp.contains("STALE"),
+        "the entry is still there: {arp}"
+    );
+    assert!(first_ok, "curl after the flush: {first}\n{text}");
+    let secs: f64 = first.trim().parse().expect("time_connect");
+    // a dropped SYN is retransmitted after 1 s; held, it leaves once the ARP reply is in
+    assert!(secs < 0.5, "connected after {secs} s:\n{text}");
+    assert!(counter("neighbour_queued ") >= 1, "{text}");
+    assert_eq!(counter("neighbour_miss "), 0, "{text}");
+}

@@ -99,6 +99,8 @@ fn frames_are_forwarded_with_macs_and_handed_to_their_owner() {
     assert_eq!(t.rt.rx_packets, 10);
     assert_eq!(t.rt.handoff_out, 5);
     assert_eq!(t.rt.handoff_in, 5);
+    // held for their unresolved next hop until the workers stopped
+    assert_eq!(t.rt.neighbour_queued, 2);
     assert_eq!(t.rt.neighbour_miss, 2);
     assert_eq!(tx0.len() + tx1.len(), 8);
     for (tx_if, f) in tx0.iter().chain(tx1.iter()) {
@@ -106,4 +108,65 @@ fn frames_are_forwarded_with_macs_and_handed_to_their_owner() {
         assert_eq!(&f[0..6], &[0xaa; 6]);
         assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 2]);
     }
+}
+
+#[test]
+fn a_frame_to_an_unresolved_next_hop_leaves_once_the_kernel_resolves_it() {
+    let io = MemIo::new(vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+    let neigh = Neighbours::fixed(NeighSnapshot::from_entries(2, &[]));
+    for i in 0..3u8 {
+        let mut f = vec![i; 40];
+        f[39] = 9; // next hop 192.0.2.9, not resolved yet
+        io.inject(0, &f);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, n2, q) = (stop.clone(), neigh.clone(), io.clone());
+    let driver = std::thread::spawn(move || {
+        // the worker holds the frames: nothing leaves while the next hop is unknown
+        std::thread::sleep(Duration::from_millis(200));
+        let before = q.queues.lock().expect("lock").tx.len();
+        n2.store(NeighSnapshot::from_entries(
+            2,
+            &[(1, Ipv4Addr::new(192, 0, 2, 9), [0xbb; 6])],
+        ));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) && q.queues.lock().expect("lock").tx.len() < 3 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let waited = t0.elapsed();
+        s2.store(true, Ordering::Relaxed);
+        (before, waited, q.take_tx())
+    });
+    let cfg = RuntimeConfig {
+        workers: 1,
+        pin: false,
+        ..RuntimeConfig::default()
+    };
+    let reports = runtime::run(
+        &cfg,
+        |i| Fake {
+            me: i,
+            seen_by_owner_check: 0,
+        },
+        |_| Ok(io.clone()),
+        neigh,
+        stop,
+        Instant::now(),
+    )
+    .expect("runtime");
+    let (before, waited, tx) = driver.join().expect("driver");
+    let t = runtime::totals(&reports);
+    assert_eq!(before, 0, "nothing sent before the next hop resolved");
+    assert_eq!(tx.len(), 3, "all three held frames sent after it resolved");
+    assert!(
+        waited < Duration::from_secs(1),
+        "sent {waited:?} after resolution"
+    );
+    for (i, (tx_if, f)) in tx.iter().enumerate() {
+        assert_eq!(*tx_if, 1);
+        assert_eq!(&f[0..6], &[0xbb; 6]);
+        assert_eq!(f[20], i as u8);
+    }
+    assert_eq!(t.rt.neighbour_queued, 3);
+    assert_eq!(t.rt.neighbour_miss, 0);
 }

@@ -126,8 +126,8 @@ pub fn format_counters(t: &Totals) -> String {
     );
     let _ = writeln!(
         s,
-        "neighbour_miss {}\nhandoff_out {}\nhandoff_in {}\nhandoff_full {}",
-        r.neighbour_miss, r.handoff_out, r.handoff_in, r.handoff_full
+        "neighbour_queued {}\nneighbour_miss {}\nhandoff_out {}\nhandoff_in {}\nhandoff_full {}",
+        r.neighbour_queued, r.neighbour_miss, r.handoff_out, r.handoff_in, r.handoff_full
     );
     let io = &t.io;
     let _ = writeln!(

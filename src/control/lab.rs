@@ -778,7 +778,7 @@ pub fn run_lab(
         l.starts_with("drop.")
             || l.starts_with("rx_packets")
             || l.starts_with("tx_packets")
-            || l.starts_with("neighbour_miss")
+            || l.starts_with("neighbour_")
             || l.starts_with("forwarded")
     }) {
         let _ = writeln!(report, "  {l}");

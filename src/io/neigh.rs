@@ -2,10 +2,10 @@
 //!
 //! The kernel owns ARP. A background thread reads `/proc/thread-self/net/arp` (of the caller's network
 //! namespace) every ~100 ms into an immutable snapshot that workers load without locks
-//! (`arc-swap`), once per batch. On a miss a worker drops the packet (counted as
-//! `neighbour_miss`) and asks the thread, through a bounded queue that never blocks the worker,
-//! to make the kernel resolve the address: it sends an empty UDP datagram to the next hop's
-//! discard port, which makes the kernel ARP for it.
+//! (`arc-swap`), once per batch. On a miss a worker holds the packet (`neighbour_queued`, see
+//! `runtime`) and asks the thread, through a bounded queue that never blocks the worker, to
+//! make the kernel resolve the address: it sends an empty UDP datagram to the next hop's
+//! discard port, which makes the kernel ARP for it, and reads the table again 5 ms later.
 
 use std::collections::HashMap as StdHashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -89,6 +89,10 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// The shared table: the snapshot and the miss queue.
+/// The kernel is asked to resolve an address at most this often (an empty datagram to it): a
+/// worker holding frames for it asks again every 100 ms.
+pub const ASK_EVERY: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 pub struct Neighbours {
     snap: ArcSwap<NeighSnapshot>,
@@ -105,6 +109,11 @@ impl Neighbours {
     }
 
     /// Loads the current snapshot (lock-free; call once per batch).
+    /// Replaces the snapshot, as the refresher thread does (tests drive a fixed one by hand).
+    pub fn store(&self, snap: NeighSnapshot) {
+        self.snap.store(Arc::new(snap));
+    }
+
     pub fn load(&self) -> arc_swap::Guard<Arc<NeighSnapshot>> {
         self.snap.load()
     }
@@ -155,9 +164,9 @@ fn refresher(
         match rx.recv_timeout(period) {
             Ok(ip) => {
                 let now = Instant::now();
-                let due = asked.get(&ip).map_or(true, |t| {
-                    now.duration_since(*t) > Duration::from_millis(500)
-                });
+                let due = asked
+                    .get(&ip)
+                    .map_or(true, |t| now.duration_since(*t) >= ASK_EVERY);
                 if due {
                     asked.insert(ip, now);
                     if let Some(s) = &sock {

@@ -171,7 +171,11 @@ pub struct RtStats {
     pub local: u64,
     pub held: u64,
     pub dropped: u64,
-    /// Frames dropped because the next hop's MAC was not resolved yet (resolution triggered).
+    /// Frames queued because their next hop's MAC was not resolved yet (resolution triggered);
+    /// each is sent once it resolves, or counted in `neighbour_miss`.
+    pub neighbour_queued: u64,
+    /// Frames dropped for an unresolved next hop: the queue was full, the next hop did not
+    /// resolve within [`HOLD_NS`], or the worker stopped with the frame still queued.
     pub neighbour_miss: u64,
     /// Frames handed to / received from another worker.
     pub handoff_out: u64,
@@ -191,6 +195,7 @@ impl RtStats {
         self.local += o.local;
         self.held += o.held;
         self.dropped += o.dropped;
+        self.neighbour_queued += o.neighbour_queued;
         self.neighbour_miss += o.neighbour_miss;
         self.handoff_out += o.handoff_out;
         self.handoff_in += o.handoff_in;
@@ -367,32 +372,145 @@ pub fn available_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// Frames a worker holds while the kernel resolves their next hop, as the kernel itself queues
+/// a few packets per unresolved neighbour: the first SYN of a flow after start-up or a link
+/// flap leaves milliseconds late instead of being retransmitted a second later. Fixed slots,
+/// allocated once per worker; the first `n` are held, oldest first, so frames leave in the
+/// order they came.
+struct HeldFrames {
+    n: usize,
+    slots: Box<[HeldFrame]>,
+}
+
+/// Frames held at most.
+const HOLD_SLOTS: usize = 64;
+
+/// How long a frame waits for its next hop before it is a `neighbour_miss` drop. The kernel
+/// gives up on a neighbour after 3 probes 1 s apart; a held frame older than this would be
+/// retransmitted by its sender anyway.
+pub const HOLD_NS: Nanos = 1_000_000_000;
+
+/// While frames are held a sleeping worker wakes this often to look for their next hops
+/// (the neighbour thread reads the kernel's table 5 ms after a request).
+const HOLD_POLL_MS: i32 = 5;
+
+/// A held frame's next hop is asked for again this often (the neighbour thread sends the
+/// kernel at most one resolution request per address per [`super::neigh::ASK_EVERY`]).
+const REASK_NS: Nanos = 100_000_000;
+
+struct HeldFrame {
+    since: Nanos,
+    asked: Nanos,
+    tx_if: IfaceId,
+    next_hop: Ipv4Addr,
+    len: usize,
+    data: [u8; BUF_SIZE],
+}
+
+impl HeldFrames {
+    fn new() -> Self {
+        let slots = (0..HOLD_SLOTS)
+            .map(|_| HeldFrame {
+                since: 0,
+                asked: 0,
+                tx_if: 0,
+                next_hop: Ipv4Addr::UNSPECIFIED,
+                len: 0,
+                data: [0; BUF_SIZE],
+            })
+            .collect();
+        HeldFrames { n: 0, slots }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Copies `frame` into the next free slot; false when every slot is taken.
+    fn hold(&mut self, now: Nanos, tx_if: IfaceId, next_hop: Ipv4Addr, frame: &[u8]) -> bool {
+        let Some(h) = self.slots.get_mut(self.n) else {
+            return false;
+        };
+        if frame.len() > BUF_SIZE {
+            return false;
+        }
+        h.since = now;
+        h.asked = now;
+        h.tx_if = tx_if;
+        h.next_hop = next_hop;
+        h.len = frame.len();
+        h.data[..frame.len()].copy_from_slice(frame);
+        self.n += 1;
+        true
+    }
+}
+
 struct Ctx<'a, B: PacketIo> {
     io: &'a mut B,
     neigh: &'a Neighbours,
     snap: &'a NeighSnapshot,
     rt: &'a mut RtStats,
+    held: &'a mut HeldFrames,
+    now: Nanos,
+}
+
+/// Fills both MACs and queues the frame for transmission.
+fn transmit<B: PacketIo>(
+    io: &mut B,
+    rt: &mut RtStats,
+    frame: &mut [u8],
+    tx_if: IfaceId,
+    dst: [u8; 6],
+) {
+    frame[0..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&io.mac(tx_if));
+    if io.tx_push(tx_if, frame) {
+        rt.tx_packets += 1;
+        rt.tx_bytes += frame.len() as u64;
+    }
 }
 
 impl<B: PacketIo> Ctx<'_, B> {
-    /// Fills both MACs and queues the frame; a next hop the kernel has not resolved yet is a
-    /// counted drop that triggers resolution.
+    /// Sends the frame to its next hop; one the kernel has not resolved yet triggers
+    /// resolution and is held (or, with no slot free, dropped as `neighbour_miss`).
     fn send(&mut self, frame: &mut [u8], tx_if: IfaceId, next_hop: Ipv4Addr) {
         if frame.len() < 14 {
             self.rt.dropped += 1;
             return;
         }
         let Some(dst) = self.snap.lookup(tx_if, next_hop) else {
-            self.rt.neighbour_miss += 1;
             self.neigh.request(next_hop);
+            if self.held.hold(self.now, tx_if, next_hop, frame) {
+                self.rt.neighbour_queued += 1;
+            } else {
+                self.rt.neighbour_miss += 1;
+            }
             return;
         };
-        frame[0..6].copy_from_slice(&dst);
-        frame[6..12].copy_from_slice(&self.io.mac(tx_if));
-        if self.io.tx_push(tx_if, frame) {
-            self.rt.tx_packets += 1;
-            self.rt.tx_bytes += frame.len() as u64;
+        transmit(self.io, self.rt, frame, tx_if, dst);
+    }
+
+    /// Sends the held frames whose next hop has resolved, oldest first, and drops those that
+    /// waited too long; the rest move up, in order, and their next hops are asked for again
+    /// (the first request may have come while an earlier one was still rate-limiting it).
+    fn release_held(&mut self) {
+        let mut kept = 0;
+        for i in 0..self.held.n {
+            let h = &mut self.held.slots[i];
+            if let Some(dst) = self.snap.lookup(h.tx_if, h.next_hop) {
+                transmit(self.io, self.rt, &mut h.data[..h.len], h.tx_if, dst);
+            } else if self.now.saturating_sub(h.since) >= HOLD_NS {
+                self.rt.neighbour_miss += 1;
+            } else {
+                if self.now.saturating_sub(h.asked) >= REASK_NS {
+                    h.asked = self.now;
+                    self.neigh.request(h.next_hop);
+                }
+                self.held.slots.swap(kept, i);
+                kept += 1;
+            }
         }
+        self.held.n = kept;
     }
 
     fn handle<E: Engine>(
@@ -590,6 +708,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
     let mut hints: Vec<Option<FlowHint>> = vec![None; batch.capacity()];
     let mut scratch = vec![0u8; BUF_SIZE];
     let mut rt = RtStats::default();
+    let mut held = HeldFrames::new();
     let mut wake = vec![false; n];
     let my_efd = wakers[me].efd.0.as_raw_fd();
     // Clock of the last batch that did any work (frames, hand-offs, engine transmissions).
@@ -605,7 +724,13 @@ fn worker_loop<E: Engine, B: PacketIo>(
             neigh,
             snap: &snap,
             rt: &mut rt,
+            held: &mut held,
+            now,
         };
+        // Held frames whose next hop resolved leave before this batch's frames to that hop.
+        if !ctx.held.is_empty() {
+            ctx.release_held();
+        }
         let mut work = batch.len();
         // Overlap the batch's table misses: every frame's index line, then its flow line (or
         // the slab line a new flow will take), are requested before the first is processed.
@@ -686,20 +811,27 @@ fn worker_loop<E: Engine, B: PacketIo>(
             });
             continue;
         }
+        let sleep_ms = if held.is_empty() {
+            cfg.idle_timeout_ms
+        } else {
+            cfg.idle_timeout_ms.min(HOLD_POLL_MS)
+        };
         if n > 1 {
             // Tell producers to signal the eventfd from now on, then look once more: a frame
             // handed over before the flag was visible is seen here (both sides fence).
             wakers[me].asleep.store(true, Ordering::Relaxed);
             std::sync::atomic::fence(Ordering::SeqCst);
             if cons.iter().all(|c| c.is_empty()) && !io.rx_ready() {
-                io.wait(cfg.idle_timeout_ms, Some(my_efd))?;
+                io.wait(sleep_ms, Some(my_efd))?;
             }
             wakers[me].asleep.store(false, Ordering::Relaxed);
             wakers[me].efd.drain();
         } else if !io.rx_ready() {
-            io.wait(cfg.idle_timeout_ms, None)?;
+            io.wait(sleep_ms, None)?;
         }
     }
+    // frames still waiting for a next hop are lost with the worker
+    rt.neighbour_miss += held.n as u64;
     Ok(WorkerReport {
         index: me,
         rt,
@@ -712,6 +844,83 @@ fn worker_loop<E: Engine, B: PacketIo>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unresolved_next_hops_hold_frames_until_resolved_or_too_old() {
+        let mut io = crate::io::memio::MemIo::new(vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        let neigh = Neighbours::fixed(NeighSnapshot::default());
+        let hop = Ipv4Addr::new(192, 0, 2, 9);
+        let mut rt = RtStats::default();
+        let mut held = HeldFrames::new();
+        let empty = NeighSnapshot::from_entries(2, &[]);
+        let mut ctx = Ctx {
+            io: &mut io,
+            neigh: &neigh,
+            snap: &empty,
+            rt: &mut rt,
+            held: &mut held,
+            now: 1_000,
+        };
+        for i in 0..=HOLD_SLOTS {
+            let mut f = [i as u8; 60];
+            ctx.send(&mut f, 1, hop);
+        }
+        // every slot taken, the one frame too many dropped, nothing sent
+        assert_eq!(ctx.rt.neighbour_queued, HOLD_SLOTS as u64);
+        assert_eq!(ctx.rt.neighbour_miss, 1);
+        assert_eq!(ctx.held.n, HOLD_SLOTS);
+        // not resolved, not old yet: still held
+        ctx.now = 1_000 + HOLD_NS - 1;
+        ctx.release_held();
+        assert_eq!(ctx.held.n, HOLD_SLOTS);
+        // resolved: all sent, in slot order, with the next hop's MAC and ours
+        let resolved = NeighSnapshot::from_entries(2, &[(1, hop, [0xbb; 6])]);
+        ctx.snap = &resolved;
+        ctx.release_held();
+        assert!(ctx.held.is_empty());
+        assert_eq!(ctx.rt.tx_packets, HOLD_SLOTS as u64);
+        ctx.io.tx_flush().expect("flush");
+        let tx = io.take_tx();
+        assert_eq!(tx.len(), HOLD_SLOTS);
+        for (i, (tx_if, f)) in tx.iter().enumerate() {
+            assert_eq!(*tx_if, 1);
+            assert_eq!(&f[0..6], &[0xbb; 6]);
+            assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 2]);
+            assert_eq!(f[20], i as u8);
+        }
+        // a next hop that never resolves: dropped once the frame is HOLD_NS old
+        let mut ctx = Ctx {
+            io: &mut io,
+            neigh: &neigh,
+            snap: &empty,
+            rt: &mut rt,
+            held: &mut held,
+            now: 5_000,
+        };
+        let mut f = [7u8; 60];
+        ctx.send(&mut f, 1, hop);
+        ctx.now = 5_000 + HOLD_NS;
+        ctx.release_held();
+        assert!(ctx.held.is_empty());
+        assert_eq!(ctx.rt.neighbour_miss, 2);
+        assert_eq!(ctx.rt.neighbour_queued, HOLD_SLOTS as u64 + 1);
+        // two next hops interleaved: each hop's frames leave in the order they came
+        let other = Ipv4Addr::new(192, 0, 2, 10);
+        for (tag, h) in [(1u8, hop), (2, other), (3, hop)] {
+            ctx.send(&mut [tag; 60], 1, h);
+        }
+        let only_other = NeighSnapshot::from_entries(2, &[(1, other, [0xcc; 6])]);
+        ctx.snap = &only_other;
+        ctx.release_held();
+        assert_eq!(ctx.held.n, 2);
+        ctx.send(&mut [4u8; 60], 1, hop);
+        let both = NeighSnapshot::from_entries(2, &[(1, other, [0xcc; 6]), (1, hop, [0xbb; 6])]);
+        ctx.snap = &both;
+        ctx.release_held();
+        ctx.io.tx_flush().expect("flush");
+        let tags: Vec<u8> = io.take_tx().iter().map(|(_, f)| f[20]).collect();
+        assert_eq!(tags, vec![2, 1, 3, 4]);
+    }
 
     #[test]
     fn busy_poll_window() {
