@@ -5,7 +5,8 @@
 //! (`arc-swap`), once per batch. On a miss a worker holds the packet (`neighbour_queued`, see
 //! `runtime`) and asks the thread, through a bounded queue that never blocks the worker, to
 //! make the kernel resolve the address: it sends an empty UDP datagram to the next hop's
-//! discard port, which makes the kernel ARP for it, and reads the table again 5 ms later.
+//! discard port, which makes the kernel ARP for it, and reads the table again every
+//! millisecond until the address is there (5 ms at most).
 
 use std::collections::HashMap as StdHashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -32,6 +33,11 @@ impl NeighSnapshot {
     }
 
     /// Number of resolved entries.
+    /// Whether `ip` is resolved on any interface.
+    pub fn has(&self, ip: Ipv4Addr) -> bool {
+        self.by_if.iter().any(|m| m.contains_key(&ip))
+    }
+
     pub fn len(&self) -> usize {
         self.by_if.iter().map(|m| m.len()).sum()
     }
@@ -160,7 +166,7 @@ fn refresher(
     let mut asked: StdHashMap<Ipv4Addr, Instant> = StdHashMap::new();
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let mut got_miss = false;
+        let mut missed = None;
         match rx.recv_timeout(period) {
             Ok(ip) => {
                 let now = Instant::now();
@@ -173,19 +179,34 @@ fn refresher(
                         // An empty datagram to the discard port: the kernel ARPs for it.
                         let _ = s.send_to(&[], SocketAddrV4::new(ip, 9));
                     }
+                    missed = Some(ip);
                 }
-                got_miss = true;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        if last.elapsed() >= period || got_miss {
-            if got_miss {
-                // give the kernel a moment to get the ARP reply
-                std::thread::sleep(Duration::from_millis(5));
+        let read = || {
+            std::fs::read_to_string("/proc/thread-self/net/arp")
+                .ok()
+                .map(|t| parse_proc_arp(&t, &ifaces))
+        };
+        if let Some(ip) = missed {
+            // every millisecond until the kernel has the answer (an ARP round trip), 5 at most
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(1));
+                if let Some(snap) = read() {
+                    let found = snap.has(ip);
+                    me.snap.store(Arc::new(snap));
+                    if found {
+                        break;
+                    }
+                }
             }
-            if let Ok(t) = std::fs::read_to_string("/proc/thread-self/net/arp") {
-                me.snap.store(Arc::new(parse_proc_arp(&t, &ifaces)));
+            last = Instant::now();
+            asked.retain(|_, t| t.elapsed() < Duration::from_secs(5));
+        } else if last.elapsed() >= period {
+            if let Some(snap) = read() {
+                me.snap.store(Arc::new(snap));
             }
             last = Instant::now();
             asked.retain(|_, t| t.elapsed() < Duration::from_secs(5));

@@ -391,8 +391,8 @@ const HOLD_SLOTS: usize = 64;
 pub const HOLD_NS: Nanos = 1_000_000_000;
 
 /// While frames are held a sleeping worker wakes this often to look for their next hops
-/// (the neighbour thread reads the kernel's table 5 ms after a request).
-const HOLD_POLL_MS: i32 = 5;
+/// (the neighbour thread reads the kernel's table every millisecond after a request).
+const HOLD_POLL_MS: i32 = 1;
 
 /// A held frame's next hop is asked for again this often (the neighbour thread sends the
 /// kernel at most one resolution request per address per [`super::neigh::ASK_EVERY`]).
