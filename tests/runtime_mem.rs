@@ -170,3 +170,57 @@ fn a_frame_to_an_unresolved_next_hop_leaves_once_the_kernel_resolves_it() {
     assert_eq!(t.rt.neighbour_queued, 3);
     assert_eq!(t.rt.neighbour_miss, 0);
 }
+
+/// Frames held for a next hop leave before newer frames to it: the held ones go out at the
+/// start of the batch that first sees the resolved entry, ahead of that batch's own frames.
+#[test]
+fn held_frames_leave_before_newer_frames_to_the_same_next_hop() {
+    let io = MemIo::new(vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+    let neigh = Neighbours::fixed(NeighSnapshot::from_entries(2, &[]));
+    let frame = |tag: u8| {
+        let mut f = vec![tag; 40];
+        f[39] = 9; // next hop 192.0.2.9
+        f
+    };
+    io.inject(0, &frame(1));
+    io.inject(0, &frame(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, n2, q) = (stop.clone(), neigh.clone(), io.clone());
+    let driver = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        // the entry and a newer frame at once: both are seen by the same batch
+        n2.store(NeighSnapshot::from_entries(
+            2,
+            &[(1, Ipv4Addr::new(192, 0, 2, 9), [0xbb; 6])],
+        ));
+        q.inject(0, &frame(3));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) && q.queues.lock().expect("lock").tx.len() < 3 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s2.store(true, Ordering::Relaxed);
+        q.take_tx()
+    });
+    let cfg = RuntimeConfig {
+        workers: 1,
+        pin: false,
+        ..RuntimeConfig::default()
+    };
+    let reports = runtime::run(
+        &cfg,
+        |i| Fake {
+            me: i,
+            seen_by_owner_check: 0,
+        },
+        |_| Ok(io.clone()),
+        neigh,
+        stop,
+        Instant::now(),
+    )
+    .expect("runtime");
+    let tx = driver.join().expect("driver");
+    let tags: Vec<u8> = tx.iter().map(|(_, f)| f[20]).collect();
+    assert_eq!(tags, vec![1, 2, 3]);
+    let t = runtime::totals(&reports);
+    assert_eq!(t.rt.neighbour_queued, 2);
+}

@@ -189,6 +189,18 @@ where
             eprintln!("tollgate: warning: {w}");
         }
     }
+    // The engine forwards up to the configured MTU (and answers DF frames above it with
+    // frag-needed); a device with a smaller one would drop what lies between (`tx_errors`).
+    for i in &cfg.interfaces {
+        if let Ok(dev) = crate::io::afpacket::mtu(&i.name) {
+            if u32::from(i.mtu) > dev {
+                eprintln!(
+                    "tollgate: warning: interface {}: configured mtu {} is above the device's {dev}; frames between are dropped (tx_errors): set mtu = {dev}",
+                    i.name, i.mtu
+                );
+            }
+        }
+    }
     let neigh_stop = Arc::new(AtomicBool::new(false));
     let (neigh, neigh_thread) = Neighbours::spawn(ifaces.clone(), neigh_stop.clone());
     let rt = RuntimeConfig {

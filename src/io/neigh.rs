@@ -10,7 +10,7 @@
 
 use std::collections::HashMap as StdHashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,23 +21,46 @@ use arc_swap::ArcSwap;
 use crate::datapath::IfaceId;
 
 /// One immutable view of the neighbour table, per data interface.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NeighSnapshot {
     by_if: Vec<StdHashMap<Ipv4Addr, [u8; 6]>>,
+    generation: u64,
+}
+
+/// Every snapshot built gets the next number: a worker can tell a new one from the one it has
+/// looked at (an address would not do, the allocator reuses them).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Default for NeighSnapshot {
+    fn default() -> Self {
+        NeighSnapshot {
+            by_if: Vec::new(),
+            generation: next_generation(),
+        }
+    }
 }
 
 impl NeighSnapshot {
+    /// This snapshot's number (never 0; a clone keeps it, having the same entries).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The MAC of `ip` on interface `iface`, if the kernel has resolved it.
     pub fn lookup(&self, iface: IfaceId, ip: Ipv4Addr) -> Option<[u8; 6]> {
         self.by_if.get(iface as usize)?.get(&ip).copied()
     }
 
-    /// Number of resolved entries.
     /// Whether `ip` is resolved on any interface.
     pub fn has(&self, ip: Ipv4Addr) -> bool {
         self.by_if.iter().any(|m| m.contains_key(&ip))
     }
 
+    /// Number of resolved entries.
     pub fn len(&self) -> usize {
         self.by_if.iter().map(|m| m.len()).sum()
     }
@@ -55,7 +78,10 @@ impl NeighSnapshot {
                 m.insert(ip, mac);
             }
         }
-        NeighSnapshot { by_if }
+        NeighSnapshot {
+            by_if,
+            generation: next_generation(),
+        }
     }
 }
 
@@ -82,7 +108,10 @@ pub fn parse_proc_arp(text: &str, ifaces: &[String]) -> NeighSnapshot {
             by_if[i].insert(ip, mac);
         }
     }
-    NeighSnapshot { by_if }
+    NeighSnapshot {
+        by_if,
+        generation: next_generation(),
+    }
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -94,11 +123,11 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-/// The shared table: the snapshot and the miss queue.
 /// The kernel is asked to resolve an address at most this often (an empty datagram to it): a
-/// worker holding frames for it asks again every 100 ms.
-pub const ASK_EVERY: Duration = Duration::from_millis(100);
+/// worker holding frames for it asks again every 100 ms, which this must not swallow.
+pub const ASK_EVERY: Duration = Duration::from_millis(90);
 
+/// The shared table: the snapshot and the miss queue.
 #[derive(Debug)]
 pub struct Neighbours {
     snap: ArcSwap<NeighSnapshot>,
@@ -114,12 +143,12 @@ impl Neighbours {
         })
     }
 
-    /// Loads the current snapshot (lock-free; call once per batch).
     /// Replaces the snapshot, as the refresher thread does (tests drive a fixed one by hand).
     pub fn store(&self, snap: NeighSnapshot) {
         self.snap.store(Arc::new(snap));
     }
 
+    /// Loads the current snapshot (lock-free; call once per batch).
     pub fn load(&self) -> arc_swap::Guard<Arc<NeighSnapshot>> {
         self.snap.load()
     }
@@ -192,11 +221,15 @@ fn refresher(
         };
         if let Some(ip) = missed {
             // every millisecond until the kernel has the answer (an ARP round trip), 5 at most
-            for _ in 0..5 {
+            // (stored when it has the address or on the last try: a new snapshot makes the
+            // workers look at their held frames again)
+            for attempt in 1..=5 {
                 std::thread::sleep(Duration::from_millis(1));
                 if let Some(snap) = read() {
                     let found = snap.has(ip);
-                    me.snap.store(Arc::new(snap));
+                    if found || attempt == 5 {
+                        me.snap.store(Arc::new(snap));
+                    }
                     if found {
                         break;
                     }

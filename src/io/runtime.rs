@@ -380,19 +380,29 @@ pub fn available_cpus() -> usize {
 struct HeldFrames {
     n: usize,
     slots: Box<[HeldFrame]>,
+    /// The neighbour snapshot the held frames were last checked against (its generation) and
+    /// the earliest time one of them is due to be asked for again or dropped: between the
+    /// two, nothing can change for them and they are not looked at.
+    checked: u64,
+    next_due: Nanos,
 }
 
 /// Frames held at most.
 const HOLD_SLOTS: usize = 64;
 
+/// Frames held for one next hop at most, so that a next hop that never answers cannot take
+/// the slots of others that are being resolved.
+const HOLD_PER_HOP: usize = HOLD_SLOTS / 2;
+
+/// After a resolution request a worker holding frames looks every millisecond this long (the
+/// neighbour thread reads the kernel's table every millisecond after a request, 5 times at
+/// most), then sleeps until a frame is due to be asked for again or dropped.
+const HOLD_FAST_NS: Nanos = 10_000_000;
+
 /// How long a frame waits for its next hop before it is a `neighbour_miss` drop. The kernel
 /// gives up on a neighbour after 3 probes 1 s apart; a held frame older than this would be
 /// retransmitted by its sender anyway.
 pub const HOLD_NS: Nanos = 1_000_000_000;
-
-/// While frames are held a sleeping worker wakes this often to look for their next hops
-/// (the neighbour thread reads the kernel's table every millisecond after a request).
-const HOLD_POLL_MS: i32 = 1;
 
 /// A held frame's next hop is asked for again this often (the neighbour thread sends the
 /// kernel at most one resolution request per address per [`super::neigh::ASK_EVERY`]).
@@ -419,21 +429,33 @@ impl HeldFrames {
                 data: [0; BUF_SIZE],
             })
             .collect();
-        HeldFrames { n: 0, slots }
+        HeldFrames {
+            n: 0,
+            slots,
+            checked: 0,
+            next_due: 0,
+        }
     }
 
     fn is_empty(&self) -> bool {
         self.n == 0
     }
 
-    /// Copies `frame` into the next free slot; false when every slot is taken.
+    /// Copies `frame` into the next free slot; false when every slot, or this next hop's
+    /// share of them, is taken.
     fn hold(&mut self, now: Nanos, tx_if: IfaceId, next_hop: Ipv4Addr, frame: &[u8]) -> bool {
+        if frame.len() > BUF_SIZE
+            || self.slots[..self.n]
+                .iter()
+                .filter(|h| h.next_hop == next_hop)
+                .count()
+                >= HOLD_PER_HOP
+        {
+            return false;
+        }
         let Some(h) = self.slots.get_mut(self.n) else {
             return false;
         };
-        if frame.len() > BUF_SIZE {
-            return false;
-        }
         h.since = now;
         h.asked = now;
         h.tx_if = tx_if;
@@ -441,7 +463,25 @@ impl HeldFrames {
         h.len = frame.len();
         h.data[..frame.len()].copy_from_slice(frame);
         self.n += 1;
+        // looked at again at the next batch (the request was just made)
+        self.checked = 0;
         true
+    }
+
+    /// How long a worker with nothing else to do may sleep, at most `idle_ms`: 1 ms while a
+    /// request is fresh, else until the next frame is due.
+    fn sleep_ms(&self, now: Nanos, idle_ms: i32) -> i32 {
+        if self.n == 0 {
+            return idle_ms;
+        }
+        let fresh = self.slots[..self.n]
+            .iter()
+            .any(|h| now.saturating_sub(h.asked) < HOLD_FAST_NS);
+        if fresh {
+            return idle_ms.min(1);
+        }
+        let due_ms = self.next_due.saturating_sub(now).div_ceil(1_000_000);
+        idle_ms.min(due_ms.clamp(1, i32::MAX as u64) as i32)
     }
 }
 
@@ -493,7 +533,14 @@ impl<B: PacketIo> Ctx<'_, B> {
     /// Sends the held frames whose next hop has resolved, oldest first, and drops those that
     /// waited too long; the rest move up, in order, and their next hops are asked for again
     /// (the first request may have come while an earlier one was still rate-limiting it).
+    /// Does nothing unless the neighbour snapshot is a new one or a frame is due.
     fn release_held(&mut self) {
+        let generation = self.snap.generation();
+        if generation == self.held.checked && self.now < self.held.next_due {
+            return;
+        }
+        self.held.checked = generation;
+        let mut next_due = Nanos::MAX;
         let mut kept = 0;
         for i in 0..self.held.n {
             let h = &mut self.held.slots[i];
@@ -506,11 +553,15 @@ impl<B: PacketIo> Ctx<'_, B> {
                     h.asked = self.now;
                     self.neigh.request(h.next_hop);
                 }
+                next_due = next_due
+                    .min(h.asked.saturating_add(REASK_NS))
+                    .min(h.since.saturating_add(HOLD_NS));
                 self.held.slots.swap(kept, i);
                 kept += 1;
             }
         }
         self.held.n = kept;
+        self.held.next_due = next_due;
     }
 
     fn handle<E: Engine>(
@@ -811,11 +862,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
             });
             continue;
         }
-        let sleep_ms = if held.is_empty() {
-            cfg.idle_timeout_ms
-        } else {
-            cfg.idle_timeout_ms.min(HOLD_POLL_MS)
-        };
+        let sleep_ms = held.sleep_ms(now, cfg.idle_timeout_ms);
         if n > 1 {
             // Tell producers to signal the eventfd from now on, then look once more: a frame
             // handed over before the flag was visible is seen here (both sides fence).
@@ -861,20 +908,27 @@ mod tests {
             held: &mut held,
             now: 1_000,
         };
-        for i in 0..=HOLD_SLOTS {
-            let mut f = [i as u8; 60];
-            ctx.send(&mut f, 1, hop);
+        // one next hop gets half the slots at most, so a dead one cannot starve the others
+        for i in 0..=HOLD_PER_HOP {
+            ctx.send(&mut [i as u8; 60], 1, hop);
         }
-        // every slot taken, the one frame too many dropped, nothing sent
-        assert_eq!(ctx.rt.neighbour_queued, HOLD_SLOTS as u64);
+        assert_eq!(ctx.rt.neighbour_queued, HOLD_PER_HOP as u64);
         assert_eq!(ctx.rt.neighbour_miss, 1);
+        let second = Ipv4Addr::new(192, 0, 2, 8);
+        for i in HOLD_PER_HOP..=HOLD_SLOTS {
+            ctx.send(&mut [i as u8; 60], 1, second);
+        }
+        // every slot taken, the frames too many dropped, nothing sent
+        assert_eq!(ctx.rt.neighbour_queued, HOLD_SLOTS as u64);
+        assert_eq!(ctx.rt.neighbour_miss, 2);
         assert_eq!(ctx.held.n, HOLD_SLOTS);
         // not resolved, not old yet: still held
         ctx.now = 1_000 + HOLD_NS - 1;
         ctx.release_held();
         assert_eq!(ctx.held.n, HOLD_SLOTS);
         // resolved: all sent, in slot order, with the next hop's MAC and ours
-        let resolved = NeighSnapshot::from_entries(2, &[(1, hop, [0xbb; 6])]);
+        let resolved =
+            NeighSnapshot::from_entries(2, &[(1, hop, [0xbb; 6]), (1, second, [0xbb; 6])]);
         ctx.snap = &resolved;
         ctx.release_held();
         assert!(ctx.held.is_empty());
@@ -899,10 +953,23 @@ mod tests {
         };
         let mut f = [7u8; 60];
         ctx.send(&mut f, 1, hop);
+        // not resolved yet: still held, and the worker's sleep follows the request's age
+        ctx.release_held();
+        assert_eq!(ctx.held.n, 1);
+        assert_eq!(
+            ctx.held.sleep_ms(ctx.now, 100),
+            1,
+            "a fresh request: 1 ms looks"
+        );
+        assert_eq!(
+            ctx.held.sleep_ms(ctx.now + HOLD_FAST_NS, 100),
+            90,
+            "then sleep until the re-ask is due"
+        );
         ctx.now = 5_000 + HOLD_NS;
         ctx.release_held();
         assert!(ctx.held.is_empty());
-        assert_eq!(ctx.rt.neighbour_miss, 2);
+        assert_eq!(ctx.rt.neighbour_miss, 3);
         assert_eq!(ctx.rt.neighbour_queued, HOLD_SLOTS as u64 + 1);
         // two next hops interleaved: each hop's frames leave in the order they came
         let other = Ipv4Addr::new(192, 0, 2, 10);
