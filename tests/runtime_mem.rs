@@ -110,6 +110,39 @@ fn frames_are_forwarded_with_macs_and_handed_to_their_owner() {
     }
 }
 
+/// One unpinned worker over `io` until `stop` is set.
+fn run_one_worker(
+    io: &MemIo,
+    neigh: Arc<Neighbours>,
+    stop: Arc<AtomicBool>,
+) -> Vec<runtime::WorkerReport> {
+    let cfg = RuntimeConfig {
+        workers: 1,
+        pin: false,
+        ..RuntimeConfig::default()
+    };
+    runtime::run(
+        &cfg,
+        |i| Fake {
+            me: i,
+            seen_by_owner_check: 0,
+        },
+        |_| Ok(io.clone()),
+        neigh,
+        stop,
+        Instant::now(),
+    )
+    .expect("runtime")
+}
+
+/// Waits (5 s at most) until `n` frames have been transmitted on `q`.
+fn wait_for_tx(q: &MemIo, n: usize) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) && q.queues.lock().expect("lock").tx.len() < n {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_frame_to_an_unresolved_next_hop_leaves_once_the_kernel_resolves_it() {
     let io = MemIo::new(vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
@@ -130,30 +163,12 @@ fn a_frame_to_an_unresolved_next_hop_leaves_once_the_kernel_resolves_it() {
             &[(1, Ipv4Addr::new(192, 0, 2, 9), [0xbb; 6])],
         ));
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) && q.queues.lock().expect("lock").tx.len() < 3 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_tx(&q, 3);
         let waited = t0.elapsed();
         s2.store(true, Ordering::Relaxed);
         (before, waited, q.take_tx())
     });
-    let cfg = RuntimeConfig {
-        workers: 1,
-        pin: false,
-        ..RuntimeConfig::default()
-    };
-    let reports = runtime::run(
-        &cfg,
-        |i| Fake {
-            me: i,
-            seen_by_owner_check: 0,
-        },
-        |_| Ok(io.clone()),
-        neigh,
-        stop,
-        Instant::now(),
-    )
-    .expect("runtime");
+    let reports = run_one_worker(&io, neigh, stop);
     let (before, waited, tx) = driver.join().expect("driver");
     let t = runtime::totals(&reports);
     assert_eq!(before, 0, "nothing sent before the next hop resolved");
@@ -194,30 +209,11 @@ fn held_frames_leave_before_newer_frames_to_the_same_next_hop() {
             &[(1, Ipv4Addr::new(192, 0, 2, 9), [0xbb; 6])],
         ));
         q.inject(0, &frame(3));
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) && q.queues.lock().expect("lock").tx.len() < 3 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_tx(&q, 3);
         s2.store(true, Ordering::Relaxed);
         q.take_tx()
     });
-    let cfg = RuntimeConfig {
-        workers: 1,
-        pin: false,
-        ..RuntimeConfig::default()
-    };
-    let reports = runtime::run(
-        &cfg,
-        |i| Fake {
-            me: i,
-            seen_by_owner_check: 0,
-        },
-        |_| Ok(io.clone()),
-        neigh,
-        stop,
-        Instant::now(),
-    )
-    .expect("runtime");
+    let reports = run_one_worker(&io, neigh, stop);
     let tx = driver.join().expect("driver");
     let tags: Vec<u8> = tx.iter().map(|(_, f)| f[20]).collect();
     assert_eq!(tags, vec![1, 2, 3]);

@@ -934,7 +934,7 @@ mod tests {
         assert!(ctx.held.is_empty());
         assert_eq!(ctx.rt.tx_packets, HOLD_SLOTS as u64);
         ctx.io.tx_flush().expect("flush");
-        let tx = io.take_tx();
+        let tx = ctx.io.take_tx();
         assert_eq!(tx.len(), HOLD_SLOTS);
         for (i, (tx_if, f)) in tx.iter().enumerate() {
             assert_eq!(*tx_if, 1);
@@ -943,14 +943,8 @@ mod tests {
             assert_eq!(f[20], i as u8);
         }
         // a next hop that never resolves: dropped once the frame is HOLD_NS old
-        let mut ctx = Ctx {
-            io: &mut io,
-            neigh: &neigh,
-            snap: &empty,
-            rt: &mut rt,
-            held: &mut held,
-            now: 5_000,
-        };
+        ctx.snap = &empty;
+        ctx.now = 5_000;
         let mut f = [7u8; 60];
         ctx.send(&mut f, 1, hop);
         // not resolved yet: still held, and the worker's sleep follows the request's age
@@ -985,7 +979,7 @@ mod tests {
         ctx.snap = &both;
         ctx.release_held();
         ctx.io.tx_flush().expect("flush");
-        let tags: Vec<u8> = io.take_tx().iter().map(|(_, f)| f[20]).collect();
+        let tags: Vec<u8> = ctx.io.take_tx().iter().map(|(_, f)| f[20]).collect();
         assert_eq!(tags, vec![2, 1, 3, 4]);
     }
 
