@@ -123,8 +123,15 @@ impl Batch {
 /// Counters a backend keeps about itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoStats {
-    /// Frames larger than a buffer or cut by the ring (GSO/GRO super-frames): not forwarded.
+    /// Frames larger than a buffer or cut by the ring and not recovered in full: not forwarded.
     pub rx_oversize: u64,
+    /// GSO/GRO super-frames received whole (counted once each, not per segment).
+    pub rx_gso: u64,
+    /// Super-frames handed to the kernel whole, with their GSO metadata (it or the NIC cuts them).
+    pub tx_gso: u64,
+    /// Super-frames cut into segments in software (to fit a hand-off or hold slot, or for an
+    /// egress that cannot take them).
+    pub gso_segmented: u64,
     /// Frames whose checksum the kernel left to offload (fixed in software before processing).
     pub rx_csum_fixed: u64,
     /// Frames the kernel dropped because the RX ring was full (PACKET_STATISTICS).
@@ -178,8 +185,13 @@ pub trait PacketIo: Send {
     fn rx_ready(&self) -> bool {
         true
     }
-    /// The backend's own counters.
+    /// The backend's own counters, summed over its interfaces.
     fn stats(&self) -> IoStats;
+    /// The counters of one interface (`IoStats::default()` when the backend does not keep
+    /// them apart). Called between batches to publish them live, never per packet.
+    fn iface_stats(&self, _iface: IfaceId) -> IoStats {
+        IoStats::default()
+    }
     /// The MAC address of interface `iface` (source MAC of transmitted frames).
     fn mac(&self, iface: IfaceId) -> [u8; 6];
 }

@@ -136,6 +136,10 @@ impl<B: PacketIo> PacketIo for PcapIo<B> {
         self.inner.stats()
     }
 
+    fn iface_stats(&self, iface: IfaceId) -> IoStats {
+        self.inner.iface_stats(iface)
+    }
+
     fn mac(&self, iface: IfaceId) -> [u8; 6] {
         self.inner.mac(iface)
     }

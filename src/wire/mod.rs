@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod dns;
 mod error;
 pub mod ethernet;
+pub mod gso;
 pub mod host;
 pub mod ipv4;
 pub mod l4;
