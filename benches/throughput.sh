@@ -3,7 +3,13 @@
 # topology, in one run, in the same appliance namespace:
 #   client 198.18.0.11 -- tg-in 198.18.0.1 [appliance] tg-out 203.0.113.1 -- server 203.0.113.10
 # Metrics: 64-byte UDP packets/s (1 flow and FLOWS streams of iperf3, MANY flows of
-# examples/udpflood), iperf3 TCP Gb/s, new TCP connections/s.
+# examples/udpflood), iperf3 TCP Gb/s (1 stream client to server, STREAMS streams, 1 stream
+# server to client), new TCP connections/s.
+# Offloads: every row runs with the kernel's default offloads on every interface (TSO/GSO on
+# the client's, server's and appliance's veths; nothing runs ethtool), for the kernel and for
+# Tollgate alike: the end hosts send GSO super-frames, as Linux peers do, and the appliance
+# must take them (the TCP rows are the ones where this matters: iperf3's TCP sender hands its
+# veth up to 64 KiB per frame). Tollgate runs without --offloads-off.
 # UDP packets/s are counted where they arrive: an nftables counter at the server's ingress
 # (prerouting, priority raw) counts what the appliance delivered. For iperf3 the rate its
 # receiver got is reported too: on a 2-CPU machine that receiver shares a CPU with the
@@ -12,12 +18,12 @@
 # Each: RUNS runs (default 5), median and spread (min-max), ratio Tollgate/kernel, markdown table.
 #
 # usage (root): benches/throughput.sh [path/to/tollgate] [config.toml]
-#   env: RUNS=5 SECS=3 FLOWS=8 MANY=1024 WORKERS=2
+#   env: RUNS=5 SECS=3 FLOWS=8 MANY=1024 STREAMS=4 WORKERS=2
 #   OVERHEAD=1: instead of the kernel, Tollgate against itself: observability off
 #   (decision_log = false, nobody scrapes) vs on (decision log written, /metrics scraped every
 #   second), the two alternating run by run (which goes first swaps every run) so machine
 #   noise and order effects hit both alike; SCRAPE=0: on = decision log only
-#   ONLY="udp1 cps": a subset of the metrics
+#   ONLY="udp1 cps": a subset of the metrics (udp1 udpN udpM tcp tcpN tcpR cps cps1)
 #   TG_RUN=path: an alternative appliance binary taking the same `run --config F --workers N`
 #   arguments (e.g. target/release/examples/bench_appliance, a built-in allow-from-inside policy)
 # Only namespaces this script creates (prefix tgb<pid>-), only 198.18.0.0/15 and 203.0.113.0/24;
@@ -30,6 +36,7 @@ CONFIG=${2:-tests/lab.toml}
 RUNS=${RUNS:-5}
 SECS=${SECS:-3}
 FLOWS=${FLOWS:-8}
+STREAMS=${STREAMS:-4}   # parallel iperf3 TCP streams of the tcpN row
 MANY=${MANY:-1024}
 FLOOD=${FLOOD:-target/release/examples/udpflood}
 CPS=${CPS:-target/release/examples/tcpcps}
@@ -75,10 +82,8 @@ setup() {
   ip -n "$A" link set tg-in up; ip -n "$A" link set tg-out up
   ip -n "$C" route add default via 198.18.0.1
   ip -n "$A" route add default via 203.0.113.254
-  # both appliances get real MTU-sized frames: no TSO/GSO super-frames from the end hosts
-  for n in "$C" "$S"; do nsx "$n" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true; done
-  nsx "$A" ethtool -K tg-in gro off gso off tso off >/dev/null 2>&1 || true
-  nsx "$A" ethtool -K tg-out gro off gso off tso off >/dev/null 2>&1 || true
+  # offloads: the kernel's defaults everywhere (no ethtool): both appliances get the end
+  # hosts' GSO super-frames, as they would from any Linux peer
   # what arrives at the server: iperf3's datagrams counted (and passed on to iperf3), the
   # many-flow load's counted and dropped before the server's conntrack and sockets
   nsx "$S" nft -f - <<'NFT'
@@ -167,8 +172,11 @@ PY
         || { echo "udpflood failed: $(cat "$TMP/flood.err")" >&2; echo 0; return; }
       python3 -c "import sys; print(round(int(sys.argv[1]) / float(sys.argv[2])))" "$(arrived)" "${out#* }"
       ;;
-    tcp)
-      nsx "$C" iperf3 -c 203.0.113.10 -t "$SECS" -J 2>/dev/null | python3 -c '
+    tcp|tcpN|tcpR)
+      local opts=()
+      [ "$1" = tcpN ] && opts=(-P "$STREAMS")
+      [ "$1" = tcpR ] && opts=(-R)
+      nsx "$C" iperf3 -c 203.0.113.10 -t "$SECS" "${opts[@]}" -J 2>/dev/null | python3 -c '
 import json, sys
 try:
     print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9, 3))
@@ -237,7 +245,7 @@ print(statistics.median(off), min(off), max(off), statistics.median(on), min(on)
 PY
 }
 
-read -r -a METRICS <<<"${ONLY:-udp1 udpN udpM tcp cps cps1}"
+read -r -a METRICS <<<"${ONLY:-udp1 udpN udpM tcp tcpN tcpR cps cps1}"
 # the load generators the chosen metrics need, built from examples/ when missing
 need=()
 [[ " ${METRICS[*]} " == *" udpM "* ]] && need+=("$FLOOD:udpflood")
@@ -247,7 +255,7 @@ for e in "${need[@]}"; do
   [ -x "$path" ] || cargo build --release --example "${e#*:}" >&2 || true
   [ -x "$path" ] || { echo "missing $path (cargo build --release --example ${e#*:})" >&2; exit 1; }
 done
-declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s at the server)" [udpN]="UDP 64 B, $FLOWS flows (packets/s at the server)" [udpM]="UDP 64 B, $MANY flows, udpflood (packets/s at the server)" [tcp]="TCP, 1 stream (Gb/s)" [cps]="new TCP connections/s, $CONC in flight ($CPS_THREADS client threads)" [cps1]="new TCP connections/s, 1 at a time")
+declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s at the server)" [udpN]="UDP 64 B, $FLOWS flows (packets/s at the server)" [udpM]="UDP 64 B, $MANY flows, udpflood (packets/s at the server)" [tcp]="TCP, 1 stream (Gb/s)" [tcpN]="TCP, $STREAMS streams (Gb/s)" [tcpR]="TCP, 1 stream, server to client (Gb/s)" [cps]="new TCP connections/s, $CONC in flight ($CPS_THREADS client threads)" [cps1]="new TCP connections/s, 1 at a time")
 declare -A K T
 
 if [ "${OVERHEAD:-0}" = 1 ]; then
@@ -278,13 +286,13 @@ echo "tollgate: $TG run --config $CONFIG --workers $WORKERS ..." >&2
 if [ -x "$TG" ] && tollgate_on; then
   for m in "${METRICS[@]}"; do T[$m]=$(series "$m"); echo "  $m: ${T[$m]}" >&2; done
   tollgate_off
-  grep -E '^(drop\.|rx_packets|tx_packets|neighbour_|handoff|rx_ring_drops|tx_ring_full)' "$TMP/tollgate.log" >&2 || true
+  grep -E '^(drop\.|rx_packets|tx_packets|neighbour_|handoff|rx_ring_drops|tx_ring_full|tx_errors|rx_oversize|rx_gso|tx_gso|gso_segmented)' "$TMP/tollgate.log" >&2 || true
 else
   for m in "${METRICS[@]}"; do T[$m]="0 0 0 0 0 0"; done
 fi
 
 echo
-echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS, rx ring $RX_RING${BUSY_POLL_US:+, busy poll ${BUSY_POLL_US} µs}) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
+echo "| metric ($RUNS runs x ${SECS}s, $(nproc) CPUs, workers=$WORKERS, rx ring $RX_RING${BUSY_POLL_US:+, busy poll ${BUSY_POLL_US} µs}, default offloads) | kernel median (min-max) | Tollgate median (min-max) | Tollgate/kernel |"
 echo "|---|---|---|---|"
 for m in "${METRICS[@]}"; do
   read -r km kmin kmax k2 k2min k2max <<<"${K[$m]}"

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
+use tollgate::io::IoStats;
 
 fn cli(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -216,6 +217,23 @@ fn admin_socket_metrics_hint_notify_and_capabilities() {
         "{stats}"
     );
     assert_eq!(stats["workers"].as_array().unwrap().len(), 2);
+    // The I/O counters, live and per interface, every one of them.
+    let io = stats["io"].as_array().expect("stats has an io list");
+    let io_ifaces: Vec<&str> = io.iter().filter_map(|x| x["interface"].as_str()).collect();
+    assert_eq!(io_ifaces, ["tg-in", "tg-out"], "{stats}");
+    for x in io {
+        for (k, _) in IoStats::FIELDS {
+            assert!(x[k].is_u64(), "{k} missing: {stats}");
+        }
+    }
+    let (ok, table, _) = cli(&["stats", "--socket", &sock_s]);
+    assert!(ok && table.contains("io (per interface)"), "{table}");
+    assert!(
+        table.lines().any(
+            |l| l.trim_start().starts_with("rx_oversize ") && l.split_whitespace().count() == 3
+        ),
+        "{table}"
+    );
 
     let snat = json(&["snat", "--socket", &sock_s, "--json"]);
     let tcp = snat["addresses"]
@@ -275,6 +293,12 @@ fn admin_socket_metrics_hint_notify_and_capabilities() {
     );
     assert!(value("tollgate_drops_total{reason=\"tcp_non_syn\"} ") >= 3);
     assert!(value("tollgate_flows_by_state{protocol=\"tcp\",state=\"established\"} ") >= 1);
+    for (k, _) in IoStats::FIELDS {
+        assert!(metrics.contains(&format!("# TYPE tollgate_io_{k}_total counter\n")));
+        for i in ["tg-in", "tg-out"] {
+            value(&format!("tollgate_io_{k}_total{{interface=\"{i}\"}} "));
+        }
+    }
     assert!(value("tollgate_flows_by_state{protocol=\"udp\",state=\"active\"} ") >= 1);
     assert!(
         metrics
@@ -343,6 +367,13 @@ fn admin_socket_metrics_hint_notify_and_capabilities() {
     );
     assert!(!sock.exists(), "the admin socket file is removed at exit");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // The exit counters keep every I/O counter, one line each.
+    for (k, _) in IoStats::FIELDS {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{k} "))),
+            "{k} missing from the exit counters:\n{text}"
+        );
+    }
     let hint = text
         .lines()
         .filter(|l| l.starts_with('{'))

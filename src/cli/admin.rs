@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::control::admin::{default_socket_path, request};
+use crate::io::IoStats;
 
 /// Where the daemon listens.
 #[derive(Debug, Args, Clone)]
@@ -178,6 +179,34 @@ fn print_stats(v: &Value) {
             println!("{:<28} {n}", format!("drop.{r}"));
         }
     }
+    print!("{}", io_table(v));
+}
+
+/// The `io` list of a `stats` answer as a table: one row per I/O counter (in
+/// [`IoStats::FIELDS`] order), one column per interface; empty without the list.
+fn io_table(v: &Value) -> String {
+    let Some(io) = v
+        .get("io")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    else {
+        return String::new();
+    };
+    let names: Vec<String> = io.iter().map(|x| s(x, "interface")).collect();
+    let widths: Vec<usize> = names.iter().map(|n| n.len().max(10)).collect();
+    let mut out = format!("{:<28}", "io (per interface)");
+    for (n, w) in names.iter().zip(&widths) {
+        out.push_str(&format!(" {n:>w$}"));
+    }
+    out.push('\n');
+    for (k, _) in IoStats::FIELDS {
+        out.push_str(&format!("{:<28}", format!("  {k}")));
+        for (x, w) in io.iter().zip(&widths) {
+            out.push_str(&format!(" {:>w$}", s(x, k)));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `tollgate snat`: port use per public address, the hosts holding most, the busiest
@@ -237,4 +266,32 @@ pub fn explain_live(
 ) -> ExitCode {
     let req = json!({"cmd": "explain", "src": src, "dst": dst, "proto": proto, "sni": sni});
     run(sock, req, |v| print!("{}", s(v, "text")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_table_has_a_row_per_counter_and_a_column_per_interface() {
+        let v = json!({"io": [
+            {"interface": "tg-in", "rx_oversize": 12, "link_errors": 1},
+            {"interface": "a-much-longer-name", "rx_oversize": 0},
+        ]});
+        let t = io_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 1 + IoStats::COUNT, "{t}");
+        assert!(lines[0].starts_with("io (per interface)"), "{t}");
+        assert!(lines[0].ends_with("     tg-in a-much-longer-name"), "{t}");
+        let row = |k: &str| {
+            lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(&format!("{k} ")))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
+                .unwrap_or_else(|| panic!("{k} missing: {t}"))
+        };
+        assert_eq!(row("rx_oversize"), ["12", "0"]);
+        assert_eq!(row("link_errors"), ["1", "-"]);
+        assert_eq!(io_table(&json!({})), "");
+    }
 }

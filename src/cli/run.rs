@@ -20,8 +20,13 @@ pub struct RunArgs {
     /// Worker threads (overrides the configuration; 0 = one per CPU).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Leave the interfaces' offload settings alone.
+    /// Turn GRO, GSO, TSO and LRO off on the data interfaces (ethtool -K), restored at exit.
+    /// By default the offloads keep the kernel's settings.
     #[arg(long)]
+    pub offloads_off: bool,
+    /// Leave the interfaces' offload settings alone: the default now, accepted for old unit
+    /// files and scripts.
+    #[arg(long, hide = true, conflicts_with = "offloads_off")]
     pub keep_offloads: bool,
     /// TPACKET version of the RX rings: v2 (frame-based, the default: no block timeout) or v3
     /// (block-based: a block reaches user space when full or after >= 1 ms).
@@ -44,12 +49,13 @@ pub struct RunArgs {
     pub busy_poll_mode: Option<String>,
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; exit code 0 on a clean stop, 1 on an error.
-pub fn main(a: RunArgs) -> ExitCode {
+/// The daemon's options from the command line (the configuration file aside).
+fn serve_options(a: &RunArgs) -> ServeOptions {
     let mut opts = ServeOptions {
-        pcap: a.pcap,
-        offloads: !a.keep_offloads,
-        admin_socket: a.admin_socket,
+        pcap: a.pcap.clone(),
+        // `--keep-offloads` conflicts with `--offloads-off`: only the latter changes anything
+        offloads: a.offloads_off,
+        admin_socket: a.admin_socket.clone(),
         drop_caps: !a.keep_caps,
         ..ServeOptions::default()
     };
@@ -61,6 +67,12 @@ pub fn main(a: RunArgs) -> ExitCode {
     if a.rx_ring == "v3" {
         opts.af.rx_version = crate::io::afpacket::RxRingVersion::V3;
     }
+    opts
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; exit code 0 on a clean stop, 1 on an error.
+pub fn main(a: RunArgs) -> ExitCode {
+    let opts = serve_options(&a);
     match daemon::run_from_file(&a.config, opts, a.workers) {
         Ok(_) => {
             eprintln!("tollgate: stopped cleanly");
@@ -70,5 +82,45 @@ pub fn main(a: RunArgs) -> ExitCode {
             eprintln!("tollgate: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["tollgate", "run", "--config", "t.toml"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(a) => Ok(a),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn offloads_are_left_alone_unless_offloads_off_is_given() {
+        let a = parse(&[]).expect("plain");
+        assert!(
+            !serve_options(&a).offloads,
+            "the default keeps the kernel's offloads"
+        );
+        let a = parse(&["--keep-offloads"]).expect("the old flag is still accepted");
+        assert!(!serve_options(&a).offloads);
+        let a = parse(&["--offloads-off"]).expect("--offloads-off");
+        assert!(serve_options(&a).offloads, "--offloads-off turns them off");
+        assert!(parse(&["--offloads-off", "--keep-offloads"]).is_err());
+    }
+
+    #[test]
+    fn keep_offloads_is_hidden_from_the_help() {
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").expect("run");
+        let help = run.render_long_help().to_string();
+        assert!(help.contains("--offloads-off"), "{help}");
+        assert!(!help.contains("--keep-offloads"), "{help}");
     }
 }

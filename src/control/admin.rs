@@ -225,6 +225,22 @@ pub fn answer(req: &Value, st: &AdminState) -> Result<Value, String> {
     }
 }
 
+/// Each data interface's I/O counters (`IoStats::FIELDS`, summed over the workers), as the
+/// `io` list of `stats`: `[{"interface": "tg-in", "rx_oversize": 0, ...}, ...]`.
+pub fn io_json(reg: &Registry) -> Value {
+    reg.io_stats()
+        .into_iter()
+        .map(|(name, s)| {
+            let mut o = serde_json::Map::new();
+            o.insert("interface".into(), Value::String(name));
+            for (k, v) in s.named() {
+                o.insert(k.into(), v.into());
+            }
+            Value::Object(o)
+        })
+        .collect()
+}
+
 fn stats(st: &AdminState) -> Value {
     let ws = st.registry.all();
     let sum = |f: &dyn Fn(&crate::datapath::Counters) -> u64| ws.iter().map(|c| f(c)).sum::<u64>();
@@ -263,6 +279,7 @@ fn stats(st: &AdminState) -> Value {
         "flows_expired": sum(&|c| c.flows_expired.load(Relaxed)),
         "decision_events_suppressed": sum(&|c| c.events_suppressed.load(Relaxed)),
         "drops": drops,
+        "io": io_json(&st.registry),
         "workers": workers,
     })
 }

@@ -13,7 +13,7 @@ use crate::datapath::{DropReason, EngineConfig, IfaceRole};
 use crate::io::afpacket::{AfPacketIo, AfPacketOptions, RxRingVersion};
 use crate::io::neigh::Neighbours;
 use crate::io::pcap::{PcapIo, PcapWriter};
-use crate::io::runtime::{self, BusyPoll, Engine, RuntimeConfig, SpinMode, Totals};
+use crate::io::runtime::{self, BusyPoll, Engine, LiveIoStats, RuntimeConfig, SpinMode, Totals};
 
 /// Options of `tollgate run` besides the configuration file.
 #[derive(Clone, Debug)]
@@ -22,7 +22,8 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Record every received and transmitted frame to this classic pcap file.
     pub pcap: Option<PathBuf>,
-    /// Turn GRO/GSO/TSO/LRO off on the data interfaces.
+    /// Turn GRO/GSO/TSO/LRO off on the data interfaces (restored at exit); false, the
+    /// default: they keep the kernel's settings (`tollgate run --offloads-off` sets it).
     pub offloads: bool,
     /// The public side of the DNAT rules (filled from the configuration by
     /// [`run_from_file`]): the host tables keep the kernel from answering it.
@@ -39,6 +40,10 @@ pub struct ServeOptions {
     pub busy_poll_us: Option<u64>,
     /// What a busy-polling worker does between checks; None: as for `busy_poll_us`.
     pub busy_poll_mode: Option<SpinMode>,
+    /// Where the workers publish their per-interface I/O counters while they run (for
+    /// `tollgate stats`, `/metrics` and the warnings); sized for the workers and interfaces
+    /// served. None: the counters are only in the totals at exit.
+    pub live_io: Option<Arc<LiveIoStats>>,
 }
 
 impl Default for ServeOptions {
@@ -46,7 +51,7 @@ impl Default for ServeOptions {
         ServeOptions {
             workers: 0,
             pcap: None,
-            offloads: true,
+            offloads: false,
             dnat: Vec::new(),
             af: AfPacketOptions::default(),
             verbose: true,
@@ -54,6 +59,7 @@ impl Default for ServeOptions {
             admin_socket: None,
             busy_poll_us: None,
             busy_poll_mode: None,
+            live_io: None,
         }
     }
 }
@@ -110,7 +116,8 @@ pub fn summary_line(cfg: &EngineConfig, workers: usize, backend: &str) -> String
     )
 }
 
-/// Counters at exit, one per line: rx/tx, then every non-zero drop reason.
+/// Counters at exit, one per line: rx/tx, every I/O counter ([`crate::io::IoStats::FIELDS`]),
+/// then every non-zero drop reason.
 pub fn format_counters(t: &Totals) -> String {
     let mut s = String::new();
     let r = &t.rt;
@@ -129,17 +136,9 @@ pub fn format_counters(t: &Totals) -> String {
         "neighbour_queued {}\nneighbour_miss {}\nhandoff_out {}\nhandoff_in {}\nhandoff_full {}",
         r.neighbour_queued, r.neighbour_miss, r.handoff_out, r.handoff_in, r.handoff_full
     );
-    let io = &t.io;
-    let _ = writeln!(
-        s,
-        "rx_oversize {}\nrx_csum_fixed {}\nrx_ring_drops {}\ntx_ring_full {}\ntx_errors {}\nlink_errors {}",
-        io.rx_oversize,
-        io.rx_csum_fixed,
-        io.rx_ring_drops,
-        io.tx_ring_full,
-        io.tx_errors,
-        io.link_errors
-    );
+    for (name, v) in t.io.named() {
+        let _ = writeln!(s, "{name} {v}");
+    }
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         if t.drops[i] > 0 {
             let _ = writeln!(s, "drop.{} {}", reason.as_str(), t.drops[i]);
@@ -213,6 +212,7 @@ where
                 .saturating_mul(1_000),
             mode: opts.busy_poll_mode.unwrap_or(BusyPoll::default().mode),
         },
+        live_io: opts.live_io.clone(),
         ..RuntimeConfig::default()
     };
     // Return traffic straight to the worker owning its SNAT port (no hand-off), unless the
@@ -316,6 +316,10 @@ pub fn run_from_file(
         opts.workers
     };
     let registry = super::mgmt::Registry::new(workers);
+    // The workers publish their I/O counters here; the control threads read them.
+    let live_io = Arc::new(LiveIoStats::new(workers, loaded.engine.interfaces.len()));
+    opts.live_io = Some(live_io.clone());
+    registry.set_live_io(live_io);
     registry.describe(
         loaded
             .engine
@@ -380,6 +384,7 @@ pub fn run_from_file(
         threads.push(super::dns::spawn(live.clone(), r, dns, mgmt_stop.clone())?);
     }
     threads.push(super::reload::spawn(live, hup, mgmt_stop.clone())?);
+    threads.push(super::iowatch::spawn(registry.clone(), mgmt_stop.clone())?);
     let rings: super::decision_log::Rings = Arc::default();
     if decision_log {
         threads.push(super::decision_log::spawn(
@@ -443,4 +448,38 @@ pub fn run_from_file(
         eprint!("{}", format_counters(&totals));
     }
     Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::IoStats;
+
+    #[test]
+    fn the_exit_counters_name_every_io_counter() {
+        let t = Totals {
+            rt: runtime::RtStats::default(),
+            io: IoStats {
+                rx_oversize: 3,
+                link_errors: 2,
+                ..IoStats::default()
+            },
+            drops: [0; DropReason::COUNT],
+            flows: 0,
+        };
+        let s = format_counters(&t);
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(lines.contains(&"rx_oversize 3"), "{s}");
+        assert!(lines.contains(&"link_errors 2"), "{s}");
+        for (name, _) in IoStats::FIELDS {
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with(&format!("{name} ")))
+                    .count(),
+                1,
+                "{name}: {s}"
+            );
+        }
+    }
 }

@@ -19,8 +19,11 @@
 //!   broadcast and multicast addresses, ARP, IPv6 and DHCP answers go on to the kernel as
 //!   before. Skipped, with a warning, on interfaces with a master or upper devices, and where
 //!   nft or the kernel cannot do it.
-//! - GRO, GSO, TSO and LRO off on the data interfaces (`ethtool -K`): the dataplane needs real
-//!   MTU-sized frames. Previous settings are restored at exit.
+//! - only when asked ([`HostPlan::offloads`], `tollgate run --offloads-off`): GRO, GSO, TSO and
+//!   LRO off on the data interfaces (`ethtool -K`), the previous settings restored at exit. By
+//!   default the offloads keep the kernel's settings: peers hand the appliance GSO super-frames
+//!   whatever its own interfaces do (a local sender, a bridge or a router forwards them whole),
+//!   so the dataplane takes them as they come, and turning them off here would only hide that.
 //!
 //! Everything changed is recorded in the returned [`HostGuard`] and undone when it drops.
 
@@ -50,7 +53,8 @@ pub struct HostPlan {
     /// The public side of every DNAT rule: its destinations and ports are the appliance's
     /// too, whether or not they fall inside the SNAT range, so the kernel must not answer them.
     pub dnat: Vec<DnatClaim>,
-    /// Change offloads with ethtool.
+    /// Turn GRO/GSO/TSO/LRO off on the data interfaces with ethtool (restored at exit); false:
+    /// leave them as they are (the default).
     pub offloads: bool,
 }
 
@@ -353,6 +357,8 @@ impl HostGuard {
         Ok(())
     }
 
+    /// Turns GRO, GSO, TSO and LRO off on `iface` where they are on (and not fixed), recording
+    /// each one for [`HostGuard::restore`]; a warning for what cannot be changed.
     fn set_offloads(&mut self, iface: &str) {
         let out = match Command::new("ethtool").args(["-k", iface]).output() {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
@@ -489,6 +495,7 @@ pub fn prepare(plan: &HostPlan) -> Result<HostGuard, HostError> {
         g.set_sysctl(&format!("net/ipv4/conf/{i}/rp_filter"), "0")?;
         g.set_sysctl(&format!("net/ipv4/conf/{i}/send_redirects"), "0")?;
     }
+    // Only on request (`--offloads-off`): by default the interfaces keep the kernel's offloads.
     if plan.offloads {
         for i in &plan.data_ifaces {
             g.set_offloads(i);

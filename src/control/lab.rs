@@ -129,7 +129,6 @@ impl Lab {
                 "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
             );
         }
-        let sw = self.ns("sw");
         // The host may have br_netfilter: keep the lab's bridge a plain L2 switch (it would
         // otherwise validate and drop malformed IPv4 before the appliance sees it).
         let _ = self.sh(
@@ -184,23 +183,9 @@ impl Lab {
             self.ip("inet", &["addr", "add", a, "dev", "eth0"])?;
         }
         self.ip("inet", &["link", "set", "eth0", "up"])?;
-        let _ = sw;
-        // Real MTU-sized frames on the wire: no TSO/GSO super-frames from the lab's hosts.
-        for (s, dev) in [
-            ("node1", "eth0"),
-            ("node2", "eth0"),
-            ("srv", "eth0"),
-            ("inet", "eth0"),
-            ("sw", "p-node1"),
-            ("sw", "p-node2"),
-            ("sw", "p-srv"),
-            ("sw", "p-app"),
-        ] {
-            let _ = self.sh(
-                s,
-                &format!("ethtool -K {dev} tso off gso off gro off >/dev/null 2>&1"),
-            );
-        }
+        // Every interface keeps the kernel's default offloads (TSO/GSO on the veths, GRO where
+        // the kernel turns it on): the hosts hand the appliance GSO super-frames, as real Linux
+        // peers do, and the appliance must take them as they come.
         Ok(())
     }
 

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 use crate::datapath::query::Inboxes;
 use crate::datapath::{Counters, DropReason, RuleHits, SNAT_PROTOS};
+use crate::io::runtime::LiveIoStats;
+use crate::io::IoStats;
 
 fn kind_str(k: &str) -> &'static str {
     match k {
@@ -53,6 +55,8 @@ pub struct Registry {
     snat_addrs: Mutex<Vec<std::net::Ipv4Addr>>,
     /// Hits of rules under policies the workers have left behind (reloads), by name.
     retired_hits: Mutex<BTreeMap<RuleName, u64>>,
+    /// The I/O counters the workers publish while they run, per worker and interface.
+    live_io: std::sync::OnceLock<Arc<LiveIoStats>>,
 }
 
 impl Registry {
@@ -71,6 +75,24 @@ impl Registry {
         if let Ok(mut a) = self.snat_addrs.lock() {
             *a = snat_addrs;
         }
+    }
+    /// Where the workers publish their I/O counters (set once, before they start).
+    pub fn set_live_io(&self, live: Arc<LiveIoStats>) {
+        let _ = self.live_io.set(live);
+    }
+    /// Each data interface's I/O counters, summed over the workers, by name (the described
+    /// interfaces, in order); empty when no worker publishes them.
+    pub fn io_stats(&self) -> Vec<(String, IoStats)> {
+        let Some(live) = self.live_io.get() else {
+            return Vec::new();
+        };
+        let ifaces = self.ifaces.lock().map(|v| v.clone()).unwrap_or_default();
+        ifaces
+            .into_iter()
+            .enumerate()
+            .take(usize::from(crate::datapath::IfaceId::MAX) + 1)
+            .map(|(i, name)| (name, live.iface(i as crate::datapath::IfaceId)))
+            .collect()
     }
     /// Per-rule hit totals across workers and reloads, by name (rules with hits only).
     pub fn rule_hits(&self) -> BTreeMap<RuleName, u64> {
@@ -363,6 +385,22 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
             );
         }
     }
+    // The I/O counters per interface, each under its own name (see `IoStats::FIELDS`).
+    let io = reg.io_stats();
+    if !io.is_empty() {
+        for (k, (field, help)) in IoStats::FIELDS.iter().enumerate() {
+            let name = format!("tollgate_io_{field}_total");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (ifname, s) in &io {
+                let _ = writeln!(
+                    out,
+                    "{name}{{interface=\"{}\"}} {}",
+                    esc(ifname),
+                    s.values()[k]
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "# HELP tollgate_flows_by_state Flows tracked, by protocol and state (all workers).\n# TYPE tollgate_flows_by_state gauge");
     for (i, class) in crate::conntrack::TimeoutClass::ALL.iter().enumerate() {
         use crate::conntrack::TimeoutClass as C;
@@ -511,5 +549,52 @@ mod tests {
             m.matches("tollgate_drops_total{").count(),
             DropReason::COUNT
         );
+        assert!(
+            !m.contains("tollgate_io_"),
+            "no I/O counters published: none shown"
+        );
+    }
+
+    #[test]
+    fn metrics_show_every_io_counter_per_interface() {
+        let reg = Registry::new(2);
+        reg.describe(vec!["tg-in".into(), "tg-out".into()], Vec::new());
+        let live = Arc::new(LiveIoStats::new(2, 2));
+        reg.set_live_io(live.clone());
+        let s = |n| IoStats {
+            rx_oversize: n,
+            link_errors: 1,
+            ..IoStats::default()
+        };
+        live.store(0, 0, &s(5));
+        live.store(1, 0, &s(7));
+        live.store(1, 1, &s(0));
+        assert_eq!(
+            reg.io_stats()[0],
+            ("tg-in".to_string(), {
+                let mut t = s(5);
+                t.add(&s(7));
+                t
+            })
+        );
+        let m = metrics(&reg);
+        assert!(
+            m.contains("\ntollgate_io_rx_oversize_total{interface=\"tg-in\"} 12\n"),
+            "{m}"
+        );
+        assert!(m.contains("\ntollgate_io_rx_oversize_total{interface=\"tg-out\"} 0\n"));
+        assert!(m.contains("\ntollgate_io_link_errors_total{interface=\"tg-in\"} 2\n"));
+        assert!(m.contains(
+            "# HELP tollgate_io_rx_oversize_total Received frames dropped because they did not fit"
+        ));
+        for (field, _) in IoStats::FIELDS {
+            let name = format!("tollgate_io_{field}_total");
+            assert!(m.contains(&format!("# TYPE {name} counter\n")), "{name}");
+            assert_eq!(
+                m.matches(&format!("\n{name}{{interface=")).count(),
+                2,
+                "{name}"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod decision_log;
 pub mod dns;
 pub mod explain;
 pub mod host;
+pub mod iowatch;
 pub mod lab;
 pub mod mgmt;
 pub mod notify;

@@ -23,6 +23,8 @@ pub use worker::{FlowHint, Worker};
 
 use std::net::Ipv4Addr;
 
+pub use crate::wire::gso::{Gso, Offload};
+
 /// Monotonic time in nanoseconds, passed in by the caller (tests use a fake clock).
 pub type Nanos = u64;
 
@@ -36,13 +38,30 @@ pub struct Packet<'a> {
     pub len: usize,
     /// Interface the frame arrived on.
     pub rx_if: IfaceId,
+    /// What the sender left to offload (a GSO super-frame, a partial checksum). The engine
+    /// keeps it true of the frame it returns: a rewrite of a partial checksum stays partial, a
+    /// reply built in place has none. The caller transmits the frame with it.
+    pub offload: Offload,
 }
 
 impl<'a> Packet<'a> {
     /// Wraps a received frame of `len` bytes in `buf`.
     pub fn new(buf: &'a mut [u8], len: usize, rx_if: IfaceId) -> Self {
         let len = len.min(buf.len());
-        Packet { buf, len, rx_if }
+        Packet {
+            buf,
+            len,
+            rx_if,
+            offload: Offload::NONE,
+        }
+    }
+
+    /// Wraps a received frame that carries offload metadata.
+    pub fn with_offload(buf: &'a mut [u8], len: usize, rx_if: IfaceId, offload: Offload) -> Self {
+        Packet {
+            offload,
+            ..Packet::new(buf, len, rx_if)
+        }
     }
 
     /// The frame as it stands.
@@ -67,4 +86,8 @@ pub enum Verdict {
     Held,
     /// Dropped, counted under the reason.
     Drop(DropReason),
+    /// A GSO super-frame the engine will not take as one (a new flow, a flow under
+    /// inspection): the caller cuts it into its segments ([`crate::wire::gso::segment`]) and
+    /// processes each. Nothing was changed or counted.
+    Segment,
 }

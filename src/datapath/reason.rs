@@ -32,6 +32,9 @@ drop_reasons! {
     BadIpChecksum = "bad_ip_checksum",
     /// TCP data offset, UDP length or ICMP header is wrong.
     BadL4Header = "bad_l4_header",
+    /// The frame's offload metadata (GSO kind and size, partial-checksum offsets) disagrees
+    /// with its headers.
+    BadOffload = "bad_offload",
     /// IPv6 is recognised but not forwarded (no IPv6 NAT; see README).
     Ipv6 = "ipv6_not_forwarded",
     /// An ethertype the appliance does not forward.

@@ -9,14 +9,14 @@ use super::frag::FragCache;
 use super::inspect::{self, HoldError, InspectPool, TxQueue, L7};
 use super::query::{self, Answer, Inbox, Query, SnatReport, SnatUse};
 use super::route::RouteTable;
-use super::{DropReason, EngineConfig, IfaceId, Nanos, Packet, Verdict};
+use super::{DropReason, EngineConfig, Gso, IfaceId, Nanos, Offload, Packet, Verdict};
 use crate::conntrack::{Dir, FlowKey, FlowTable, TcpTrack, TimeoutClass};
 use crate::nat::{AllocError, SnatPool};
 use crate::policy::{proto, Decision, FlowQuery, Policy};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::l4::{icmp_is_error, icmp_type, tcp_flags, IcmpMessage, TcpSegment, UdpDatagram};
-use crate::wire::{checksum, WireError};
+use crate::wire::{checksum, gso, WireError};
 
 /// Expired flows reclaimed per new flow: keeps expiry amortised without a scavenger thread.
 const EXPIRE_PER_NEW_FLOW: usize = 2;
@@ -506,10 +506,15 @@ impl Worker {
 
     /// Decides and rewrites one frame. Never panics, whatever the bytes.
     pub fn process(&mut self, now: Nanos, pkt: &mut Packet<'_>) -> Verdict {
-        bump(&self.counters.rx_packets, 1);
-        bump(&self.counters.rx_bytes, pkt.len as u64);
-        self.counters.rx_on(pkt.rx_if, pkt.len);
+        let (rx_len, rx_if) = (pkt.len, pkt.rx_if);
         let v = self.decide(now, pkt);
+        if v == Verdict::Segment {
+            // counted segment by segment when they come back
+            return v;
+        }
+        bump(&self.counters.rx_packets, 1);
+        bump(&self.counters.rx_bytes, rx_len as u64);
+        self.counters.rx_on(rx_if, rx_len);
         match v {
             Verdict::Forward { tx_if, .. } => {
                 bump(&self.counters.tx_packets, 1);
@@ -517,12 +522,14 @@ impl Worker {
                 self.counters.tx_on(tx_if, pkt.len);
             }
             Verdict::Reply { tx_if, .. } => {
+                // built in place: nothing of the received frame's offload applies
+                pkt.offload = Offload::NONE;
                 bump(&self.counters.replies, 1);
                 self.counters.tx_on(tx_if, pkt.len);
             }
             Verdict::Local => bump(&self.counters.local, 1),
             Verdict::Drop(r) => bump(&self.counters.drops[r as usize], 1),
-            Verdict::Held => {}
+            Verdict::Held | Verdict::Segment => {}
         }
         v
     }
@@ -553,12 +560,21 @@ impl Worker {
         if p.icmp == Icmp::Error {
             return self.icmp_error(pkt, &p);
         }
+        if pkt.offload != Offload::NONE {
+            if let Err(r) = check_offload(pkt, &p) {
+                return Verdict::Drop(r);
+            }
+        }
         if p.l4 == 0 {
             return self.later_fragment(now, pkt, &p);
         }
         let key = FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto);
         if let Some((idx, dir)) = self.flows.lookup(&key) {
             return self.forward_tracked(now, pkt, &p, idx, dir);
+        }
+        if pkt.offload.is_gso() {
+            // A new flow is decided on its first segment, as the rules and inspection see it.
+            return Verdict::Segment;
         }
         self.new_flow(now, pkt, &p, key)
     }
@@ -904,7 +920,14 @@ impl Worker {
                 .get(usize::from(tx_if))
                 .map_or(1500, |i| i.mtu),
         );
-        if p.end - p.l3 > mtu {
+        // A super-frame leaves as its segments: each must fit (what the kernel's forwarding
+        // checks with skb_gso_validate_network_len).
+        let l3_len = if pkt.offload.is_gso() {
+            gso::max_segment_l3_len(pkt.frame(), &pkt.offload).unwrap_or(p.end - p.l3)
+        } else {
+            p.end - p.l3
+        };
+        if l3_len > mtu {
             if p.df {
                 return self.icmp_reply(
                     pkt,
@@ -918,6 +941,10 @@ impl Worker {
             return Verdict::Drop(DropReason::FragNeeded);
         }
         if f.inspect != 0 && dir == Dir::Orig && p.payload != 0 && p.payload < p.payload_end {
+            if pkt.offload.is_gso() {
+                // the hold reads and keeps segment-sized payloads
+                return Verdict::Segment;
+            }
             return self.inspect_payload(now, pkt, p, idx);
         }
         let mut class = f.class();
@@ -945,6 +972,15 @@ impl Worker {
         p: &Parsed,
         idx: u32,
     ) -> Verdict {
+        // A held frame is sent later without its offload metadata: complete a partial checksum
+        // now (the sender's kernel would have; the bytes are what the server will check).
+        if pkt.offload.csum_partial {
+            let off = pkt.offload;
+            if !gso::complete_checksum(&mut pkt.buf[..pkt.len], &off) {
+                return Verdict::Drop(DropReason::BadOffload);
+            }
+            pkt.offload = Offload::NONE;
+        }
         // The server must take this packet as the hold reads it: otherwise a client could show
         // the firewall bytes the server discards (a bad checksum, a fragment whose rest only the
         // server sees) and send others once the flow is released and no longer read.
@@ -1150,6 +1186,8 @@ impl Worker {
         let (old_src, old_dst) = (u32::from(p.src), u32::from(p.dst));
         let (new_src, new_dst) = (u32::from(after.src()), u32::from(after.dst()));
         readdress(pkt, p, after.src(), after.dst());
+        // check_offload made sure a partial checksum is this segment's TCP or UDP one.
+        let partial = pkt.offload.csum_partial;
         let seg = &mut pkt.buf[l4..end];
         match p.proto {
             proto::TCP => {
@@ -1157,14 +1195,26 @@ impl Worker {
                     return;
                 };
                 if new_src != old_src || after.sport() != p.sport {
-                    t.rewrite_src(old_src, new_src, after.sport());
+                    if partial {
+                        t.rewrite_src_partial(old_src, new_src, after.sport());
+                    } else {
+                        t.rewrite_src(old_src, new_src, after.sport());
+                    }
                 }
                 if new_dst != old_dst || after.dport() != p.dport {
-                    t.rewrite_dst(old_dst, new_dst, after.dport());
+                    if partial {
+                        t.rewrite_dst_partial(old_dst, new_dst, after.dport());
+                    } else {
+                        t.rewrite_dst(old_dst, new_dst, after.dport());
+                    }
                 }
                 if let Some(clamp) = self.cfg.mss_clamp {
                     if t.flags() & tcp_flags::SYN != 0 {
-                        t.clamp_mss(clamp);
+                        if partial {
+                            t.clamp_mss_partial(clamp);
+                        } else {
+                            t.clamp_mss(clamp);
+                        }
                     }
                 }
             }
@@ -1173,7 +1223,7 @@ impl Worker {
                     return;
                 }
                 // First fragments fail the length check; the header rewrite is the same.
-                let mut u = UdpView(seg);
+                let mut u = UdpView(seg, partial);
                 if new_src != old_src || after.sport() != p.sport {
                     u.rewrite(0, old_src, new_src, after.sport());
                 }
@@ -1394,8 +1444,9 @@ fn emit_tcp_rst(buf: &mut [u8], l3: usize, k: &FlowKey, seq: u32, ack: u32, flag
     end
 }
 
-/// UDP header rewrite that works on first fragments too (no length check).
-struct UdpView<'a>(&'a mut [u8]);
+/// UDP header rewrite that works on first fragments too (no length check); `.1`: the checksum
+/// is partial (the field holds the pseudo-header sum, and zero is not "none").
+struct UdpView<'a>(&'a mut [u8], bool);
 
 impl UdpView<'_> {
     /// Rewrites the port at `off` (0 = source, 2 = destination) and folds the address change.
@@ -1403,7 +1454,10 @@ impl UdpView<'_> {
         let b = &mut *self.0;
         let old_port = u16::from_be_bytes([b[off], b[off + 1]]);
         let c = u16::from_be_bytes([b[6], b[7]]);
-        if c != 0 {
+        if self.1 {
+            let n = checksum::partial_update32(c, old_addr, new_addr);
+            b[6..8].copy_from_slice(&n.to_be_bytes());
+        } else if c != 0 {
             let mut n =
                 checksum::update16(checksum::update32(c, old_addr, new_addr), old_port, port);
             if n == 0 {
@@ -1521,6 +1575,40 @@ impl super::frag::FragId for Parsed {
             self.proto,
         )
     }
+}
+
+/// Checks a frame's offload metadata against its parsed headers. A partial checksum must be
+/// the TCP or UDP one (a non-GSO frame with another is completed here, as its transmitter
+/// would have); a super-frame must be an unfragmented TCP (or UDP, for USO) packet.
+fn check_offload(pkt: &mut Packet<'_>, p: &Parsed) -> Result<(), DropReason> {
+    let off = pkt.offload;
+    let gso_ok = match off.gso {
+        Gso::None => true,
+        Gso::TcpV4 { .. } => p.proto == proto::TCP,
+        Gso::UdpL4 => p.proto == proto::UDP,
+    };
+    if !gso_ok || (off.is_gso() && (p.l4 == 0 || p.first_frag || off.gso_size == 0)) {
+        return Err(DropReason::BadOffload);
+    }
+    if off.csum_partial {
+        let field = match p.proto {
+            proto::TCP => 16,
+            proto::UDP => 6,
+            _ => 0,
+        };
+        let ours = field != 0
+            && p.l4 != 0
+            && !p.first_frag
+            && usize::from(off.csum_start) == p.l4
+            && off.csum_offset == field;
+        if !ours {
+            if off.is_gso() || !gso::complete_checksum(&mut pkt.buf[..pkt.len], &off) {
+                return Err(DropReason::BadOffload);
+            }
+            pkt.offload.csum_partial = false;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the TCP or UDP checksum of the unfragmented segment `l4` verifies (a UDP checksum of

@@ -18,8 +18,9 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Batch, IoStats, PacketIo, BUF_SIZE};
+use super::{Batch, IoStats, PacketIo, BIG_BUF_SIZE, BUF_SIZE};
 use crate::datapath::IfaceId;
+use crate::wire::gso::{Gso, Offload};
 
 /// Ring geometry and socket options.
 #[derive(Clone, Debug)]
@@ -318,6 +319,32 @@ struct RxRing {
     /// Offset of the next packet header inside the current block.
     next: usize,
     in_block: bool,
+    /// PACKET_VNET_HDR: each frame comes with its offload metadata (see [`enable_rx_vnet`]).
+    vnet: bool,
+}
+
+/// Asks for a virtio_net_hdr before each received frame (before the ring exists: the kernel
+/// refuses it after). It says whether the frame is a GSO super-frame (kind, segment size) and
+/// whether its checksum is partial (where the sum starts and goes), so both are passed on to
+/// the transmitting side instead of being completed or cut here. With a V2 ring, a frame too
+/// long for its slot is also queued whole on the socket (PACKET_COPY_THRESH; the slot says
+/// TP_STATUS_COPY), where `deliver` reads it: super-frames of up to 64 KiB without 64 KiB
+/// slots. The receive buffer bounds what waits there. False when the kernel refuses the
+/// header: frames then come as before (checksums completed in software, super-frames cut and
+/// counted as `rx_oversize`).
+fn enable_rx_vnet(fd: RawFd, copies: bool) -> bool {
+    if setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32).is_err() {
+        return false;
+    }
+    if copies {
+        let _ = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, &1i32);
+        // Room for about a hundred waiting super-frames (their skbs' truesize counts).
+        let size = 16i32 << 20;
+        if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
+            let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size);
+        }
+    }
+    true
 }
 
 impl RxRing {
@@ -331,6 +358,7 @@ impl RxRing {
             libc::PACKET_VERSION,
             &(libc::tpacket_versions::TPACKET_V3 as libc::c_int),
         )?;
+        let vnet = enable_rx_vnet(raw, false);
         let req = libc::tpacket_req3 {
             tp_block_size: o.rx_block_size,
             tp_block_nr: o.rx_block_nr,
@@ -356,6 +384,7 @@ impl RxRing {
             left: 0,
             next: 0,
             in_block: false,
+            vnet,
         })
     }
 
@@ -421,10 +450,34 @@ impl RxRing {
                 };
                 (tpid, hdr.hv1.tp_vlan_tci as u16)
             });
-            if mac + snap <= self.block_size {
-                // SAFETY: `mac + snap` was checked to lie inside this user-owned block.
-                let data = unsafe { std::slice::from_raw_parts(blk.cast::<u8>().add(mac), snap) };
-                got += deliver(iface, batch, stats, data, hdr.tp_len, status, vlan, pkttype);
+            if mac + snap <= self.block_size && mac >= VNET_HDR_LEN {
+                // SAFETY: `mac + snap` was checked to lie inside this user-owned block, and
+                // with a vnet header the kernel wrote it right before the frame.
+                let (data, vnet) = unsafe {
+                    let base = blk.cast::<u8>();
+                    (
+                        std::slice::from_raw_parts(base.add(mac), snap),
+                        self.vnet.then(|| {
+                            parse_vnet(std::slice::from_raw_parts(
+                                base.add(mac - VNET_HDR_LEN),
+                                VNET_HDR_LEN,
+                            ))
+                        }),
+                    )
+                };
+                let slot = Slot {
+                    data,
+                    tp_len: hdr.tp_len,
+                    status,
+                    vlan,
+                    pkttype,
+                    vnet,
+                };
+                match deliver(iface, batch, stats, &slot, self.fd.as_raw_fd()) {
+                    Delivered::NoRoom => break,
+                    Delivered::Added => got += 1,
+                    Delivered::Skipped => {}
+                }
             } else {
                 stats.rx_oversize += 1;
             }
@@ -467,50 +520,200 @@ impl RxRing {
     }
 }
 
-/// Copies one received frame into the batch (re-inserting a VLAN tag the driver stripped and
-/// completing an offloaded checksum); returns 1 if it was added.
-#[allow(clippy::too_many_arguments)]
-fn deliver(
-    iface: IfaceId,
-    batch: &mut Batch,
-    stats: &mut IoStats,
-    data: &[u8],
+/// What became of a ring slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivered {
+    /// Added to the batch.
+    Added,
+    /// Not for us (our own transmissions) or counted and dropped: the slot is done.
+    Skipped,
+    /// The batch has no buffer of the size needed: leave the slot for the next batch.
+    NoRoom,
+}
+
+/// The virtio_net_hdr (legacy layout, 10 bytes, native byte order) of PACKET_VNET_HDR.
+const VNET_HDR_LEN: usize = 10;
+const VNET_F_NEEDS_CSUM: u8 = 1;
+const VNET_GSO_NONE: u8 = 0;
+const VNET_GSO_TCPV4: u8 = 1;
+const VNET_GSO_UDP_L4: u8 = 5;
+const VNET_GSO_ECN: u8 = 0x80;
+
+/// Reads a received frame's virtio_net_hdr. A GSO kind the dataplane does not translate (TCPv6,
+/// UFO) is reported as none: such a frame is then too long for its egress and dropped there as
+/// `frag_needed`, counted.
+fn parse_vnet(v: &[u8]) -> Offload {
+    let u = |i: usize| u16::from_ne_bytes([v[i], v[i + 1]]);
+    let gso = match v[1] & !VNET_GSO_ECN {
+        VNET_GSO_TCPV4 => Gso::TcpV4 {
+            ecn: v[1] & VNET_GSO_ECN != 0,
+        },
+        VNET_GSO_UDP_L4 => Gso::UdpL4,
+        _ => Gso::None,
+    };
+    Offload {
+        gso,
+        gso_size: if gso == Gso::None { 0 } else { u(4) },
+        csum_partial: v[0] & VNET_F_NEEDS_CSUM != 0,
+        csum_start: u(6),
+        csum_offset: u(8),
+    }
+}
+
+/// The virtio_net_hdr that asks the kernel for `o` on a frame whose headers end at `hdr_len`.
+fn emit_vnet(o: &Offload, hdr_len: usize) -> [u8; VNET_HDR_LEN] {
+    let mut v = [0u8; VNET_HDR_LEN];
+    if o.csum_partial {
+        v[0] = VNET_F_NEEDS_CSUM;
+        v[6..8].copy_from_slice(&o.csum_start.to_ne_bytes());
+        v[8..10].copy_from_slice(&o.csum_offset.to_ne_bytes());
+    }
+    v[1] = match o.gso {
+        Gso::None => VNET_GSO_NONE,
+        Gso::TcpV4 { ecn: false } => VNET_GSO_TCPV4,
+        Gso::TcpV4 { ecn: true } => VNET_GSO_TCPV4 | VNET_GSO_ECN,
+        Gso::UdpL4 => VNET_GSO_UDP_L4,
+    };
+    if o.is_gso() {
+        v[4..6].copy_from_slice(&o.gso_size.to_ne_bytes());
+    }
+    v[2..4].copy_from_slice(&(hdr_len.min(usize::from(u16::MAX)) as u16).to_ne_bytes());
+    v
+}
+
+/// How a slot's frame reaches the batch: from the ring (`data`, possibly cut to the slot), or,
+/// when the kernel queued a whole copy (TP_STATUS_COPY), from the socket.
+struct Slot<'a> {
+    data: &'a [u8],
     tp_len: u32,
     status: u32,
     vlan: Option<(u16, u16)>,
     pkttype: u8,
-) -> usize {
+    /// The frame's virtio_net_hdr, when the socket has PACKET_VNET_HDR.
+    vnet: Option<Offload>,
+}
+
+/// Copies one received frame into the batch (re-inserting a VLAN tag the driver stripped and,
+/// without a vnet header, completing an offloaded checksum). A frame the ring cut is read
+/// whole from the socket when the kernel queued a copy (`fd`); otherwise it is `rx_oversize`.
+fn deliver(
+    iface: IfaceId,
+    batch: &mut Batch,
+    stats: &mut IoStats,
+    slot: &Slot<'_>,
+    fd: RawFd,
+) -> Delivered {
+    let data = slot.data;
     let snap = data.len();
-    let extra = if vlan.is_some() { 4 } else { 0 };
-    if pkttype == libc::PACKET_OUTGOING {
+    let extra = if slot.vlan.is_some() { 4 } else { 0 };
+    let whole = snap >= slot.tp_len as usize;
+    let copied = !whole && slot.status & libc::TP_STATUS_COPY != 0;
+    if slot.pkttype == libc::PACKET_OUTGOING {
         // our own (or the host's) transmissions: never re-process
-        return 0;
+        if copied {
+            discard_copy(fd);
+        }
+        return Delivered::Skipped;
     }
-    if snap < tp_len as usize || snap + extra > BUF_SIZE || snap < 14 {
+    let len = slot.tp_len as usize + extra;
+    let big = len > BUF_SIZE;
+    if (!whole && !copied) || snap < 14 || len > BIG_BUF_SIZE {
+        if copied {
+            discard_copy(fd);
+        }
         stats.rx_oversize += 1;
-        return 0;
+        return Delivered::Skipped;
     }
-    let csum = status & libc::TP_STATUS_CSUMNOTREADY != 0;
-    batch.push_with(iface, |buf| {
-        let n = match vlan {
-            Some((tpid, tci)) => {
-                buf[..12].copy_from_slice(&data[..12]);
+    let mut off = slot.vnet.unwrap_or(Offload::NONE);
+    if slot.vlan.is_some() && off.csum_partial {
+        off.csum_start = off.csum_start.saturating_add(4);
+    }
+    let csum = slot.vnet.is_none() && slot.status & libc::TP_STATUS_CSUMNOTREADY != 0;
+    let mut lost = false;
+    let r = batch.push_offload(iface, off, big, |buf| {
+        let n = if copied {
+            match recv_copy(fd, buf, slot.tp_len as usize) {
+                Some(n) => n,
+                None => {
+                    lost = true;
+                    return None;
+                }
+            }
+        } else {
+            buf[..snap].copy_from_slice(data);
+            snap
+        };
+        let n = match slot.vlan {
+            Some((tpid, tci)) if n + 4 <= buf.len() => {
+                buf.copy_within(12..n, 16);
                 buf[12..14].copy_from_slice(&tpid.to_be_bytes());
                 buf[14..16].copy_from_slice(&tci.to_be_bytes());
-                buf[16..snap + 4].copy_from_slice(&data[12..]);
-                snap + 4
+                n + 4
             }
-            None => {
-                buf[..snap].copy_from_slice(data);
-                snap
-            }
+            _ => n,
         };
         if csum && super::csum::fix_l4_checksum(&mut buf[..n]) {
             stats.rx_csum_fixed += 1;
         }
-        n
+        Some(n)
     });
-    1
+    match r {
+        None => Delivered::NoRoom,
+        Some(false) => {
+            if lost {
+                stats.rx_oversize += 1;
+            }
+            Delivered::Skipped
+        }
+        Some(true) => {
+            if off.is_gso() {
+                stats.rx_gso += 1;
+            }
+            Delivered::Added
+        }
+    }
+}
+
+/// Drops the next frame the kernel queued on the socket (the copy of a slot we skip), so the
+/// queue stays in step with the ring.
+fn discard_copy(fd: RawFd) {
+    // SAFETY: a zero-length receive writes nothing; MSG_TRUNC discards the datagram.
+    unsafe {
+        libc::recv(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        );
+    }
+}
+
+/// Reads the next whole frame the kernel queued on the socket (the copy of a frame the ring
+/// cut), dropping its virtio_net_hdr (the ring slot's is the same frame's); its length, or None
+/// when nothing whole was there.
+fn recv_copy(fd: RawFd, buf: &mut [u8], expect: usize) -> Option<usize> {
+    let mut vnet = [0u8; VNET_HDR_LEN];
+    let mut iov = [
+        libc::iovec {
+            iov_base: vnet.as_mut_ptr().cast(),
+            iov_len: VNET_HDR_LEN,
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+    ];
+    // SAFETY: msghdr is plain old data; all-zero is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: both iovecs point into live, exclusively borrowed buffers of the lengths given.
+    let rc = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if rc < VNET_HDR_LEN as isize || msg.msg_flags & libc::MSG_TRUNC != 0 {
+        return None;
+    }
+    let n = rc as usize - VNET_HDR_LEN;
+    (n == expect).then_some(n)
 }
 
 /// One TPACKET_V2 RX ring: per-frame ownership, so a frame is readable (and poll() wakes) as
@@ -522,6 +725,8 @@ struct RxRingV2 {
     fd: OwnedFd,
     frame_nr: usize,
     cur: usize,
+    /// PACKET_VNET_HDR and PACKET_COPY_THRESH (see [`enable_rx_vnet`]).
+    vnet: bool,
 }
 
 impl RxRingV2 {
@@ -534,6 +739,7 @@ impl RxRingV2 {
             libc::PACKET_VERSION,
             &(libc::tpacket_versions::TPACKET_V2 as libc::c_int),
         )?;
+        let vnet = enable_rx_vnet(raw, true);
         let frames_per_block = o.rx_block_size / TX_FRAME_SIZE;
         let req = libc::tpacket_req {
             tp_block_size: o.rx_block_size,
@@ -551,6 +757,7 @@ impl RxRingV2 {
             fd,
             frame_nr: req.tp_frame_nr as usize,
             cur: 0,
+            vnet,
         })
     }
 
@@ -574,7 +781,7 @@ impl RxRingV2 {
             let pkttype = unsafe { (*(slot.add(sll_off) as *const libc::sockaddr_ll)).sll_pkttype };
             let mac = h.tp_mac as usize;
             let snap = h.tp_snaplen as usize;
-            if mac + snap <= fs {
+            if mac + snap <= fs && mac >= VNET_HDR_LEN {
                 let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
                     let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
                         h.tp_vlan_tpid
@@ -583,9 +790,33 @@ impl RxRingV2 {
                     };
                     (tpid, h.tp_vlan_tci)
                 });
-                // SAFETY: `mac + snap` was checked to lie inside this user-owned slot.
-                let data = unsafe { std::slice::from_raw_parts(slot.add(mac), snap) };
-                got += deliver(iface, batch, stats, data, h.tp_len, status, vlan, pkttype);
+                // SAFETY: `mac + snap` was checked to lie inside this user-owned slot, and with
+                // a vnet header the kernel wrote it right before the frame.
+                let (data, vnet) = unsafe {
+                    (
+                        std::slice::from_raw_parts(slot.add(mac), snap),
+                        self.vnet.then(|| {
+                            parse_vnet(std::slice::from_raw_parts(
+                                slot.add(mac - VNET_HDR_LEN),
+                                VNET_HDR_LEN,
+                            ))
+                        }),
+                    )
+                };
+                let s = Slot {
+                    data,
+                    tp_len: h.tp_len,
+                    status,
+                    vlan,
+                    pkttype,
+                    vnet,
+                };
+                match deliver(iface, batch, stats, &s, self.fd.as_raw_fd()) {
+                    // the slot stays ours; the next batch starts with it
+                    Delivered::NoRoom => break,
+                    Delivered::Added => got += 1,
+                    Delivered::Skipped => {}
+                }
             } else {
                 stats.rx_oversize += 1;
             }
@@ -681,10 +912,6 @@ fn libc_tpacket_align(x: usize) -> usize {
     (x + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1)
 }
 
-/// The virtio_net_hdr (legacy layout, 10 bytes) that precedes each frame in the TX ring when
-/// the socket has PACKET_VNET_HDR: no offload asked, only `hdr_len`.
-const VNET_HDR_LEN: usize = 10;
-
 /// One TPACKET_V2 TX ring.
 #[derive(Debug)]
 struct TxRing {
@@ -703,6 +930,10 @@ struct TxRing {
     /// The longest frame the device takes (its MTU at open, plus the Ethernet header and a VLAN
     /// tag): with a vnet header the kernel no longer checks it, so `tx_push` does.
     max_frame: usize,
+    /// A socket without a ring, with PACKET_VNET_HDR, for super-frames longer than a ring
+    /// frame: one sendmsg each, the kernel (or the NIC) cuts it where the device needs.
+    /// None when the kernel refused the vnet header.
+    big: Option<OwnedFd>,
 }
 
 impl TxRing {
@@ -741,6 +972,24 @@ impl TxRing {
         let map = Mapping::new(raw, (req.tp_block_size * block_nr) as usize)?;
         // Protocol 0 in bind: this socket only sends, it never receives a copy of traffic.
         bind(raw, ifindex, 0)?;
+        let big = if vnet {
+            let fd = packet_socket(0)?;
+            let b = fd.as_raw_fd();
+            if o.qdisc_bypass {
+                setsockopt(b, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)?;
+            }
+            let size = 4i32 << 20;
+            if setsockopt(b, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &size).is_err() {
+                let _ = setsockopt(b, libc::SOL_SOCKET, libc::SO_SNDBUF, &size);
+            }
+            setsockopt(b, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32)
+                .ok()
+                .map(|_| bind(b, ifindex, 0))
+                .transpose()?
+                .map(|_| fd)
+        } else {
+            None
+        };
         Ok(TxRing {
             map,
             fd,
@@ -749,14 +998,63 @@ impl TxRing {
             pending: 0,
             vnet,
             max_frame: mtu as usize + 14 + 4,
+            big,
         })
     }
 
-    fn push(&mut self, frame: &[u8], stats: &mut IoStats) -> bool {
+    /// Whether `frame` fits a ring frame (with its vnet header).
+    fn fits(&self, frame: &[u8]) -> bool {
+        let vnet_len = if self.vnet { VNET_HDR_LEN } else { 0 };
+        frame.len()
+            <= TX_FRAME_SIZE as usize
+                - libc_tpacket_align(size_of::<libc::tpacket2_hdr>())
+                - vnet_len
+    }
+
+    /// Sends a super-frame through the ringless socket, after the ring's queued frames (so a
+    /// flow's frames leave in order). False when it was not sent (counted).
+    fn send_big(&mut self, frame: &[u8], o: &Offload, stats: &mut IoStats) -> bool {
+        let Some(fd) = self.big.as_ref().map(|f| f.as_raw_fd()) else {
+            stats.tx_errors += 1;
+            return false;
+        };
+        self.flush(stats);
+        let vnet = emit_vnet(o, headers_len(frame, o));
+        let iov = [
+            libc::iovec {
+                iov_base: vnet.as_ptr() as *mut libc::c_void,
+                iov_len: VNET_HDR_LEN,
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain old data; all-zero is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: both iovecs point into live buffers of the lengths given, which the kernel
+        // only reads (sendmsg does not write through msg_iov).
+        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
+        if rc < 0 {
+            match last_err().raw_os_error() {
+                Some(libc::EAGAIN | libc::ENOBUFS) => stats.tx_ring_full += 1,
+                _ => stats.tx_errors += 1,
+            }
+            return false;
+        }
+        if o.is_gso() {
+            stats.tx_gso += 1;
+        }
+        true
+    }
+
+    fn push(&mut self, frame: &[u8], o: &Offload, stats: &mut IoStats) -> bool {
         let hdr_off = libc_tpacket_align(size_of::<libc::tpacket2_hdr>());
         let vnet_len = if self.vnet { VNET_HDR_LEN } else { 0 };
         let data_off = hdr_off + vnet_len;
-        if frame.len() > TX_FRAME_SIZE as usize - data_off {
+        if frame.len() > TX_FRAME_SIZE as usize - data_off || (!self.vnet && *o != Offload::NONE) {
             stats.tx_errors += 1;
             return false;
         }
@@ -775,10 +1073,8 @@ impl TxRing {
         // SEND_REQUEST); the data fits in the slot as checked above.
         unsafe {
             if self.vnet {
-                // flags 0, gso_type NONE; hdr_len (native byte order, legacy virtio) = the
-                // frame, which fits a u16 (checked above); gso_size, csum_start, csum_offset 0
-                let mut v = [0u8; VNET_HDR_LEN];
-                v[2..4].copy_from_slice(&(frame.len() as u16).to_ne_bytes());
+                // hdr_len = the whole frame (fits a u16, checked above): one linear skb
+                let v = emit_vnet(o, frame.len());
                 std::ptr::copy_nonoverlapping(v.as_ptr(), slot.add(hdr_off), VNET_HDR_LEN);
             }
             std::ptr::copy_nonoverlapping(frame.as_ptr(), slot.add(data_off), frame.len());
@@ -790,6 +1086,9 @@ impl TxRing {
         }
         self.head = (self.head + 1) % self.frame_nr;
         self.pending += 1;
+        if o.is_gso() {
+            stats.tx_gso += 1;
+        }
         true
     }
 
@@ -822,6 +1121,21 @@ impl TxRing {
     }
 }
 
+/// Where a frame's headers end (what the kernel copies into the skb's linear part, the rest
+/// going into pages): the L4 header's end for a partial checksum, else the whole frame up to
+/// 128 bytes.
+fn headers_len(frame: &[u8], o: &Offload) -> usize {
+    let start = usize::from(o.csum_start);
+    let l4 = match (o.csum_partial, o.csum_offset) {
+        (true, 16) => frame
+            .get(start + 12)
+            .map(|b| start + usize::from(b >> 4) * 4),
+        (true, _) => Some(start + 8),
+        _ => None,
+    };
+    l4.unwrap_or(128).min(frame.len())
+}
+
 /// A worker that never sleeps checks its suspect interfaces every this many receive batches.
 const SUSPECT_CHECK_EVERY: u32 = 1024;
 
@@ -837,8 +1151,11 @@ pub struct AfPacketIo {
     /// for removal at every wait() and every [`SUSPECT_CHECK_EVERY`] receive batches.
     suspect: Vec<bool>,
     batches_since_check: u32,
-    stats: IoStats,
-    kernel_drops: Cell<u64>,
+    /// Per interface.
+    stats: Vec<IoStats>,
+    /// Per interface: the ring's PACKET_STATISTICS drops so far (the kernel resets them on
+    /// each read).
+    kernel_drops: Vec<Cell<u64>>,
     pollfds: Vec<libc::pollfd>,
     next_rx: usize,
 }
@@ -882,17 +1199,55 @@ impl AfPacketIo {
             ifindexes,
             suspect: vec![false; ifaces.len()],
             batches_since_check: 0,
-            stats: IoStats::default(),
-            kernel_drops: Cell::new(0),
+            stats: vec![IoStats::default(); ifaces.len()],
+            kernel_drops: vec![Cell::new(0); ifaces.len()],
             pollfds,
             next_rx: 0,
         })
     }
 
+    /// Queues a frame (with its offload metadata; the socket has a vnet header unless `o` is
+    /// none) on `tx_if`: in the ring when it fits, else through the ringless socket.
+    fn push_frame(&mut self, tx_if: IfaceId, frame: &[u8], o: &Offload) -> bool {
+        let i = tx_if as usize;
+        let (Some(t), Some(st)) = (self.tx.get_mut(i), self.stats.get_mut(i)) else {
+            if let Some(st) = self.stats.first_mut() {
+                st.tx_errors += 1;
+            }
+            return false;
+        };
+        // What goes on the wire: each segment of a super-frame, else the frame.
+        let on_wire = if o.is_gso() {
+            let l2 = frame.len() - crate::wire::ethernet::parse(frame).map_or(0, |e| e.l3_offset);
+            crate::wire::gso::max_segment_l3_len(frame, o)
+                .map_or(frame.len(), |l3| l3 + (frame.len() - l2))
+        } else {
+            frame.len()
+        };
+        if on_wire > t.max_frame {
+            // longer than the device's MTU (the configured one is larger)
+            st.tx_errors += 1;
+            return false;
+        }
+        if !t.fits(frame) {
+            return t.send_big(frame, o, st);
+        }
+        if t.push(frame, o, st) {
+            return true;
+        }
+        // Ring full: kick the kernel once and retry.
+        let down = t.flush(st);
+        let sent = t.push(frame, o, st);
+        if down {
+            self.link_event(i, "cannot send: device down");
+        }
+        sent
+    }
+
     /// Interface `i` had a link error (seen on its RX socket or when sending): say so once per
     /// event, count it, and watch it for removal.
     fn link_event(&mut self, i: usize, what: &str) {
-        self.stats.link_errors += 1;
+        self.stats[i].link_errors += 1;
         if !self.suspect[i] {
             eprintln!(
                 "tollgate: warning: interface {}: {what} (counted in link_errors)",
@@ -931,7 +1286,7 @@ impl PacketIo for AfPacketIo {
         // Start from a different interface each time so one busy side cannot starve the other.
         for k in 0..n {
             let i = (self.next_rx + k) % n;
-            let here = self.rx[i].read(i as IfaceId, batch, &mut self.stats);
+            let here = self.rx[i].read(i as IfaceId, batch, &mut self.stats[i]);
             if here > 0 {
                 self.suspect[i] = false;
             }
@@ -951,34 +1306,26 @@ impl PacketIo for AfPacketIo {
     }
 
     fn tx_push(&mut self, tx_if: IfaceId, frame: &[u8]) -> bool {
-        match self.tx.get_mut(tx_if as usize) {
-            Some(t) => {
-                if frame.len() > t.max_frame {
-                    // longer than the device's MTU (the configured one is larger)
-                    self.stats.tx_errors += 1;
-                    return false;
-                }
-                if t.push(frame, &mut self.stats) {
-                    return true;
-                }
-                // Ring full: kick the kernel once and retry.
-                let down = t.flush(&mut self.stats);
-                let sent = t.push(frame, &mut self.stats);
-                if down {
-                    self.link_event(tx_if as usize, "cannot send: device down");
-                }
-                sent
-            }
-            None => {
-                self.stats.tx_errors += 1;
-                false
-            }
+        self.push_frame(tx_if, frame, &Offload::NONE)
+    }
+
+    fn tx_push_offload(&mut self, tx_if: IfaceId, frame: &mut [u8], o: &Offload) -> bool {
+        if *o != Offload::NONE && !self.tx.get(tx_if as usize).is_some_and(|t| t.vnet) {
+            // no vnet header on this kernel: nothing can carry the metadata
+            return super::gso_fallback(self, tx_if, frame, o);
+        }
+        self.push_frame(tx_if, frame, o)
+    }
+
+    fn count_segmented(&mut self, iface: IfaceId) {
+        if let Some(st) = self.stats.get_mut(usize::from(iface)) {
+            st.gso_segmented += 1;
         }
     }
 
     fn tx_flush(&mut self) -> io::Result<()> {
         for i in 0..self.tx.len() {
-            if self.tx[i].flush(&mut self.stats) {
+            if self.tx[i].flush(&mut self.stats[i]) {
                 self.link_event(i, "cannot send: device down");
             }
         }
@@ -1040,11 +1387,24 @@ impl PacketIo for AfPacketIo {
     }
 
     fn stats(&self) -> IoStats {
-        let d: u64 = self.rx.iter().map(Rx::kernel_drops).sum();
-        self.kernel_drops.set(self.kernel_drops.get() + d);
+        let mut sum = IoStats::default();
+        for i in 0..self.rx.len() {
+            sum.add(&self.iface_stats(i as IfaceId));
+        }
+        sum
+    }
+
+    fn iface_stats(&self, iface: IfaceId) -> IoStats {
+        let i = usize::from(iface);
+        let (Some(rx), Some(st), Some(kd)) =
+            (self.rx.get(i), self.stats.get(i), self.kernel_drops.get(i))
+        else {
+            return IoStats::default();
+        };
+        kd.set(kd.get() + rx.kernel_drops());
         IoStats {
-            rx_ring_drops: self.kernel_drops.get(),
-            ..self.stats
+            rx_ring_drops: kd.get(),
+            ..*st
         }
     }
 

@@ -14,6 +14,8 @@ pub struct MemQueues {
     pub rx: VecDeque<(IfaceId, Vec<u8>)>,
     /// Frames transmitted and flushed: (tx interface, frame).
     pub tx: Vec<(IfaceId, Vec<u8>)>,
+    /// What [`PacketIo::iface_stats`] answers, by interface (a test sets them).
+    pub iface_stats: Vec<IoStats>,
 }
 
 /// A backend over [`MemQueues`]; cheap to clone (the queues are shared).
@@ -92,7 +94,19 @@ impl PacketIo for MemIo {
     }
 
     fn stats(&self) -> IoStats {
-        self.stats
+        let mut s = self.stats;
+        for i in &self.lock().iface_stats {
+            s.add(i);
+        }
+        s
+    }
+
+    fn iface_stats(&self, iface: IfaceId) -> IoStats {
+        self.lock()
+            .iface_stats
+            .get(iface as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
     fn mac(&self, iface: IfaceId) -> [u8; 6] {

@@ -33,27 +33,48 @@ pub mod tcpprobe;
 use std::io;
 
 use crate::datapath::IfaceId;
+use crate::wire::gso::Offload;
 
 /// Size of one frame buffer: room for a 1518-byte tagged frame and for replies built in place.
 pub const BUF_SIZE: usize = 2048;
 
-/// Preallocated receive buffers for one batch: no allocation per packet.
+/// Size of a buffer for a GSO/GRO super-frame: the largest IPv4 packet (65,535 bytes) with its
+/// Ethernet header and a VLAN tag, rounded up.
+pub const BIG_BUF_SIZE: usize = 65_536 + 512;
+
+/// Super-frame buffers per batch. A batch that has used them all takes no further super-frame
+/// (it waits for the next batch), so this bounds memory (8 x 66 KiB per worker), not throughput.
+pub const BIG_SLOTS: usize = 8;
+
+/// Preallocated receive buffers for one batch: no allocation per packet. Ordinary frames go to
+/// [`BUF_SIZE`] buffers, super-frames to one of [`BIG_SLOTS`] buffers of [`BIG_BUF_SIZE`].
 #[derive(Debug)]
 pub struct Batch {
     slab: Vec<u8>,
+    big: Vec<u8>,
     lens: Vec<usize>,
     ifs: Vec<IfaceId>,
+    offloads: Vec<Offload>,
+    /// Per frame: its big buffer, or `NO_BIG` when it is in `slab[i]`.
+    big_of: Vec<u8>,
     n: usize,
+    big_used: usize,
 }
 
+const NO_BIG: u8 = u8::MAX;
+
 impl Batch {
-    /// A batch of `cap` buffers of [`BUF_SIZE`] bytes.
+    /// A batch of `cap` buffers of [`BUF_SIZE`] bytes (and [`BIG_SLOTS`] big ones).
     pub fn new(cap: usize) -> Self {
         Batch {
             slab: vec![0; cap * BUF_SIZE],
+            big: vec![0; BIG_SLOTS * BIG_BUF_SIZE],
             lens: vec![0; cap],
             ifs: vec![0; cap],
+            offloads: vec![Offload::NONE; cap],
+            big_of: vec![NO_BIG; cap],
             n: 0,
+            big_used: 0,
         }
     }
 
@@ -77,9 +98,15 @@ impl Batch {
         self.n == self.lens.len()
     }
 
+    /// True when a super-frame can still be added.
+    pub fn has_big(&self) -> bool {
+        !self.is_full() && self.big_used < BIG_SLOTS
+    }
+
     /// Forgets the frames (keeps the buffers).
     pub fn clear(&mut self) {
         self.n = 0;
+        self.big_used = 0;
     }
 
     /// Appends a frame (truncated to [`BUF_SIZE`]); false when the batch is full.
@@ -93,30 +120,79 @@ impl Batch {
 
     /// Appends a frame written by `fill` into the next buffer (it returns the frame length).
     pub fn push_with(&mut self, rx_if: IfaceId, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
-        if self.is_full() {
-            return false;
+        self.push_offload(rx_if, Offload::NONE, false, |b| Some(fill(b))) == Some(true)
+    }
+
+    /// Appends a frame with its offload metadata, written by `fill` into a [`BUF_SIZE`] buffer
+    /// or, with `big`, a [`BIG_BUF_SIZE`] one. `fill` returns the frame length, or None to add
+    /// nothing. None when no buffer of that size is left; Some(false) when `fill` said None.
+    pub fn push_offload(
+        &mut self,
+        rx_if: IfaceId,
+        offload: Offload,
+        big: bool,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<bool> {
+        if self.is_full() || (big && self.big_used >= BIG_SLOTS) {
+            return None;
         }
         let i = self.n;
-        let buf = &mut self.slab[i * BUF_SIZE..(i + 1) * BUF_SIZE];
-        let len = fill(buf).min(BUF_SIZE);
-        self.lens[i] = len;
+        let (buf, which) = if big {
+            let k = self.big_used;
+            (
+                &mut self.big[k * BIG_BUF_SIZE..(k + 1) * BIG_BUF_SIZE],
+                k as u8,
+            )
+        } else {
+            (&mut self.slab[i * BUF_SIZE..(i + 1) * BUF_SIZE], NO_BIG)
+        };
+        let cap = buf.len();
+        let Some(len) = fill(buf) else {
+            return Some(false);
+        };
+        self.lens[i] = len.min(cap);
         self.ifs[i] = rx_if;
+        self.offloads[i] = offload;
+        self.big_of[i] = which;
+        if big {
+            self.big_used += 1;
+        }
         self.n += 1;
-        true
+        Some(true)
+    }
+
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        match self.big_of[i] {
+            NO_BIG => i * BUF_SIZE..(i + 1) * BUF_SIZE,
+            k => usize::from(k) * BIG_BUF_SIZE..(usize::from(k) + 1) * BIG_BUF_SIZE,
+        }
     }
 
     /// Frame `i`: (rx interface, whole buffer, frame length).
     pub fn get_mut(&mut self, i: usize) -> (IfaceId, &mut [u8], usize) {
-        let buf = &mut self.slab[i * BUF_SIZE..(i + 1) * BUF_SIZE];
+        let r = self.range(i);
+        let buf = if self.big_of[i] == NO_BIG {
+            &mut self.slab[r]
+        } else {
+            &mut self.big[r]
+        };
         (self.ifs[i], buf, self.lens[i])
+    }
+
+    /// Frame `i`'s offload metadata.
+    pub fn offload(&self, i: usize) -> Offload {
+        self.offloads[i]
     }
 
     /// Frame `i` as received.
     pub fn frame(&self, i: usize) -> (IfaceId, &[u8]) {
-        (
-            self.ifs[i],
-            &self.slab[i * BUF_SIZE..i * BUF_SIZE + self.lens[i]],
-        )
+        let r = self.range(i);
+        let buf = if self.big_of[i] == NO_BIG {
+            &self.slab[r]
+        } else {
+            &self.big[r]
+        };
+        (self.ifs[i], &buf[..self.lens[i]])
     }
 }
 
@@ -146,6 +222,111 @@ pub struct IoStats {
     pub link_errors: u64,
 }
 
+impl IoStats {
+    /// How many counters an `IoStats` has: the length of [`IoStats::FIELDS`] and of
+    /// [`IoStats::values`].
+    pub const COUNT: usize = 9;
+
+    /// Every counter's name and a one-line description, in the order of [`IoStats::values`]:
+    /// the one list the exit summary, `tollgate stats` and `/metrics`
+    /// (`tollgate_io_<name>_total{interface}`) iterate, so a new counter shows everywhere. A
+    /// field added to the struct without an entry here does not compile (`values` destructures
+    /// the struct whole into an array of [`IoStats::COUNT`], `from_values` builds it whole).
+    pub const FIELDS: [(&'static str, &'static str); Self::COUNT] = [
+        (
+            "rx_oversize",
+            "Received frames dropped because they did not fit a receive buffer (larger than the appliance takes, or cut by the ring).",
+        ),
+        (
+            "rx_gso",
+            "GSO/GRO super-frames received whole (counted once each, not per segment).",
+        ),
+        (
+            "tx_gso",
+            "Super-frames handed to the kernel whole, with their GSO metadata.",
+        ),
+        (
+            "gso_segmented",
+            "Super-frames cut into segments in software.",
+        ),
+        (
+            "rx_csum_fixed",
+            "Received frames whose checksum the kernel left to offload, completed in software.",
+        ),
+        (
+            "rx_ring_drops",
+            "Frames the kernel dropped because the receive ring was full.",
+        ),
+        (
+            "tx_ring_full",
+            "Frames not sent because the transmit ring was full.",
+        ),
+        (
+            "tx_errors",
+            "Frames the kernel refused or that could not be sent (above the device MTU, send errors).",
+        ),
+        (
+            "link_errors",
+            "Errors the kernel reported on a ring socket (the link down, above all).",
+        ),
+    ];
+
+    /// The counters in the order of [`IoStats::FIELDS`].
+    pub fn values(&self) -> [u64; Self::COUNT] {
+        let IoStats {
+            rx_oversize,
+            rx_gso,
+            tx_gso,
+            gso_segmented,
+            rx_csum_fixed,
+            rx_ring_drops,
+            tx_ring_full,
+            tx_errors,
+            link_errors,
+        } = *self;
+        [
+            rx_oversize,
+            rx_gso,
+            tx_gso,
+            gso_segmented,
+            rx_csum_fixed,
+            rx_ring_drops,
+            tx_ring_full,
+            tx_errors,
+            link_errors,
+        ]
+    }
+
+    /// The inverse of [`IoStats::values`].
+    pub fn from_values(v: [u64; Self::COUNT]) -> Self {
+        IoStats {
+            rx_oversize: v[0],
+            rx_gso: v[1],
+            tx_gso: v[2],
+            gso_segmented: v[3],
+            rx_csum_fixed: v[4],
+            rx_ring_drops: v[5],
+            tx_ring_full: v[6],
+            tx_errors: v[7],
+            link_errors: v[8],
+        }
+    }
+
+    /// Adds `o`'s counters to these (wrapping, like the kernel's).
+    pub fn add(&mut self, o: &IoStats) {
+        let (a, b) = (self.values(), o.values());
+        *self = IoStats::from_values(std::array::from_fn(|i| a[i].wrapping_add(b[i])));
+    }
+
+    /// (name, value) of every counter, in the order of [`IoStats::FIELDS`].
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        Self::FIELDS
+            .iter()
+            .zip(self.values())
+            .map(|(&(name, _), v)| (name, v))
+    }
+}
+
 /// Reads and clears a socket's pending error (SO_ERROR): 0 when there is none.
 fn take_socket_error(fd: std::os::fd::RawFd) -> io::Result<libc::c_int> {
     let mut err: libc::c_int = 0;
@@ -166,6 +347,30 @@ fn take_socket_error(fd: std::os::fd::RawFd) -> io::Result<libc::c_int> {
     Ok(err)
 }
 
+/// Sends `frame` through `io.tx_push` with its offload done in software: a partial checksum
+/// completed, a super-frame cut into its segments. False when anything was not queued (or the
+/// super-frame is malformed: counted in `tx_errors` by the caller's backend only if it sends).
+pub fn gso_fallback<B: PacketIo + ?Sized>(
+    io: &mut B,
+    tx_if: IfaceId,
+    frame: &mut [u8],
+    offload: &Offload,
+) -> bool {
+    if offload.is_gso() {
+        let mut scratch = [0u8; BUF_SIZE];
+        let mut ok = true;
+        let r = crate::wire::gso::segment(frame, offload, &mut scratch, |seg| {
+            ok &= io.tx_push(tx_if, seg);
+        });
+        io.count_segmented(tx_if);
+        return ok && r.is_ok();
+    }
+    if offload.csum_partial && !crate::wire::gso::complete_checksum(frame, offload) {
+        return false;
+    }
+    io.tx_push(tx_if, frame)
+}
+
 /// A batch-oriented packet I/O backend for one worker.
 pub trait PacketIo: Send {
     /// Receives frames into `batch` (appending until it is full or nothing is ready) without
@@ -174,6 +379,15 @@ pub trait PacketIo: Send {
     /// Queues `frame` for transmission on `tx_if`; false when the queue is full (the frame is
     /// dropped and counted).
     fn tx_push(&mut self, tx_if: IfaceId, frame: &[u8]) -> bool;
+    /// Queues `frame` with its offload metadata: a partial checksum left for the kernel or NIC
+    /// to complete, a super-frame for it to cut. The default completes the checksum or cuts the
+    /// super-frame in software ([`gso_fallback`]) and queues the result with
+    /// [`PacketIo::tx_push`]; true when every frame was queued.
+    fn tx_push_offload(&mut self, tx_if: IfaceId, frame: &mut [u8], offload: &Offload) -> bool {
+        gso_fallback(self, tx_if, frame, offload)
+    }
+    /// Counts a super-frame of interface `iface` cut in software (`gso_segmented`).
+    fn count_segmented(&mut self, _iface: IfaceId) {}
     /// Hands every queued frame to the kernel: at most one system call per interface.
     fn tx_flush(&mut self) -> io::Result<()>;
     /// Waits up to `timeout_ms` for frames to become readable (or for `extra_fd` to become
@@ -194,4 +408,35 @@ pub trait PacketIo: Send {
     }
     /// The MAC address of interface `iface` (source MAC of transmitted frames).
     fn mac(&self, iface: IfaceId) -> [u8; 6];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_stats_fields_values_and_sums_agree() {
+        let v: [u64; IoStats::COUNT] = std::array::from_fn(|i| i as u64 + 1);
+        let s = IoStats::from_values(v);
+        assert_eq!(s.values(), v);
+        assert_eq!(s.rx_oversize, 1);
+        assert_eq!(s.link_errors, IoStats::COUNT as u64);
+        // the names are the field names, in order, and unique
+        let names: Vec<&str> = s.named().map(|(n, _)| n).collect();
+        assert_eq!(names[0], "rx_oversize");
+        assert_eq!(names[IoStats::COUNT - 1], "link_errors");
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), IoStats::COUNT);
+        assert!(IoStats::FIELDS.iter().all(|(_, help)| !help.is_empty()));
+        let mut t = s;
+        t.add(&s);
+        assert_eq!(t.values(), v.map(|x| 2 * x));
+        assert_eq!(
+            std::mem::size_of::<IoStats>(),
+            IoStats::COUNT * 8,
+            "every field is a listed u64 counter"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Batch, IoStats, PacketIo};
 use crate::datapath::IfaceId;
+use crate::wire::gso::Offload;
 
 /// Writes pcap records to any `Write`.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ impl PcapWriter<BufWriter<File>> {
 impl<W: Write> PcapWriter<W> {
     /// Writes the global header to `out`.
     pub fn new(mut out: W) -> io::Result<Self> {
-        let snaplen = 65535u32;
+        let snaplen = 262_144u32; // whole GSO super-frames (up to 64 KiB), as tcpdump records them
         let mut h = [0u8; 24];
         h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         h[4..6].copy_from_slice(&2u16.to_le_bytes());
@@ -111,6 +112,18 @@ impl<B: PacketIo> PacketIo for PcapIo<B> {
             self.tx_log.push(frame.to_vec());
         }
         ok
+    }
+
+    fn tx_push_offload(&mut self, tx_if: IfaceId, frame: &mut [u8], offload: &Offload) -> bool {
+        let ok = self.inner.tx_push_offload(tx_if, frame, offload);
+        if ok {
+            self.tx_log.push(frame.to_vec());
+        }
+        ok
+    }
+
+    fn count_segmented(&mut self, iface: IfaceId) {
+        self.inner.count_segmented(iface)
     }
 
     fn tx_flush(&mut self) -> io::Result<()> {

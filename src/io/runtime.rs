@@ -12,13 +12,13 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::neigh::{NeighSnapshot, Neighbours};
-use super::{Batch, IoStats, PacketIo, BUF_SIZE};
-use crate::datapath::{DropReason, FlowHint, IfaceId, Nanos, Packet, Verdict};
+use super::{Batch, IoStats, PacketIo, BIG_BUF_SIZE, BUF_SIZE};
+use crate::datapath::{DropReason, FlowHint, IfaceId, Nanos, Offload, Packet, Verdict};
 
 /// What the runtime needs from the per-packet engine (`datapath::Worker` implements it).
 pub trait Engine {
@@ -93,6 +93,9 @@ pub struct RuntimeConfig {
     pub drop_caps: bool,
     /// What a worker does when it runs out of work before sleeping in poll().
     pub busy_poll: BusyPoll,
+    /// Where the workers publish their backends' per-interface counters while they run
+    /// (every [`IO_PUBLISH_EVERY_NS`]); None: only in the reports at exit.
+    pub live_io: Option<Arc<LiveIoStats>>,
 }
 
 /// How a worker waits between checks of its rings while it busy-polls.
@@ -155,6 +158,7 @@ impl Default for RuntimeConfig {
             idle_timeout_ms: 100,
             drop_caps: false,
             busy_poll: BusyPoll::default(),
+            live_io: None,
         }
     }
 }
@@ -232,18 +236,112 @@ pub fn totals(reports: &[WorkerReport]) -> Totals {
     };
     for r in reports {
         t.rt.add(&r.rt);
-        t.io.rx_oversize += r.io.rx_oversize;
-        t.io.rx_csum_fixed += r.io.rx_csum_fixed;
-        t.io.rx_ring_drops += r.io.rx_ring_drops;
-        t.io.tx_ring_full += r.io.tx_ring_full;
-        t.io.tx_errors += r.io.tx_errors;
-        t.io.link_errors += r.io.link_errors;
+        t.io.add(&r.io);
         for (a, b) in t.drops.iter_mut().zip(r.drops.iter()) {
             *a += b;
         }
         t.flows += r.flows;
     }
     t
+}
+
+/// How often a worker publishes its backend's counters into [`LiveIoStats`] (at its
+/// housekeeping, between batches): `PacketIo::iface_stats` may cost a system call per
+/// interface (the kernel's ring drop count), so not at every housekeeping.
+pub const IO_PUBLISH_EVERY_NS: Nanos = 10_000_000;
+
+/// One worker's counters of one interface: written by that worker alone, cache-line aligned
+/// so that no two workers write the same line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct LiveIoCell([AtomicU64; IoStats::COUNT]);
+
+/// The backends' I/O counters ([`IoStats`]) per worker and interface, published by each worker
+/// between batches and read by the control plane at any time (`tollgate stats`, `/metrics`,
+/// the warnings): a fixed array of atomics allocated before the workers start, relaxed stores
+/// and loads, no lock. Each value is a counter its worker only raises, so a reader sees each
+/// one as it was at some publication (not all at the same one).
+#[derive(Debug)]
+pub struct LiveIoStats {
+    workers: usize,
+    ifaces: usize,
+    cells: Box<[LiveIoCell]>,
+}
+
+impl LiveIoStats {
+    /// Zeroed counters for `workers` workers over `ifaces` interfaces (`IfaceId` 0..ifaces).
+    pub fn new(workers: usize, ifaces: usize) -> Self {
+        LiveIoStats {
+            workers,
+            ifaces,
+            cells: (0..workers * ifaces)
+                .map(|_| LiveIoCell::default())
+                .collect(),
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Number of interfaces.
+    pub fn ifaces(&self) -> usize {
+        self.ifaces
+    }
+
+    fn cell(&self, worker: usize, iface: usize) -> Option<&LiveIoCell> {
+        if worker < self.workers && iface < self.ifaces {
+            self.cells.get(worker * self.ifaces + iface)
+        } else {
+            None
+        }
+    }
+
+    /// Worker `worker`'s counters of interface `iface` (ignored when either is out of range).
+    pub fn store(&self, worker: usize, iface: IfaceId, s: &IoStats) {
+        if let Some(c) = self.cell(worker, iface as usize) {
+            for (a, v) in c.0.iter().zip(s.values()) {
+                a.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What worker `worker` last published for interface `iface` (zeros when out of range).
+    pub fn load(&self, worker: usize, iface: IfaceId) -> IoStats {
+        match self.cell(worker, iface as usize) {
+            Some(c) => {
+                IoStats::from_values(std::array::from_fn(|i| c.0[i].load(Ordering::Relaxed)))
+            }
+            None => IoStats::default(),
+        }
+    }
+
+    /// Interface `iface`'s counters summed over the workers.
+    pub fn iface(&self, iface: IfaceId) -> IoStats {
+        let mut t = IoStats::default();
+        for w in 0..self.workers {
+            t.add(&self.load(w, iface));
+        }
+        t
+    }
+
+    /// Every interface's counters summed over the workers.
+    pub fn total(&self) -> IoStats {
+        let mut t = IoStats::default();
+        for i in 0..self.ifaces {
+            t.add(&self.iface(i as IfaceId));
+        }
+        t
+    }
+
+    /// Stores `io`'s per-interface counters as worker `worker`'s (no allocation: `iface_stats`
+    /// returns a `Copy` value).
+    pub fn publish<B: PacketIo + ?Sized>(&self, worker: usize, io: &B) {
+        for i in 0..self.ifaces.min(usize::from(IfaceId::MAX) + 1) {
+            self.store(worker, i as IfaceId, &io.iface_stats(i as IfaceId));
+        }
+    }
 }
 
 /// A frame in a hand-off ring slot.
@@ -485,6 +583,22 @@ impl HeldFrames {
     }
 }
 
+/// Buffers for cutting a super-frame in software: `out` takes each segment as it is cut,
+/// `work` the copy the engine processes (and may turn into a reply).
+struct SegScratch {
+    out: Vec<u8>,
+    work: Vec<u8>,
+}
+
+impl SegScratch {
+    fn new() -> Self {
+        SegScratch {
+            out: vec![0; BIG_BUF_SIZE],
+            work: vec![0; BIG_BUF_SIZE],
+        }
+    }
+}
+
 struct Ctx<'a, B: PacketIo> {
     io: &'a mut B,
     neigh: &'a Neighbours,
@@ -494,17 +608,23 @@ struct Ctx<'a, B: PacketIo> {
     now: Nanos,
 }
 
-/// Fills both MACs and queues the frame for transmission.
+/// Fills both MACs and queues the frame (with its offload metadata) for transmission.
 fn transmit<B: PacketIo>(
     io: &mut B,
     rt: &mut RtStats,
     frame: &mut [u8],
     tx_if: IfaceId,
     dst: [u8; 6],
+    off: &Offload,
 ) {
     frame[0..6].copy_from_slice(&dst);
     frame[6..12].copy_from_slice(&io.mac(tx_if));
-    if io.tx_push(tx_if, frame) {
+    let sent = if *off == Offload::NONE {
+        io.tx_push(tx_if, frame)
+    } else {
+        io.tx_push_offload(tx_if, frame, off)
+    };
+    if sent {
         rt.tx_packets += 1;
         rt.tx_bytes += frame.len() as u64;
     }
@@ -512,22 +632,26 @@ fn transmit<B: PacketIo>(
 
 impl<B: PacketIo> Ctx<'_, B> {
     /// Sends the frame to its next hop; one the kernel has not resolved yet triggers
-    /// resolution and is held (or, with no slot free, dropped as `neighbour_miss`).
-    fn send(&mut self, frame: &mut [u8], tx_if: IfaceId, next_hop: Ipv4Addr) {
+    /// resolution and is held (or, with no slot free, dropped as `neighbour_miss`). A held
+    /// frame keeps no offload metadata: its checksum is completed first, and a super-frame is
+    /// not held (it comes after a handshake that resolved the next hop).
+    fn send(&mut self, frame: &mut [u8], tx_if: IfaceId, next_hop: Ipv4Addr, off: &Offload) {
         if frame.len() < 14 {
             self.rt.dropped += 1;
             return;
         }
         let Some(dst) = self.snap.lookup(tx_if, next_hop) else {
             self.neigh.request(next_hop);
-            if self.held.hold(self.now, tx_if, next_hop, frame) {
+            let holdable = !off.is_gso()
+                && (!off.csum_partial || crate::wire::gso::complete_checksum(frame, off));
+            if holdable && self.held.hold(self.now, tx_if, next_hop, frame) {
                 self.rt.neighbour_queued += 1;
             } else {
                 self.rt.neighbour_miss += 1;
             }
             return;
         };
-        transmit(self.io, self.rt, frame, tx_if, dst);
+        transmit(self.io, self.rt, frame, tx_if, dst, off);
     }
 
     /// Sends the held frames whose next hop has resolved, oldest first, and drops those that
@@ -545,7 +669,14 @@ impl<B: PacketIo> Ctx<'_, B> {
         for i in 0..self.held.n {
             let h = &mut self.held.slots[i];
             if let Some(dst) = self.snap.lookup(h.tx_if, h.next_hop) {
-                transmit(self.io, self.rt, &mut h.data[..h.len], h.tx_if, dst);
+                transmit(
+                    self.io,
+                    self.rt,
+                    &mut h.data[..h.len],
+                    h.tx_if,
+                    dst,
+                    &Offload::NONE,
+                );
             } else if self.now.saturating_sub(h.since) >= HOLD_NS {
                 self.rt.neighbour_miss += 1;
             } else {
@@ -564,6 +695,7 @@ impl<B: PacketIo> Ctx<'_, B> {
         self.held.next_due = next_due;
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle<E: Engine>(
         &mut self,
         eng: &mut E,
@@ -571,23 +703,104 @@ impl<B: PacketIo> Ctx<'_, B> {
         buf: &mut [u8],
         len: usize,
         rx_if: IfaceId,
+        off: Offload,
+        seg: &mut SegScratch,
     ) {
-        let mut pkt = Packet::new(buf, len, rx_if);
+        let mut pkt = Packet::with_offload(buf, len, rx_if, off);
         match eng.process(now, &mut pkt) {
             Verdict::Forward { tx_if, next_hop } => {
                 self.rt.forwarded += 1;
-                let len = pkt.len;
-                self.send(&mut pkt.buf[..len], tx_if, next_hop);
+                let (len, off) = (pkt.len, pkt.offload);
+                self.send(&mut pkt.buf[..len], tx_if, next_hop, &off);
             }
             Verdict::Reply { tx_if, next_hop } => {
                 self.rt.replies += 1;
                 let len = pkt.len;
-                self.send(&mut pkt.buf[..len], tx_if, next_hop);
+                self.send(&mut pkt.buf[..len], tx_if, next_hop, &Offload::NONE);
             }
             Verdict::Local => self.rt.local += 1,
             Verdict::Held => self.rt.held += 1,
             Verdict::Drop(_) => self.rt.dropped += 1,
+            Verdict::Segment => {
+                // Each segment is a frame of its own, processed as if it had come so.
+                self.io.count_segmented(rx_if);
+                let frame = &pkt.buf[..pkt.len];
+                let SegScratch { out, work } = seg;
+                let r = crate::wire::gso::segment(frame, &off, out, |s| {
+                    work[..s.len()].copy_from_slice(s);
+                    let mut p = Packet::new(&mut work[..], s.len(), rx_if);
+                    self.finish(eng, now, &mut p);
+                });
+                if r.is_err() {
+                    // check_offload accepted it, so only a segment too large for the scratch
+                    self.rt.dropped += 1;
+                }
+            }
         }
+    }
+
+    /// [`Self::handle`] for a frame with no offload (a segment): never segments again.
+    fn finish<E: Engine>(&mut self, eng: &mut E, now: Nanos, pkt: &mut Packet<'_>) {
+        match eng.process(now, pkt) {
+            Verdict::Forward { tx_if, next_hop } => {
+                self.rt.forwarded += 1;
+                let (len, off) = (pkt.len, pkt.offload);
+                self.send(&mut pkt.buf[..len], tx_if, next_hop, &off);
+            }
+            Verdict::Reply { tx_if, next_hop } => {
+                self.rt.replies += 1;
+                let len = pkt.len;
+                self.send(&mut pkt.buf[..len], tx_if, next_hop, &Offload::NONE);
+            }
+            Verdict::Local => self.rt.local += 1,
+            Verdict::Held => self.rt.held += 1,
+            Verdict::Drop(_) | Verdict::Segment => self.rt.dropped += 1,
+        }
+    }
+
+    /// Hands frame `frame` to worker `owner`'s ring: a partial checksum completed and a
+    /// super-frame cut first (the rings' slots are [`BUF_SIZE`], and carry no metadata).
+    fn hand_off(
+        &mut self,
+        prod: &mut rtrb::Producer<Slot>,
+        frame: &mut [u8],
+        rx_if: IfaceId,
+        off: &Offload,
+        seg: &mut SegScratch,
+    ) -> bool {
+        let rt = &mut *self.rt;
+        let mut push = |f: &[u8]| {
+            if f.len() > BUF_SIZE {
+                rt.handoff_full += 1;
+                return;
+            }
+            // a slot is built on the stack and moved into the preallocated ring
+            let mut slot = Slot {
+                len: f.len() as u16,
+                rx_if,
+                data: [0; BUF_SIZE],
+            };
+            slot.data[..f.len()].copy_from_slice(f);
+            if prod.push(slot).is_ok() {
+                rt.handoff_out += 1;
+            } else {
+                rt.handoff_full += 1;
+            }
+        };
+        if off.is_gso() {
+            let ok = crate::wire::gso::segment(frame, off, &mut seg.out, push).is_ok();
+            self.io.count_segmented(rx_if);
+            if !ok {
+                self.rt.dropped += 1;
+            }
+            return true;
+        }
+        if off.csum_partial && !crate::wire::gso::complete_checksum(frame, off) {
+            self.rt.dropped += 1;
+            return true;
+        }
+        push(frame);
+        true
     }
 }
 
@@ -758,6 +971,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
     let mut batch = Batch::new(cfg.batch.max(1));
     let mut hints: Vec<Option<FlowHint>> = vec![None; batch.capacity()];
     let mut scratch = vec![0u8; BUF_SIZE];
+    let mut seg = SegScratch::new();
     let mut rt = RtStats::default();
     let mut held = HeldFrames::new();
     let mut wake = vec![false; n];
@@ -765,6 +979,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
     // Clock of the last batch that did any work (frames, hand-offs, engine transmissions).
     let mut last_work: Nanos = 0;
     let mut last_housekeeping: Nanos = 0;
+    let mut last_io_publish: Nanos = 0;
     while !stop.load(Ordering::Relaxed) {
         batch.clear();
         io.rx_batch(&mut batch)?;
@@ -793,6 +1008,7 @@ fn worker_loop<E: Engine, B: PacketIo>(
             eng.warm_flow(h, &mut misses);
         }
         for i in 0..batch.len() {
+            let off = batch.offload(i);
             let (rx_if, buf, len) = batch.get_mut(i);
             ctx.rt.rx_packets += 1;
             ctx.rt.rx_bytes += len as u64;
@@ -800,25 +1016,14 @@ fn worker_loop<E: Engine, B: PacketIo>(
                 if let Some(owner) = eng.owner_of(&buf[..len]) {
                     if owner != me && owner < n {
                         if let Some(p) = prods[owner].as_mut() {
-                            // a slot is built on the stack and moved into the preallocated ring
-                            let mut slot = Slot {
-                                len: len as u16,
-                                rx_if,
-                                data: [0; BUF_SIZE],
-                            };
-                            slot.data[..len].copy_from_slice(&buf[..len]);
-                            if p.push(slot).is_ok() {
-                                ctx.rt.handoff_out += 1;
-                                wake[owner] = true;
-                            } else {
-                                ctx.rt.handoff_full += 1;
-                            }
+                            ctx.hand_off(p, &mut buf[..len], rx_if, &off, &mut seg);
+                            wake[owner] = true;
                             continue;
                         }
                     }
                 }
             }
-            ctx.handle(eng, now, buf, len, rx_if);
+            ctx.handle(eng, now, buf, len, rx_if, off, &mut seg);
         }
         // frames other workers handed to us (bounded per round)
         for c in cons.iter_mut() {
@@ -827,12 +1032,20 @@ fn worker_loop<E: Engine, B: PacketIo>(
                 ctx.rt.handoff_in += 1;
                 work += 1;
                 let len = slot.len as usize;
-                ctx.handle(eng, now, &mut slot.data, len, slot.rx_if);
+                ctx.handle(
+                    eng,
+                    now,
+                    &mut slot.data,
+                    len,
+                    slot.rx_if,
+                    Offload::NONE,
+                    &mut seg,
+                );
             }
         }
         while let Some((len, tx_if, nh)) = eng.poll_transmit(&mut scratch) {
             let len = len.min(scratch.len());
-            ctx.send(&mut scratch[..len], tx_if, nh);
+            ctx.send(&mut scratch[..len], tx_if, nh, &Offload::NONE);
             work += 1;
         }
         drop(snap);
@@ -842,6 +1055,12 @@ fn worker_loop<E: Engine, B: PacketIo>(
         if now.saturating_sub(last_housekeeping) >= HOUSEKEEPING_EVERY_NS {
             eng.housekeeping(now, 64);
             last_housekeeping = now;
+            if let Some(live) = &cfg.live_io {
+                if now.saturating_sub(last_io_publish) >= IO_PUBLISH_EVERY_NS {
+                    live.publish(me, io);
+                    last_io_publish = now;
+                }
+            }
         }
         for (j, w) in wake.iter_mut().enumerate() {
             if *w {
@@ -879,6 +1098,9 @@ fn worker_loop<E: Engine, B: PacketIo>(
     }
     // frames still waiting for a next hop are lost with the worker
     rt.neighbour_miss += held.n as u64;
+    if let Some(live) = &cfg.live_io {
+        live.publish(me, io);
+    }
     Ok(WorkerReport {
         index: me,
         rt,
@@ -910,13 +1132,13 @@ mod tests {
         };
         // one next hop gets half the slots at most, so a dead one cannot starve the others
         for i in 0..=HOLD_PER_HOP {
-            ctx.send(&mut [i as u8; 60], 1, hop);
+            ctx.send(&mut [i as u8; 60], 1, hop, &Offload::NONE);
         }
         assert_eq!(ctx.rt.neighbour_queued, HOLD_PER_HOP as u64);
         assert_eq!(ctx.rt.neighbour_miss, 1);
         let second = Ipv4Addr::new(192, 0, 2, 8);
         for i in HOLD_PER_HOP..=HOLD_SLOTS {
-            ctx.send(&mut [i as u8; 60], 1, second);
+            ctx.send(&mut [i as u8; 60], 1, second, &Offload::NONE);
         }
         // every slot taken, the frames too many dropped, nothing sent
         assert_eq!(ctx.rt.neighbour_queued, HOLD_SLOTS as u64);
@@ -946,7 +1168,7 @@ mod tests {
         ctx.snap = &empty;
         ctx.now = 5_000;
         let mut f = [7u8; 60];
-        ctx.send(&mut f, 1, hop);
+        ctx.send(&mut f, 1, hop, &Offload::NONE);
         // not resolved yet: still held, and the worker's sleep follows the request's age
         ctx.release_held();
         assert_eq!(ctx.held.n, 1);
@@ -968,13 +1190,13 @@ mod tests {
         // two next hops interleaved: each hop's frames leave in the order they came
         let other = Ipv4Addr::new(192, 0, 2, 10);
         for (tag, h) in [(1u8, hop), (2, other), (3, hop)] {
-            ctx.send(&mut [tag; 60], 1, h);
+            ctx.send(&mut [tag; 60], 1, h, &Offload::NONE);
         }
         let only_other = NeighSnapshot::from_entries(2, &[(1, other, [0xcc; 6])]);
         ctx.snap = &only_other;
         ctx.release_held();
         assert_eq!(ctx.held.n, 2);
-        ctx.send(&mut [4u8; 60], 1, hop);
+        ctx.send(&mut [4u8; 60], 1, hop, &Offload::NONE);
         let both = NeighSnapshot::from_entries(2, &[(1, other, [0xcc; 6]), (1, hop, [0xbb; 6])]);
         ctx.snap = &both;
         ctx.release_held();
@@ -1023,5 +1245,131 @@ mod tests {
             });
             assert_eq!(calls, 1);
         }
+    }
+
+    #[test]
+    fn live_io_stats_keep_each_worker_and_interface_apart() {
+        let live = LiveIoStats::new(2, 3);
+        assert_eq!((live.workers(), live.ifaces()), (2, 3));
+        assert_eq!(live.total(), IoStats::default());
+        let a = IoStats::from_values(std::array::from_fn(|i| i as u64 + 1));
+        let b = IoStats {
+            rx_oversize: 10,
+            tx_errors: 4,
+            ..IoStats::default()
+        };
+        live.store(0, 2, &a);
+        live.store(1, 2, &b);
+        live.store(1, 0, &b);
+        assert_eq!(live.load(0, 2), a);
+        assert_eq!(live.load(1, 2), b);
+        assert_eq!(live.load(0, 0), IoStats::default());
+        let mut ab = a;
+        ab.add(&b);
+        assert_eq!(live.iface(2), ab);
+        assert_eq!(live.iface(0), b);
+        assert_eq!(live.iface(1), IoStats::default());
+        let mut all = ab;
+        all.add(&b);
+        assert_eq!(live.total(), all);
+        // a later publication replaces the earlier one (the backend's counters are totals)
+        live.store(1, 2, &IoStats::default());
+        assert_eq!(live.iface(2), a);
+        // out of range: ignored, zeros
+        live.store(2, 0, &a);
+        live.store(0, 3, &a);
+        assert_eq!(live.load(2, 0), IoStats::default());
+        assert_eq!(live.load(0, 3), IoStats::default());
+        assert_eq!(live.iface(0), b);
+        // no two workers share a cache line
+        assert_eq!(std::mem::align_of::<LiveIoCell>(), 64);
+        // publish: every interface the backend answers for
+        let io = crate::io::memio::MemIo::new(vec![[2, 0, 0, 0, 0, 1]; 3]);
+        io.queues.lock().unwrap().iface_stats = vec![b, IoStats::default(), a];
+        live.publish(0, &io);
+        assert_eq!(live.load(0, 0), b);
+        assert_eq!(live.load(0, 2), a);
+    }
+
+    /// Drops everything.
+    struct Null;
+
+    impl Engine for Null {
+        fn process(&mut self, _now: Nanos, _pkt: &mut Packet<'_>) -> Verdict {
+            Verdict::Drop(DropReason::ALL[0])
+        }
+        fn poll_transmit(&mut self, _buf: &mut [u8]) -> Option<(usize, IfaceId, Ipv4Addr)> {
+            None
+        }
+        fn owner_of(&self, _frame: &[u8]) -> Option<usize> {
+            None
+        }
+        fn drop_counts(&self) -> [u64; DropReason::COUNT] {
+            [0; DropReason::COUNT]
+        }
+        fn flow_count(&self) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn workers_publish_their_io_counters_while_they_run() {
+        let io = crate::io::memio::MemIo::new(vec![[2, 0, 0, 0, 0, 1]; 2]);
+        let q = io.clone();
+        let live = Arc::new(LiveIoStats::new(1, 2));
+        let cfg = RuntimeConfig {
+            workers: 1,
+            pin: false,
+            idle_timeout_ms: 5,
+            busy_poll: BusyPoll::OFF,
+            live_io: Some(live.clone()),
+            ..RuntimeConfig::default()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l2, s2) = (live.clone(), stop.clone());
+        let watcher = std::thread::spawn(move || {
+            let wait_for = |want: u64| {
+                let t0 = Instant::now();
+                while l2.iface(1).rx_oversize != want {
+                    if t0.elapsed() > std::time::Duration::from_secs(5) {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                true
+            };
+            let set = |n: u64| {
+                q.queues.lock().unwrap().iface_stats = vec![
+                    IoStats::default(),
+                    IoStats {
+                        rx_oversize: n,
+                        ..IoStats::default()
+                    },
+                ];
+                // a frame, so the worker runs a batch (and its housekeeping) now
+                q.inject(0, &[0u8; 60]);
+            };
+            set(3);
+            let first = wait_for(3);
+            set(7);
+            let second = wait_for(7);
+            // the last value is stored again at exit; set one the loop may not have seen
+            q.queues.lock().unwrap().iface_stats[1].rx_oversize = 9;
+            s2.store(true, Ordering::Relaxed);
+            (first, second)
+        });
+        let reports = run(
+            &cfg,
+            |_| Null,
+            |_| Ok(io.clone()),
+            Neighbours::fixed(NeighSnapshot::default()),
+            stop,
+            Instant::now(),
+        )
+        .expect("runtime");
+        let (first, second) = watcher.join().expect("watcher");
+        assert!(first && second, "published while running: {first} {second}");
+        assert_eq!(live.iface(1).rx_oversize, 9, "and once more at exit");
+        assert_eq!(reports[0].io.rx_oversize, 9);
     }
 }

@@ -59,6 +59,15 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
     !fold(acc)
 }
 
+/// [`update32`] for a *partial* checksum field (Linux CHECKSUM_PARTIAL: the field holds the
+/// folded pseudo-header sum, not complemented, and the transmitter adds the rest): an address
+/// of the pseudo-header changed from `old` to `new`, `P' = P + ~m + m'`. A port or any other
+/// byte of the L4 header needs no update: the final sum covers it.
+#[inline]
+pub fn partial_update32(field: u16, old: u32, new: u32) -> u16 {
+    !update32(!field, old, new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,8 +95,30 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
         self.buf.as_mut()[2..4].copy_from_slice(&port.to_be_bytes());
         self.put_checksum(c);
     }
+    /// [`Self::rewrite_src`] for a segment whose checksum is partial (see
+    /// [`checksum::partial_update32`]): the address goes into the field, the port does not.
+    #[inline]
+    pub fn rewrite_src_partial(&mut self, old_addr: u32, new_addr: u32, port: u16) {
+        let c = checksum::partial_update32(self.checksum(), old_addr, new_addr);
+        self.buf.as_mut()[0..2].copy_from_slice(&port.to_be_bytes());
+        self.put_checksum(c);
+    }
+    /// [`Self::rewrite_dst`] for a segment whose checksum is partial.
+    #[inline]
+    pub fn rewrite_dst_partial(&mut self, old_addr: u32, new_addr: u32, port: u16) {
+        let c = checksum::partial_update32(self.checksum(), old_addr, new_addr);
+        self.buf.as_mut()[2..4].copy_from_slice(&port.to_be_bytes());
+        self.put_checksum(c);
+    }
     /// Lowers the MSS option to `clamp` if it is larger. Returns true if it changed.
     pub fn clamp_mss(&mut self, clamp: u16) -> bool {
+        self.clamp_mss_with(clamp, false)
+    }
+    /// [`Self::clamp_mss`] for a segment whose checksum is partial (the field stays as is).
+    pub fn clamp_mss_partial(&mut self, clamp: u16) -> bool {
+        self.clamp_mss_with(clamp, true)
+    }
+    fn clamp_mss_with(&mut self, clamp: u16, partial: bool) -> bool {
         let hl = self.header_len();
         let mut i = 20;
         while i < hl {
@@ -119,7 +141,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
                         }
                         let c = checksum::update16(self.checksum(), mss, clamp);
                         self.buf.as_mut()[i + 2..i + 4].copy_from_slice(&clamp.to_be_bytes());
-                        self.put_checksum(c);
+                        if !partial {
+                            self.put_checksum(c);
+                        }
                         return true;
                     }
                     i += len;
