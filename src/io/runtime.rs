@@ -707,41 +707,31 @@ impl<B: PacketIo> Ctx<'_, B> {
         seg: &mut SegScratch,
     ) {
         let mut pkt = Packet::with_offload(buf, len, rx_if, off);
-        match eng.process(now, &mut pkt) {
-            Verdict::Forward { tx_if, next_hop } => {
-                self.rt.forwarded += 1;
-                let (len, off) = (pkt.len, pkt.offload);
-                self.send(&mut pkt.buf[..len], tx_if, next_hop, &off);
-            }
-            Verdict::Reply { tx_if, next_hop } => {
-                self.rt.replies += 1;
-                let len = pkt.len;
-                self.send(&mut pkt.buf[..len], tx_if, next_hop, &Offload::NONE);
-            }
-            Verdict::Local => self.rt.local += 1,
-            Verdict::Held => self.rt.held += 1,
-            Verdict::Drop(_) => self.rt.dropped += 1,
-            Verdict::Segment => {
-                // Each segment is a frame of its own, processed as if it had come so.
-                self.io.count_segmented(rx_if);
-                let frame = &pkt.buf[..pkt.len];
-                let SegScratch { out, work } = seg;
-                let r = crate::wire::gso::segment(frame, &off, out, |s| {
-                    work[..s.len()].copy_from_slice(s);
-                    let mut p = Packet::new(&mut work[..], s.len(), rx_if);
-                    self.finish(eng, now, &mut p);
-                });
-                if r.is_err() {
-                    // check_offload accepted it, so only a segment too large for the scratch
-                    self.rt.dropped += 1;
-                }
-            }
+        let v = eng.process(now, &mut pkt);
+        if v != Verdict::Segment {
+            self.act(v, &mut pkt);
+            return;
+        }
+        // Each segment is a frame of its own, processed as if it had come so.
+        self.io.count_segmented(rx_if);
+        let frame = &pkt.buf[..pkt.len];
+        let SegScratch { out, work } = seg;
+        let r = crate::wire::gso::segment(frame, &off, out, |s| {
+            work[..s.len()].copy_from_slice(s);
+            let mut p = Packet::new(&mut work[..], s.len(), rx_if);
+            let v = eng.process(now, &mut p);
+            self.act(v, &mut p);
+        });
+        if r.is_err() {
+            // check_offload accepted it, so only a segment too large for the scratch
+            self.rt.dropped += 1;
         }
     }
 
-    /// [`Self::handle`] for a frame with no offload (a segment): never segments again.
-    fn finish<E: Engine>(&mut self, eng: &mut E, now: Nanos, pkt: &mut Packet<'_>) {
-        match eng.process(now, pkt) {
+    /// Acts on the engine's verdict for `pkt`: sends it (a reply without offload), or counts
+    /// why not. A segment is never cut again: `Segment` for one counts as dropped.
+    fn act(&mut self, v: Verdict, pkt: &mut Packet<'_>) {
+        match v {
             Verdict::Forward { tx_if, next_hop } => {
                 self.rt.forwarded += 1;
                 let (len, off) = (pkt.len, pkt.offload);
