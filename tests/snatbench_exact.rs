@@ -49,7 +49,11 @@ dest = [{{ addr = "{d}", port = 443 }}]
 
 #[test]
 fn one_destination_100_ports_150_flows_exactly_100_succeed() {
-    for mapping in ["endpoint-independent", "address-and-port-dependent"] {
+    for mapping in [
+        "endpoint-independent",
+        "endpoint-independent-strict",
+        "address-and-port-dependent",
+    ] {
         let r = go(&long_lived(mapping, &["203.0.113.50"]));
         assert_eq!(r.offered, 150, "{mapping}");
         assert_eq!(r.succeeded, 100, "{mapping}");
@@ -71,7 +75,7 @@ fn one_destination_100_ports_150_flows_exactly_100_succeed() {
 }
 
 #[test]
-fn two_destinations_apdm_holds_all_150_eim_only_100() {
+fn two_destinations_apdm_and_shared_eim_hold_all_150_strict_eim_only_100() {
     let r = go(&long_lived(
         "address-and-port-dependent",
         &["203.0.113.50", "198.51.100.60"],
@@ -82,8 +86,17 @@ fn two_destinations_apdm_holds_all_150_eim_only_100() {
     // 100 ports, 150 flows: at most 100 busy ports, at least 50 of them shared.
     assert_eq!(r.samples[0].ports_in_use, vec![100]);
 
+    // EIM with port sharing (the default): each port serves one endpoint per destination.
     let r = go(&long_lived(
         "endpoint-independent",
+        &["203.0.113.50", "198.51.100.60"],
+    ));
+    assert_eq!((r.offered, r.succeeded, r.failures), (150, 150, 0));
+    assert_eq!(r.samples[0].ports_in_use, vec![100]);
+
+    // Strict EIM (port_sharing = false): one endpoint per port.
+    let r = go(&long_lived(
+        "endpoint-independent-strict",
         &["203.0.113.50", "198.51.100.60"],
     ));
     assert_eq!((r.offered, r.succeeded, r.failures), (150, 100, 50));

@@ -66,6 +66,7 @@ fn worker() -> Worker {
             port_min: 1024,
             port_max: 1100,
             mapping: MappingMode::AddressAndPortDependent,
+            port_sharing: true,
             per_host_quota: Some(40),
             reuse_cooldown: 1,
             exempt: vec![net("198.51.100.0/24")],

@@ -406,6 +406,15 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
             }
         };
     }
+    if let Some(ps) = &s.port_sharing {
+        nat.port_sharing = *ps.get_ref();
+        if !nat.port_sharing && nat.mapping == MappingMode::AddressAndPortDependent {
+            ctx.err(
+                ps.span(),
+                "snat.port_sharing = false needs mapping = \"endpoint-independent\": address-and-port-dependent mapping always reuses ports toward different destinations",
+            );
+        }
+    }
     nat.per_host_quota = s.per_host_quota.filter(|&q| q > 0);
     if let Some(c) = s.reuse_cooldown {
         nat.reuse_cooldown = c;

@@ -33,6 +33,7 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "addresses",
             "ports",
             "mapping",
+            "port_sharing",
             "per_host_quota",
             "reuse_cooldown",
             "exempt",

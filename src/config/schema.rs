@@ -77,6 +77,7 @@ pub struct RawSnat {
     pub addresses: Vec<S<String>>,
     pub ports: Option<S<String>>,
     pub mapping: Option<S<String>>,
+    pub port_sharing: Option<S<bool>>,
     pub per_host_quota: Option<u32>,
     pub reuse_cooldown: Option<u32>,
     pub exempt: Option<Vec<S<String>>>,

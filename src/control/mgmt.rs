@@ -312,6 +312,11 @@ pub fn metrics(reg: &Registry) -> String {
         "Flows reclaimed after their timeout.",
         sum(&|c| c.flows_expired.load(Relaxed)),
     );
+    counter(
+        "tollgate_snat_eim_collision_moved_total",
+        "SNAT flows given another public port than their endpoint's mapping: another holder of the shared port already talks to that destination.",
+        sum(&|c| c.eim_collision_moved.load(Relaxed)),
+    );
     let _ = writeln!(out, "# HELP tollgate_drops_total Packets dropped, by reason.\n# TYPE tollgate_drops_total counter");
     for r in DropReason::ALL {
         let v = sum(&|c| c.drop_count(*r));

@@ -67,6 +67,10 @@ pub struct Counters {
     pub replies: AtomicU64,
     pub flows_created: AtomicU64,
     pub flows_expired: AtomicU64,
+    /// SNAT flows of an inside endpoint that has an endpoint-independent mapping but got
+    /// another public port, because another holder of the shared port already talks to the
+    /// flow's destination (the mapping itself is kept).
+    pub eim_collision_moved: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     /// Gauges the worker publishes between batches (in `housekeeping`), never per packet:
     /// the caller's clock at the last publication (a stalled worker stops moving it),
@@ -109,6 +113,7 @@ impl Counters {
             replies: AtomicU64::new(0),
             flows_created: AtomicU64::new(0),
             flows_expired: AtomicU64::new(0),
+            eim_collision_moved: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             heartbeat_ns: AtomicU64::new(0),
             flows: AtomicU64::new(0),

@@ -793,10 +793,15 @@ impl Worker {
                 flows.contains(&FlowKey::new(rs, addr, rsp, port, proto_))
             };
             match self.snat.allocate(&key, now, taken) {
-                Ok(g) => (
-                    FlowKey::new(reply_src, g.addr, reply_sport, g.port, p.proto),
-                    g.addr_idx,
-                ),
+                Ok(g) => {
+                    if g.moved {
+                        bump(&self.counters.eim_collision_moved, 1);
+                    }
+                    (
+                        FlowKey::new(reply_src, g.addr, reply_sport, g.port, p.proto),
+                        g.addr_idx,
+                    )
+                }
                 Err(e) => {
                     let r = match e {
                         AllocError::OutOfPorts => DropReason::OutOfPorts,

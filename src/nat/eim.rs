@@ -9,6 +9,16 @@
 //! size would cost up to twice that); the home slot is found by multiply-shift instead of a
 //! mask. Deletion shifts later entries back, so there are no tombstones. Allocated and written
 //! once up front: nothing allocates later.
+//!
+//! An inside endpoint has at most one *primary* entry: its endpoint-independent mapping, the
+//! one new flows toward any destination reuse. When that mapping's reply tuple toward a
+//! destination is taken (another holder of a shared port already talks to it), the flow gets
+//! another port, recorded as a *secondary* entry of the same endpoint: found only by its exact
+//! public (address, port), never by the lookup of new flows, so the primary is neither
+//! replaced nor shadowed. There is at most one entry per (endpoint, public address, port):
+//! a flow that lands on a port its endpoint already holds adds a reference to that entry.
+//! Every flow holds one reference on exactly one entry, so the table never holds more entries
+//! than flows, and port sharing costs no memory (the flag sits in what was padding).
 
 use crate::conntrack::probe;
 
@@ -21,13 +31,17 @@ pub struct Mapping {
     pub proto: u8,
     pub addr_idx: u8,
     pub public_port: u16,
-    _pad: u16,
+    /// The endpoint's endpoint-independent mapping (false: a flow's detour off it).
+    pub primary: bool,
+    _pad: u8,
+    /// Flows holding this entry.
     pub refs: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Mapping>() == 16);
 
 impl Mapping {
+    /// A primary mapping held by one flow.
     pub fn new(inside: u32, port: u16, proto: u8, addr_idx: u8, public_port: u16) -> Self {
         Mapping {
             inside,
@@ -35,9 +49,15 @@ impl Mapping {
             proto,
             addr_idx,
             public_port,
+            primary: true,
             _pad: 0,
             refs: 1,
         }
+    }
+    /// The same entry as a secondary one (a detour of one endpoint's flows off its mapping).
+    pub fn secondary(mut self) -> Self {
+        self.primary = false;
+        self
     }
     #[inline]
     fn is(&self, inside: u32, port: u16, proto: u8) -> bool {
@@ -85,7 +105,7 @@ impl EimTable {
         self.slots.capacity() * std::mem::size_of::<Mapping>()
     }
 
-    #[cfg(test)]
+    /// Entries held (primary and secondary).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -96,32 +116,58 @@ impl EimTable {
         self.slots[self.home_slot(h)..].as_ptr().cast()
     }
 
-    /// The slot holding the mapping of (inside, port, proto), if any.
+    /// The first slot of (inside, port, proto)'s cluster that `want` accepts, if any.
     #[inline]
-    fn position(&self, h: u64, inside: u32, port: u16, proto: u8) -> Option<usize> {
+    fn position(
+        &self,
+        h: u64,
+        inside: u32,
+        port: u16,
+        proto: u8,
+        want: impl Fn(&Mapping) -> bool,
+    ) -> Option<usize> {
         let mut i = self.home_slot(h);
         loop {
             let s = &self.slots[i];
             if s.refs == 0 {
                 return None;
             }
-            if s.is(inside, port, proto) {
+            if s.is(inside, port, proto) && want(s) {
                 return Some(i);
             }
             i = self.next(i);
         }
     }
 
+    /// The primary mapping of (inside, port, proto): the one new flows reuse.
     #[inline]
     pub fn find_mut(&mut self, h: u64, inside: u32, port: u16, proto: u8) -> Option<&mut Mapping> {
-        let i = self.position(h, inside, port, proto)?;
+        let i = self.position(h, inside, port, proto, |m| m.primary)?;
         Some(&mut self.slots[i])
     }
 
-    /// Inserts `m` (hash `h`). The table may already hold a mapping of the same inside
-    /// endpoint to another public port (made when the first one's reply tuple was taken);
-    /// [`EimTable::release`] tells them apart. False when `m` holds no reference or the table
-    /// is full, which the sizing rules out (it is never grown on the packet path).
+    /// The entry of (inside, port, proto) on public (`addr_idx`, `public_port`), primary or
+    /// not.
+    #[inline]
+    pub fn find_exact_mut(
+        &mut self,
+        h: u64,
+        inside: u32,
+        port: u16,
+        proto: u8,
+        (addr_idx, public_port): (u8, u16),
+    ) -> Option<&mut Mapping> {
+        let i = self.position(h, inside, port, proto, |m| {
+            m.addr_idx == addr_idx && m.public_port == public_port
+        })?;
+        Some(&mut self.slots[i])
+    }
+
+    /// Inserts `m` (hash `h`). The caller keeps the invariants: at most one primary entry per
+    /// endpoint and one entry per (endpoint, public address, port); [`EimTable::release`]
+    /// tells an endpoint's entries apart by their public side. False when `m` holds no
+    /// reference or the table is full, which the sizing rules out (it is never grown on the
+    /// packet path).
     #[inline]
     pub fn insert(&mut self, h: u64, m: Mapping) -> bool {
         if m.refs == 0 || self.len + 1 >= self.slots.len() {
@@ -149,17 +195,9 @@ impl EimTable {
         (addr_idx, public_port): (u8, u16),
         hash_of: impl Fn(&Mapping) -> u64,
     ) -> Option<u32> {
-        let mut i = self.home_slot(h);
-        loop {
-            let s = &self.slots[i];
-            if s.refs == 0 {
-                return None;
-            }
-            if s.is(inside, port, proto) && s.addr_idx == addr_idx && s.public_port == public_port {
-                break;
-            }
-            i = self.next(i);
-        }
+        let i = self.position(h, inside, port, proto, |m| {
+            m.addr_idx == addr_idx && m.public_port == public_port
+        })?;
         if self.slots[i].refs > 1 {
             self.slots[i].refs -= 1;
             return Some(self.slots[i].refs);
@@ -261,8 +299,15 @@ mod tests {
         let hash = |m: &Mapping| weak(m.inside, m.port, m.proto);
         assert!(t.insert(h, Mapping::new(1, 1000, 6, 0, 5000)));
         t.find_mut(h, 1, 1000, 6).unwrap().refs += 1;
-        // The first one's reply tuple was taken: a second mapping for the same endpoint.
-        assert!(t.insert(h, Mapping::new(1, 1000, 6, 0, 6000)));
+        // The first one's reply tuple was taken: a secondary entry for the same endpoint,
+        // which the lookup of new flows does not see.
+        assert!(t.insert(h, Mapping::new(1, 1000, 6, 0, 6000).secondary()));
+        assert_eq!(t.find_mut(h, 1, 1000, 6).unwrap().public_port, 5000);
+        assert_eq!(
+            t.find_exact_mut(h, 1, 1000, 6, (0, 6000)).unwrap().refs,
+            1,
+            "found by its exact public side"
+        );
         assert_eq!(t.release(h, 1, 1000, 6, (0, 6000), hash), Some(0));
         assert_eq!(t.release(h, 1, 1000, 6, (0, 6000), hash), None);
         assert_eq!(t.find_mut(h, 1, 1000, 6).unwrap().refs, 2);
@@ -270,6 +315,22 @@ mod tests {
         assert_eq!(t.release(h, 1, 1000, 6, (0, 5000), hash), Some(0));
         assert!(t.find_mut(h, 1, 1000, 6).is_none());
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn the_lookup_of_new_flows_skips_secondaries_before_the_primary() {
+        let mut t = EimTable::new(8, None);
+        let h = weak(2, 2000, 17);
+        // The endpoint's mapping ended while a detour lived on; a new mapping came later.
+        assert!(t.insert(h, Mapping::new(2, 2000, 17, 0, 7000).secondary()));
+        assert!(
+            t.find_mut(h, 2, 2000, 17).is_none(),
+            "no mapping: only a detour"
+        );
+        assert!(t.insert(h, Mapping::new(2, 2000, 17, 0, 7001)));
+        assert_eq!(t.find_mut(h, 2, 2000, 17).unwrap().public_port, 7001);
+        assert!(!t.find_exact_mut(h, 2, 2000, 17, (0, 7000)).unwrap().primary);
+        assert!(t.find_exact_mut(h, 2, 2000, 17, (1, 7000)).is_none());
     }
 
     #[test]

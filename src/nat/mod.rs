@@ -8,6 +8,9 @@ use ipnet::Ipv4Net;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MappingMode {
     /// One public port per inside (address, port), whatever the destination (RFC 4787 REQ-1).
+    /// With [`NatConfig::port_sharing`] (the default) several inside endpoints may hold the
+    /// same public port as long as their flows go to different destinations, as the Linux
+    /// kernel's masquerade does; without it each port has one holder.
     #[default]
     EndpointIndependent,
     /// The same public port may be reused toward different destinations: one public address
@@ -24,7 +27,14 @@ pub struct NatConfig {
     pub port_min: u16,
     pub port_max: u16,
     pub mapping: MappingMode,
-    /// Most SNAT ports (EIM) or sessions (APDM) one inside host may hold (RFC 6888); None: no cap.
+    /// Endpoint-independent mapping only: an inside endpoint without a mapping may take a
+    /// public port other endpoints hold when no port is free, provided none of their flows
+    /// goes to its destination (the outside 5-tuple stays unique). False: strict EIM, one
+    /// holder per port. Address-and-port-dependent mapping always reuses ports.
+    pub port_sharing: bool,
+    /// Most SNAT mappings (EIM: (endpoint, public address, port) entries, a port shared with
+    /// other hosts counting once for each) or sessions (APDM) one inside host may hold
+    /// (RFC 6888); None: no cap.
     pub per_host_quota: Option<u32>,
     /// Seconds a freed port rests before it is handed out again.
     pub reuse_cooldown: u32,
@@ -39,6 +49,7 @@ impl Default for NatConfig {
             port_min: 1024,
             port_max: 65535,
             mapping: MappingMode::default(),
+            port_sharing: true,
             per_host_quota: None,
             reuse_cooldown: 2,
             exempt: vec![
@@ -61,6 +72,12 @@ pub use rng::Rng;
 pub use slice::PortSlice;
 
 impl NatConfig {
+    /// True when endpoint-independent mappings may share a public port (see
+    /// [`NatConfig::port_sharing`]).
+    pub fn eim_sharing(&self) -> bool {
+        self.mapping == MappingMode::EndpointIndependent && self.port_sharing
+    }
+
     /// Ports in the configured range.
     pub fn port_count(&self) -> u32 {
         u32::from(self.port_max.saturating_sub(self.port_min)) + 1

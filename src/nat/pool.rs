@@ -1,4 +1,12 @@
 //! One worker's SNAT allocator over all public addresses.
+//!
+//! Accounting, per (public address, protocol) port: `users` in its [`PortSlice`] is the number
+//! of flows on it (APDM) or of mapping-table entries on it (EIM; one entry per inside
+//! endpoint holding the port, whatever its flow count). Per EIM entry, `refs` is the number of
+//! flows using it. Per inside host, `held` is its sessions (APDM) or its entries (EIM). A
+//! flow's release drops exactly what its allocation took: one `refs` of the entry named by the
+//! flow's own (endpoint, public address, port), and the port user and the host's count only
+//! when that entry goes.
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -14,7 +22,8 @@ use crate::conntrack::FlowKey;
 use crate::datapath::Nanos;
 use crate::policy::proto;
 
-/// Random probes among busy ports before an APDM allocation falls back to a full scan.
+/// Random probes among busy ports before a reuse (APDM, or EIM with port sharing) falls back
+/// to a full scan.
 const APDM_PROBES: u32 = 32;
 
 /// Why no SNAT mapping could be made.
@@ -32,6 +41,10 @@ pub struct Grant {
     pub addr_idx: u8,
     pub addr: Ipv4Addr,
     pub port: u16,
+    /// EIM: the endpoint has a mapping, but its reply tuple toward this destination was taken
+    /// (another holder of the shared port talks to it), so this flow got another port; the
+    /// mapping stays as it was (counted as `eim_collision_moved`).
+    pub moved: bool,
 }
 
 fn proto_slot(p: u8) -> usize {
@@ -48,17 +61,21 @@ pub struct SnatPool {
     /// `slices[addr][proto_slot]`.
     slices: Vec<[PortSlice; 3]>,
     mode: MappingMode,
+    /// EIM: endpoints without a mapping may take a port other endpoints hold.
+    sharing: bool,
     quota: Option<u32>,
     cooldown: Nanos,
     rng: Rng,
     hasher: foldhash::fast::FixedState,
     eim: EimTable,
     held: HashMap<u32, u32, foldhash::fast::FixedState>,
-    /// APDM: releases per protocol so far, and the destination (address, port, protocol) whose
-    /// reuse scan last failed with the release count then. Until something is released, that
-    /// destination fails at once instead of rescanning every port (a SYN flood toward one
-    /// destination would otherwise cost a full scan per packet).
-    releases: [u64; 3],
+    /// Reuse (APDM, shared EIM): per protocol, a count of the events that may make a busy port
+    /// usable toward a destination (every flow release, every port taken from the free
+    /// list), and the destination (address, port) whose reuse scan last failed with the count
+    /// then. Until the count moves, that destination fails at once instead of rescanning
+    /// every port (a SYN flood toward one destination would otherwise cost a full scan per
+    /// packet).
+    reuse_epoch: [u64; 3],
     scan_failed: [Option<(u32, u16, u64)>; 3],
 }
 
@@ -67,6 +84,7 @@ impl std::fmt::Debug for SnatPool {
         f.debug_struct("SnatPool")
             .field("addrs", &self.addrs)
             .field("mode", &self.mode)
+            .field("sharing", &self.sharing)
             .finish()
     }
 }
@@ -110,6 +128,7 @@ impl SnatPool {
             addrs: cfg.public_addrs.clone(),
             slices,
             mode: cfg.mapping,
+            sharing: cfg.eim_sharing(),
             quota: cfg.per_host_quota,
             cooldown: u64::from(cfg.reuse_cooldown) * 1_000_000_000,
             rng,
@@ -123,7 +142,7 @@ impl SnatPool {
                 advise,
             ),
             held: HashMap::with_capacity_and_hasher(4096, hasher),
-            releases: [0; 3],
+            reuse_epoch: [0; 3],
             scan_failed: [None; 3],
         }
     }
@@ -133,6 +152,14 @@ impl SnatPool {
     }
     pub fn mode(&self) -> MappingMode {
         self.mode
+    }
+    /// EIM with port sharing.
+    pub fn port_sharing(&self) -> bool {
+        self.sharing
+    }
+    /// EIM mapping-table entries held (0 with APDM): 0 once every flow is released.
+    pub fn mappings(&self) -> usize {
+        self.eim.len()
     }
 
     /// Index of `a` among the public addresses.
@@ -147,7 +174,8 @@ impl SnatPool {
         (s.in_use(), s.size())
     }
 
-    /// Ports (EIM) or sessions (APDM) held by an inside host.
+    /// Mappings (EIM: (endpoint, public address, port) entries) or sessions (APDM) held by an
+    /// inside host: what `per_host_quota` caps.
     pub fn held_by(&self, host: Ipv4Addr) -> u32 {
         self.held.get(&u32::from(host)).copied().unwrap_or(0)
     }
@@ -168,7 +196,10 @@ impl SnatPool {
     }
 
     /// Bytes of memory held, as (EIM mapping table, port slices): the table is sized for the
-    /// flow limit, the slices by the port range (per public address and protocol).
+    /// flow limit, the slices by the port range (per public address and protocol). A mapping
+    /// is a 16-byte slot and the table has 3 slots per 2 flows (24 bytes per flow of the
+    /// limit, with or without port sharing); a port costs 14 bytes per public address and
+    /// protocol (users 4, free ring 2, free time 8).
     pub fn memory_bytes(&self) -> (usize, usize) {
         let slices = self
             .slices
@@ -187,6 +218,12 @@ impl SnatPool {
     /// Allocates a public (address, port) for the new flow `orig` (inside -> outside).
     /// `taken(addr, port)` tells whether the reply tuple toward `orig`'s destination would
     /// collide with an existing flow (the flow table answers it).
+    ///
+    /// EIM: an endpoint's mapping serves every destination whose reply tuple is free; a flow
+    /// whose tuple is taken, and an endpoint without a mapping, get a free port (paired
+    /// address first), or with port sharing (as APDM) a busy port whose tuple toward this
+    /// destination is free: bounded random probes, then one scan, and a destination whose
+    /// scan failed fails at once until a flow is released or a free port is taken.
     pub fn allocate(
         &mut self,
         orig: &FlowKey,
@@ -196,18 +233,27 @@ impl SnatPool {
         let inside = u32::from(orig.src());
         let p = orig.proto();
         let slot = proto_slot(p);
-        if self.mode == MappingMode::EndpointIndependent {
-            let h = self.eim_hash(inside, orig.sport(), p);
-            let found = self.eim.find_mut(h, inside, orig.sport(), p);
-            if let Some(m) = found {
-                if !taken(self.addrs[usize::from(m.addr_idx)], m.public_port) {
+        let eim = self.mode == MappingMode::EndpointIndependent;
+        let h = if eim {
+            self.eim_hash(inside, orig.sport(), p)
+        } else {
+            0
+        };
+        // EIM: the endpoint's mapping, unless its reply tuple is taken (then `moved`).
+        let mut moved = false;
+        if eim {
+            if let Some(m) = self.eim.find_mut(h, inside, orig.sport(), p) {
+                let addr = self.addrs[usize::from(m.addr_idx)];
+                if !taken(addr, m.public_port) {
                     m.refs += 1;
                     return Ok(Grant {
                         addr_idx: m.addr_idx,
-                        addr: self.addrs[usize::from(m.addr_idx)],
+                        addr,
                         port: m.public_port,
+                        moved: false,
                     });
                 }
+                moved = true;
             }
         }
         if let Some(q) = self.quota {
@@ -225,42 +271,69 @@ impl SnatPool {
         for k in 0..n {
             let i = (first + k) % n;
             if let Some(port) = self.slices[i][slot].take_free(now, self.cooldown, &mut self.rng) {
+                self.reuse_epoch[slot] += 1;
                 grant = Some(Grant {
                     addr_idx: i as u8,
                     addr: self.addrs[i],
                     port,
+                    moved,
                 });
                 break;
             }
         }
-        if grant.is_none() && self.mode == MappingMode::AddressAndPortDependent {
+        let mut shared = false;
+        if grant.is_none() && (!eim || self.sharing) {
             let dest = (u32::from(orig.dst()), orig.dport());
             let known_full = self.scan_failed[slot]
-                .is_some_and(|(a, p, r)| (a, p) == dest && r == self.releases[slot]);
+                .is_some_and(|(a, p, r)| (a, p) == dest && r == self.reuse_epoch[slot]);
             if !known_full {
-                grant = self.reuse_busy_port(first, slot, &taken);
+                grant = self.find_busy_port(first, slot, &taken);
                 if grant.is_none() {
-                    self.scan_failed[slot] = Some((dest.0, dest.1, self.releases[slot]));
+                    self.scan_failed[slot] = Some((dest.0, dest.1, self.reuse_epoch[slot]));
                 }
             }
+            shared = grant.is_some();
         }
-        let g = grant.ok_or(AllocError::OutOfPorts)?;
-        *self.held.entry(inside).or_insert(0) += 1;
-        if self.mode == MappingMode::EndpointIndependent {
-            let m = Mapping::new(inside, orig.sport(), p, g.addr_idx, g.port);
-            let h = self.eim_hash(inside, orig.sport(), p);
-            if !self.eim.insert(h, m) {
-                // Unreachable with the table sized for the flow limit; give the port back
-                // rather than hand out a mapping that is not recorded.
-                self.give_back(inside, g.addr_idx, g.port, slot, now);
-                return Err(AllocError::OutOfPorts);
+        let mut g = grant.ok_or(AllocError::OutOfPorts)?;
+        g.moved = moved;
+        if !eim {
+            if shared {
+                self.slices[usize::from(g.addr_idx)][slot].add_user(g.port);
             }
+            *self.held.entry(inside).or_insert(0) += 1;
+            return Ok(g);
+        }
+        // EIM: record the entry. A busy port may be one this endpoint already holds (a
+        // secondary entry left by an earlier detour): one entry per (endpoint, port), so the
+        // flow joins it; it becomes the endpoint's mapping if the endpoint has none.
+        if shared {
+            if let Some(e) =
+                self.eim
+                    .find_exact_mut(h, inside, orig.sport(), p, (g.addr_idx, g.port))
+            {
+                e.refs += 1;
+                e.primary |= !moved;
+                return Ok(g);
+            }
+            self.slices[usize::from(g.addr_idx)][slot].add_user(g.port);
+        }
+        *self.held.entry(inside).or_insert(0) += 1;
+        let mut m = Mapping::new(inside, orig.sport(), p, g.addr_idx, g.port);
+        if moved {
+            m = m.secondary();
+        }
+        if !self.eim.insert(h, m) {
+            // Unreachable with the table sized for the flow limit; give the port back
+            // rather than hand out a mapping that is not recorded.
+            self.give_back(inside, g.addr_idx, g.port, slot, now);
+            return Err(AllocError::OutOfPorts);
         }
         Ok(g)
     }
 
-    /// APDM: a port already in use may serve another destination if the reply tuple is free.
-    fn reuse_busy_port(
+    /// A port already in use that may serve this destination too (its reply tuple is free),
+    /// paired address first: random probes, then a scan from a random start.
+    fn find_busy_port(
         &mut self,
         first: usize,
         slot: usize,
@@ -291,11 +364,11 @@ impl SnatPool {
                     .find(|&port| usable(s, port));
             }
             if let Some(port) = found {
-                self.slices[i][slot].add_user(port);
                 return Some(Grant {
                     addr_idx: i as u8,
                     addr,
                     port,
+                    moved: false,
                 });
             }
         }
@@ -308,6 +381,9 @@ impl SnatPool {
         let inside = u32::from(orig.src());
         let p = orig.proto();
         let slot = proto_slot(p);
+        // Any flow's end may free its reply tuple on a busy port: a failed reuse scan toward
+        // its destination is stale.
+        self.reuse_epoch[slot] += 1;
         if self.mode == MappingMode::EndpointIndependent {
             let h = self.eim_hash(inside, orig.sport(), p);
             let hasher = &self.hasher;
@@ -328,7 +404,6 @@ impl SnatPool {
         if let Some(s) = self.slices.get_mut(usize::from(addr_idx)) {
             s[slot].release(port, now);
         }
-        self.releases[slot] += 1;
         if let Some(c) = self.held.get_mut(&inside) {
             *c -= 1;
             if *c == 0 {
@@ -395,5 +470,158 @@ mod tests {
             .allocate(&key(13), 0, |_, p| used.borrow().contains(&p))
             .unwrap();
         assert_eq!(g.port, freed);
+    }
+
+    /// A fake flow table for the allocator: the (public port, destination) pairs in use.
+    struct Flows(std::cell::RefCell<std::collections::HashSet<(u16, u32)>>);
+
+    impl Flows {
+        fn new() -> Self {
+            Flows(Default::default())
+        }
+        fn taken(&self, dst: u32) -> impl Fn(Ipv4Addr, u16) -> bool + '_ {
+            move |_, p| self.0.borrow().contains(&(p, dst))
+        }
+        /// Allocates for `inside:1000 -> dst:443` and records the flow.
+        fn open(&self, pool: &mut SnatPool, inside: u8, dst: u8) -> Result<Grant, AllocError> {
+            let k = flow(inside, dst);
+            let d = u32::from(k.dst());
+            let g = pool.allocate(&k, 0, self.taken(d))?;
+            assert!(
+                self.0.borrow_mut().insert((g.port, d)),
+                "duplicate outside tuple"
+            );
+            Ok(g)
+        }
+        fn close(&self, pool: &mut SnatPool, inside: u8, dst: u8, g: Grant) {
+            let k = flow(inside, dst);
+            assert!(self.0.borrow_mut().remove(&(g.port, u32::from(k.dst()))));
+            pool.release(&k, g.addr_idx, g.port, 0);
+        }
+    }
+
+    fn flow(inside: u8, dst: u8) -> FlowKey {
+        FlowKey::new(
+            Ipv4Addr::new(198, 18, 0, inside),
+            Ipv4Addr::new(203, 0, 113, dst),
+            1000,
+            443,
+            6,
+        )
+    }
+
+    fn shared_pool(ports: u16) -> SnatPool {
+        let cfg = NatConfig {
+            public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
+            port_min: 3000,
+            port_max: 3000 + ports - 1,
+            reuse_cooldown: 0,
+            ..NatConfig::default()
+        };
+        assert!(cfg.eim_sharing(), "the default");
+        SnatPool::new(&cfg, 0, 1, 64, 1)
+    }
+
+    #[test]
+    fn a_detour_is_a_secondary_entry_joined_and_promoted_when_its_port_comes_round_again() {
+        let mut pool = shared_pool(2);
+        let f = Flows::new();
+        let (x, y, z) = (3, 1, 2);
+        let ya = f.open(&mut pool, y, 11).unwrap();
+        let zb = f.open(&mut pool, z, 12).unwrap();
+        let (a, b) = (ya.port, zb.port);
+        // X shares a (b is taken toward .12), then collides toward .11 on a: detour to b.
+        let x12 = f.open(&mut pool, x, 12).unwrap();
+        assert_eq!((x12.port, x12.moved), (a, false));
+        let x11 = f.open(&mut pool, x, 11).unwrap();
+        assert_eq!((x11.port, x11.moved), (b, true));
+        let x13 = f.open(&mut pool, x, 13).unwrap();
+        assert_eq!((x13.port, x13.moved), (a, false), "the mapping is still a");
+        assert_eq!(
+            (pool.mappings(), pool.held_by(Ipv4Addr::new(198, 18, 0, x))),
+            (4, 2)
+        );
+        assert_eq!(
+            (pool.slices[0][0].users(a), pool.slices[0][0].users(b)),
+            (2, 2)
+        );
+        // X's mapping ends (its flows on a close); the detour on b lives on.
+        f.close(&mut pool, x, 12, x12);
+        f.close(&mut pool, x, 13, x13);
+        assert_eq!((pool.mappings(), pool.slices[0][0].users(a)), (3, 1));
+        // Y talks to .14 from a; X to .14 can only get b, where it already holds an entry:
+        // it joins that entry, which becomes its mapping (no new entry, no new user).
+        let y14 = f.open(&mut pool, y, 14).unwrap();
+        let x14 = f.open(&mut pool, x, 14).unwrap();
+        assert_eq!((x14.port, x14.moved), (b, false));
+        assert_eq!((pool.mappings(), pool.slices[0][0].users(b)), (3, 2));
+        assert_eq!(pool.held_by(Ipv4Addr::new(198, 18, 0, x)), 1);
+        let x15 = f.open(&mut pool, x, 15).unwrap();
+        assert_eq!((x15.port, x15.moved), (b, false), "the mapping is now b");
+        // Everything closes: nothing is left.
+        for (i, d, g) in [
+            (y, 11, ya),
+            (z, 12, zb),
+            (x, 11, x11),
+            (y, 14, y14),
+            (x, 14, x14),
+            (x, 15, x15),
+        ] {
+            f.close(&mut pool, i, d, g);
+        }
+        assert_eq!(pool.mappings(), 0);
+        assert_eq!(pool.holders().count(), 0);
+        assert_eq!(pool.utilisation(0, 6), (0, 2));
+    }
+
+    #[test]
+    fn a_shared_eim_scan_that_failed_is_retried_after_any_flow_ends() {
+        let mut pool = shared_pool(2);
+        let f = Flows::new();
+        let ya = f.open(&mut pool, 1, 11).unwrap();
+        let _zb = f.open(&mut pool, 2, 11).unwrap();
+        // Both ports are taken toward .11: a third endpoint fails, and again without a scan.
+        let probes = Cell::new(0);
+        let taken = |_: Ipv4Addr, p: u16| {
+            probes.set(probes.get() + 1);
+            f.0.borrow()
+                .contains(&(p, u32::from(Ipv4Addr::new(203, 0, 113, 11))))
+        };
+        assert_eq!(
+            pool.allocate(&flow(3, 11), 0, taken),
+            Err(AllocError::OutOfPorts)
+        );
+        let first = probes.get();
+        assert!(first >= 2);
+        assert_eq!(
+            pool.allocate(&flow(3, 11), 0, taken),
+            Err(AllocError::OutOfPorts)
+        );
+        assert_eq!(probes.get(), first, "no rescan");
+        // Y's flow to .11 ends while Y keeps its mapping (a flow to .12): no port is freed,
+        // but a is usable toward .11 again, and the next attempt scans and finds it.
+        let y12 = f.open(&mut pool, 1, 12).unwrap();
+        assert_eq!(y12.port, ya.port);
+        f.close(&mut pool, 1, 11, ya);
+        assert_eq!(pool.utilisation(0, 6), (2, 2));
+        assert_eq!(f.open(&mut pool, 3, 11).unwrap().port, ya.port);
+    }
+
+    #[test]
+    fn strict_eim_never_shares_a_port() {
+        let cfg = NatConfig {
+            public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
+            port_min: 3000,
+            port_max: 3001,
+            reuse_cooldown: 0,
+            port_sharing: false,
+            ..NatConfig::default()
+        };
+        let mut pool = SnatPool::new(&cfg, 0, 1, 64, 1);
+        let f = Flows::new();
+        f.open(&mut pool, 1, 11).unwrap();
+        f.open(&mut pool, 2, 11).unwrap();
+        assert_eq!(f.open(&mut pool, 3, 12), Err(AllocError::OutOfPorts));
+        assert_eq!(pool.utilisation(0, 6), (2, 2));
     }
 }

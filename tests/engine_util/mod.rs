@@ -57,6 +57,7 @@ pub fn lab_config() -> EngineConfig {
             port_min: 1024,
             port_max: 65535,
             mapping: MappingMode::EndpointIndependent,
+            port_sharing: true,
             per_host_quota: None,
             reuse_cooldown: 0,
             exempt: vec![net("198.51.100.128/25")],

@@ -50,12 +50,13 @@ impl Policy for AllowAllPolicy {
     }
 }
 
-/// The comparison `--compare` runs: the same scenario with each mapping mode and 1, 2 and 4
-/// public addresses.
+/// The comparison `--compare` runs: the same scenario with each mapping mode (EIM with port
+/// sharing, strict EIM, APDM) and 1, 2 and 4 public addresses.
 pub fn compare(base: &Scenario, obs: &mut dyn FnMut(&Report)) -> Vec<CompareRow> {
     let mut rows = Vec::new();
     for mapping in [
         Mapping::EndpointIndependent,
+        Mapping::EndpointIndependentStrict,
         Mapping::AddressAndPortDependent,
     ] {
         for ips in [1u8, 2, 4] {

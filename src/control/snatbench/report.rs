@@ -386,7 +386,7 @@ pub fn compare_table(scenario: &str, rows: &[CompareRow]) -> String {
     let mut o = format!("== {scenario}: what each allocation policy buys\n");
     let _ = writeln!(
         o,
-        "{:<5} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>14}",
+        "{:<10} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>14}",
         "mode",
         "IPs",
         "ports",
@@ -399,7 +399,7 @@ pub fn compare_table(scenario: &str, rows: &[CompareRow]) -> String {
     for r in rows {
         let _ = writeln!(
             o,
-            "{:<5} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>9}/{:<4}",
+            "{:<10} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>9}/{:<4}",
             r.mapping,
             r.public_ips,
             r.ports_total,

@@ -45,31 +45,47 @@ pub enum DurationDist {
     Exp,
 }
 
-/// The SNAT mapping mode as written in a scenario.
+/// The SNAT mapping mode as written in a scenario: the configuration's `[snat] mapping`, and
+/// for endpoint-independent mapping its `port_sharing` in the name.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mapping {
+    /// `mapping = "endpoint-independent"` with `port_sharing = true` (the configuration's
+    /// default): an endpoint keeps one port for every destination, and endpoints share ports
+    /// toward different destinations.
     #[default]
     EndpointIndependent,
+    /// `mapping = "endpoint-independent"` with `port_sharing = false`: one holder per port.
+    EndpointIndependentStrict,
     AddressAndPortDependent,
 }
 
 impl Mapping {
     pub fn mode(self) -> MappingMode {
         match self {
-            Mapping::EndpointIndependent => MappingMode::EndpointIndependent,
+            Mapping::EndpointIndependent | Mapping::EndpointIndependentStrict => {
+                MappingMode::EndpointIndependent
+            }
             Mapping::AddressAndPortDependent => MappingMode::AddressAndPortDependent,
         }
     }
+    /// The configuration's `port_sharing`.
+    pub fn port_sharing(self) -> bool {
+        self != Mapping::EndpointIndependentStrict
+    }
     pub fn short(self) -> &'static str {
         match self {
-            Mapping::EndpointIndependent => "EIM",
+            Mapping::EndpointIndependent => "EIM-shared",
+            Mapping::EndpointIndependentStrict => "EIM-strict",
             Mapping::AddressAndPortDependent => "APDM",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
-            "endpoint-independent" | "eim" => Some(Mapping::EndpointIndependent),
+            "endpoint-independent" | "eim" | "eim-shared" => Some(Mapping::EndpointIndependent),
+            "endpoint-independent-strict" | "eim-strict" => {
+                Some(Mapping::EndpointIndependentStrict)
+            }
             "address-and-port-dependent" | "apdm" => Some(Mapping::AddressAndPortDependent),
             _ => None,
         }
@@ -204,9 +220,11 @@ pub struct Scenario {
     pub port_min: u16,
     #[serde(default = "default_port_max")]
     pub port_max: u16,
+    /// `endpoint-independent` (with port sharing, the default), `endpoint-independent-strict`
+    /// (`port_sharing = false`) or `address-and-port-dependent`.
     #[serde(default)]
     pub mapping: Mapping,
-    /// Most SNAT ports (EIM) or sessions (APDM) per inside host (None: no cap).
+    /// Most SNAT mappings (EIM) or sessions (APDM) per inside host (None: no cap).
     #[serde(default)]
     pub per_host_quota: Option<u32>,
     /// Seconds a freed port rests before reuse.

@@ -74,6 +74,7 @@ pub fn engine_config(s: &Scenario) -> EngineConfig {
             port_min: s.port_min,
             port_max: s.port_max,
             mapping: s.mapping.mode(),
+            port_sharing: s.mapping.port_sharing(),
             per_host_quota: s.per_host_quota,
             reuse_cooldown: s.reuse_cooldown_s,
             exempt: vec![],
