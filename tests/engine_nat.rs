@@ -821,8 +821,14 @@ fn workers_own_disjoint_port_slices_and_steer_returns() {
     assert!(pa < 1024 + 32256 && pb >= 1024 + 32256, "{pa} {pb}");
     assert_eq!(w1.owner_of(&udp(SERVER, 53, PUBLIC, pa, b"r")), Some(0));
     assert_eq!(w0.owner_of(&udp(SERVER, 53, PUBLIC, pb, b"r")), Some(1));
-    // New outbound flows may land anywhere.
-    assert_eq!(w0.owner_of(&udp(NODE1, 7000, SERVER, 53, b"q")), None);
+    // An inside host's outbound frames belong to its address's worker (issue 21: one mapping
+    // table and one quota per host), whatever the destination or port.
+    let own = Worker::steer_worker(NODE1.parse().expect("address"), 2);
+    assert_eq!(w0.owner_of(&udp(NODE1, 7000, SERVER, 53, b"q")), Some(own));
+    assert_eq!(
+        w1.owner_of(&udp(NODE1, 7001, "198.51.100.9", 443, b"q")),
+        Some(own)
+    );
     // A DNAT flow's both directions go to worker 0.
     assert_eq!(
         w1.owner_of(&tcp("198.51.100.7", 55555, PUBLIC, 8080, "S", b"")),

@@ -215,18 +215,13 @@ where
         live_io: opts.live_io.clone(),
         ..RuntimeConfig::default()
     };
-    // Return traffic straight to the worker owning its SNAT port (no hand-off), unless the
-    // caller chose a program (or there is only one worker, or no program fits the config).
+    // Return traffic straight to the worker owning its SNAT port, an inside host's flows to
+    // one worker (no hand-off), unless the caller chose a program (or there is only one
+    // worker, or no program fits the config).
     let mut af = opts.af.clone();
     af.fanout = workers > 1;
     if af.steering.is_none() {
-        af.steering = crate::io::steer::Steering {
-            public_addrs: cfg.nat.public_addrs.clone(),
-            port_min: cfg.nat.port_min,
-            port_max: cfg.nat.port_max,
-            workers,
-        }
-        .program();
+        af.steering = steering_program(cfg, &[], workers);
     }
     let epoch = Instant::now();
     let make_engine = |i: usize| make_engine(i, workers);
@@ -264,6 +259,27 @@ where
     drop(guard);
     let reports = result?;
     Ok(runtime::totals(&reports))
+}
+
+/// The fanout's steering program ([`crate::io::steer`]) for `cfg`, `workers` workers and the
+/// policy's DNAT targets: SNAT return traffic to its port's owner, DNAT replies to worker 0,
+/// an inside host's other frames by a hash of its address (the engine's `owner_of` agrees).
+pub fn steering_program(
+    cfg: &EngineConfig,
+    dnat_targets: &[(std::net::Ipv4Addr, u16, u8)],
+    workers: usize,
+) -> Option<Vec<crate::io::steer::Insn>> {
+    crate::io::steer::Steering {
+        public_addrs: cfg.nat.public_addrs.clone(),
+        port_min: cfg.nat.port_min,
+        port_max: cfg.nat.port_max,
+        workers,
+        inside: cfg.inside_prefixes.clone(),
+        exempt: cfg.nat.exempt.clone(),
+        dnat_targets: dnat_targets.to_vec(),
+        inside_key: crate::io::steer::InsideKey::Addr,
+    }
+    .program()
 }
 
 /// Loads the TOML configuration (`tollgate::config::load_file`); warnings go to stderr, and an
@@ -315,6 +331,11 @@ pub fn run_from_file(
     } else {
         opts.workers
     };
+    if opts.af.steering.is_none() {
+        // with the DNAT targets, which `serve` does not know
+        let targets = crate::policy::Policy::dnat_targets(&*policy);
+        opts.af.steering = steering_program(&loaded.engine, targets, workers);
+    }
     let registry = super::mgmt::Registry::new(workers);
     // The workers publish their I/O counters here; the control threads read them.
     let live_io = Arc::new(LiveIoStats::new(workers, loaded.engine.interfaces.len()));

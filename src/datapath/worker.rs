@@ -410,8 +410,16 @@ impl Worker {
         self.cfg.inside_prefixes.iter().any(|n| n.contains(&a))
     }
 
-    /// The worker that owns the flow of a frame arriving from outside, when its destination
-    /// port (or ICMP id) lies in the SNAT range; None when any worker may take it.
+    /// The worker that owns the flow of a frame; None when any worker may take it:
+    /// - to a SNAT address with a destination port (or ICMP id) in the SNAT range: the port's
+    ///   owner; other TCP/UDP to a SNAT address: worker 0 (DNAT);
+    /// - from a DNAT target: worker 0, where DNAT flows live; an ICMP error not to a SNAT
+    ///   address: the worker of the frame it quotes, by these rules;
+    /// - from an inside address to anywhere else, later fragments included, unless the flow
+    ///   is untranslated (to a SNAT-exempt address, or from an exempt inside address to an
+    ///   inside one): [`Worker::steer_worker`] of the source address, so all of a host's
+    ///   mappings and its per-host quota live in one worker's tables. The steering program
+    ///   (`io::steer`) sends these frames to the same worker, so they are rarely handed over.
     pub fn owner_of(&self, frame: &[u8]) -> Option<usize> {
         if self.workers == 1 {
             return None;
@@ -422,7 +430,12 @@ impl Worker {
         }
         let ip = Ipv4Packet::new_checked(frame.get(e.l3_offset..)?).ok()?;
         if ip.frag_offset() != 0 {
-            return None;
+            // no ports: an inside host's fragments go where its flows are
+            return if self.is_public(ip.dst()) {
+                None
+            } else {
+                self.inside_owner(ip.src(), ip.dst())
+            };
         }
         let l4 = ip.payload();
         let (sport, dport) = match (ip.protocol(), l4) {
@@ -431,16 +444,39 @@ impl Worker {
             }
             _ => (0, 0),
         };
-        // DNAT flows live on worker 0: their public port is outside the SNAT slices.
-        if self
-            .policy
-            .dnat_targets()
-            .contains(&(ip.src(), sport, ip.protocol()))
-        {
+        // DNAT flows live on worker 0: their public port is outside the SNAT slices. A
+        // target's port 0: the rule keeps the original port, so any port.
+        let is_target = |a: Ipv4Addr, port: u16, p: u8| {
+            self.policy
+                .dnat_targets()
+                .iter()
+                .any(|&(ta, tp, tpr)| ta == a && tpr == p && (tp == port || tp == 0))
+        };
+        if is_target(ip.src(), sport, ip.protocol()) {
             return Some(0);
         }
         if !self.is_public(ip.dst()) {
-            return None;
+            if ip.protocol() == proto::ICMP && l4.first().is_some_and(|t| icmp_is_error(*t)) {
+                // An error goes to the flow of the frame it quotes: one to a DNAT target
+                // (the inside server's port unreachable), or one of an inside host's flows in
+                // either direction (an inside router's time exceeded, a host's own error).
+                let q = l4.get(8..).unwrap_or(&[]);
+                let ihl = usize::from(q.first().copied().unwrap_or(0) & 0x0f) * 4;
+                if let (Some(qa), Some(&qproto)) = (q.get(12..20), q.get(9)) {
+                    let qsrc = Ipv4Addr::new(qa[0], qa[1], qa[2], qa[3]);
+                    let qdst = Ipv4Addr::new(qa[4], qa[5], qa[6], qa[7]);
+                    let qdport = q
+                        .get(ihl + 2..ihl + 4)
+                        .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+                    if is_target(qdst, qdport, qproto) {
+                        return Some(0);
+                    }
+                    return self
+                        .inside_owner(qsrc, qdst)
+                        .or_else(|| self.inside_owner(qdst, qsrc));
+                }
+            }
+            return self.inside_owner(ip.src(), ip.dst());
         }
         if matches!(ip.protocol(), proto::TCP | proto::UDP) && !self.in_snat_range(dport) {
             return Some(0);
@@ -467,6 +503,30 @@ impl Worker {
             _ => return None,
         };
         self.cfg.nat.owner_of_port(port, self.workers)
+    }
+
+    /// The worker of an inside host's frames to anywhere but a SNAT address (see
+    /// [`Worker::owner_of`]); None when `src` is not inside or the flow is untranslated (an
+    /// inside host and a SNAT-exempt peer, seen from either side: both directions must take
+    /// the same rule, and the steering program's symmetric hash brings them together).
+    fn inside_owner(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<usize> {
+        let exempt = |a: Ipv4Addr| self.cfg.nat.is_exempt(a);
+        if !self.is_inside(src) || exempt(dst) || (exempt(src) && self.is_inside(dst)) {
+            return None;
+        }
+        Some(Self::steer_worker(src, self.workers))
+    }
+
+    /// The multiplier of [`Worker::steer_worker`] (2^32 / the golden ratio).
+    pub const STEER_MUL: u32 = 0x9E37_79B1;
+
+    /// The worker (of `workers`) of an inside address's outbound flows: Fibonacci hashing,
+    /// the address times [`Worker::STEER_MUL`], whose upper 16 bits are scaled to `workers`
+    /// (consecutive addresses spread evenly over any number of workers). The steering
+    /// program computes the same in classic BPF (`io::steer`).
+    pub fn steer_worker(src: Ipv4Addr, workers: usize) -> usize {
+        let top = u32::from(src).wrapping_mul(Self::STEER_MUL) >> 16;
+        (top.wrapping_mul(workers.clamp(1, 0xffff) as u32) >> 16) as usize
     }
 
     /// Stage 1 of a batched lookup: reads the tuple `process` will look up, without
