@@ -429,6 +429,7 @@ pub fn run_from_file(
         summary_line(&engine, workers, "af_packet"),
         mgmt_stop.clone(),
     )?);
+    let ledger = std::sync::OnceLock::new();
     let totals = serve(
         &engine,
         &opts,
@@ -444,6 +445,14 @@ pub fn run_from_file(
                 seed,
                 Some(&crate::io::mem::advise_hugepages),
             );
+            if n > 1 {
+                // One ledger for all workers: a dry slice borrows the others' free ports.
+                w.share_ports(
+                    ledger
+                        .get_or_init(|| Arc::new(crate::nat::PortLedger::new(&engine.nat, n)))
+                        .clone(),
+                );
+            }
             w.follow_policy(cell.clone());
             registry.register(w.counters().clone());
             let inbox = crate::datapath::query::Inbox::new();

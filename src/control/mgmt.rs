@@ -188,12 +188,39 @@ impl Beats {
             } else if now.duration_since(*seen) > STALLED_AFTER {
                 return Health::Unhealthy;
             }
-            if c.snat_util_ppm.load(Relaxed) > DEGRADED_PPM {
-                h = Health::Degraded;
-            }
+        }
+        if pool_util_ppm(&ws) > DEGRADED_PPM {
+            h = Health::Degraded;
         }
         h
     }
+}
+
+/// The busiest (public address, protocol) of the whole pool, all workers together (a worker
+/// whose slice is dry borrows from the others, so one full slice is not a full pool); the
+/// busiest worker's slice when the counters carry no per-address gauges.
+fn pool_util_ppm(ws: &[Arc<Counters>]) -> u64 {
+    let n = ws.iter().map(|c| c.snat_used.len()).max().unwrap_or(0);
+    if n == 0 {
+        return ws
+            .iter()
+            .map(|c| c.snat_util_ppm.load(Relaxed))
+            .max()
+            .unwrap_or(0);
+    }
+    (0..n)
+        .map(|k| {
+            let sum = |g: fn(&Counters) -> &[std::sync::atomic::AtomicU64]| -> u64 {
+                ws.iter()
+                    .filter_map(|c| g(c).get(k))
+                    .map(|x| x.load(Relaxed))
+                    .sum()
+            };
+            let (used, size) = (sum(|c| &c.snat_used), sum(|c| &c.snat_size));
+            (used * 1_000_000).checked_div(size).unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Serves the endpoints on `addr` until `stop` is set.
@@ -536,6 +563,27 @@ mod tests {
             b.health(&reg, t0 + Duration::from_secs(8)),
             Health::Degraded
         );
+    }
+
+    #[test]
+    fn one_full_slice_is_not_a_full_pool() {
+        let reg = Registry::new(2);
+        let mut b = Beats::default();
+        let t0 = Instant::now();
+        let ws: Vec<_> = (0..2).map(|_| Arc::new(Counters::sized(2, 1))).collect();
+        for c in &ws {
+            reg.register(c.clone());
+            c.heartbeat_ns.store(1, Relaxed);
+            for s in c.snat_size.iter() {
+                s.store(512, Relaxed);
+            }
+        }
+        // Worker 0's TCP slice is full (it borrows from worker 1 next): half the pool.
+        ws[0].snat_used[0].store(512, Relaxed);
+        ws[0].snat_util_ppm.store(1_000_000, Relaxed);
+        assert_eq!(b.health(&reg, t0), Health::Healthy);
+        ws[1].snat_used[0].store(500, Relaxed);
+        assert_eq!(b.health(&reg, t0), Health::Degraded, "1,012 of 1,024");
     }
 
     #[test]

@@ -154,16 +154,24 @@ impl Worker {
         ));
         let hits = RuleHits::new(policy.clone());
         counters.rule_hits.store(Some(hits.clone()));
+        let mut snat = SnatPool::with_advice(
+            &cfg.nat,
+            index,
+            workers,
+            max as usize,
+            seed.rotate_left(17),
+            advise,
+        );
+        // DNAT rules' public ports are theirs alone. A reload that moves them needs a restart
+        // (as the host tables do).
+        for &(a, p, lo, hi) in policy.dnat_publics() {
+            if let Some(i) = snat.addr_index(a) {
+                snat.reserve(i, p, lo, hi);
+            }
+        }
         Worker {
             flows: FlowTable::with_advice(max, seed, cfg.timeouts, advise),
-            snat: SnatPool::with_advice(
-                &cfg.nat,
-                index,
-                workers,
-                max as usize,
-                seed.rotate_left(17),
-                advise,
-            ),
+            snat,
             routes: RouteTable::from_config(&cfg),
             frags: FragCache::new(),
             counters,
@@ -209,6 +217,16 @@ impl Worker {
         let p = cell.current();
         self.updates = Some((cell, g));
         self.set_policy(p);
+    }
+
+    /// Shares the SNAT port ledger of all workers (one per daemon, see
+    /// [`crate::nat::PortLedger`]): this worker may then borrow the others' free ports when its
+    /// own slice is dry, and hands frames to the borrower of a port of its slice. Call before
+    /// the first packet.
+    pub fn share_ports(&mut self, ledger: Arc<crate::nat::PortLedger>) {
+        if self.workers > 1 {
+            self.snat.share_ports(ledger);
+        }
     }
 
     /// Answers the control plane's questions posted to `inbox` between batches.
@@ -336,7 +354,9 @@ impl Worker {
             for (j, p) in SNAT_PROTOS.into_iter().enumerate() {
                 let (used, size) = self.snat.utilisation(a, p);
                 if size > 0 {
-                    worst = worst.max(u64::from(used) * 1_000_000 / u64::from(size));
+                    // A worker that borrowed ports holds more than its slice: 1.
+                    worst =
+                        worst.max((u64::from(used) * 1_000_000 / u64::from(size)).min(1_000_000));
                 }
                 let k = a * SNAT_PROTOS.len() + j;
                 if let (Some(u), Some(s)) = (c.snat_used.get(k), c.snat_size.get(k)) {
@@ -481,20 +501,24 @@ impl Worker {
         if matches!(ip.protocol(), proto::TCP | proto::UDP) && !self.in_snat_range(dport) {
             return Some(0);
         }
-        let port = match ip.protocol() {
-            proto::TCP | proto::UDP if l4.len() >= 4 => u16::from_be_bytes([l4[2], l4[3]]),
+        // (port, protocol) of the flow: for an error, the quoted packet's.
+        let (port, flow_proto) = match ip.protocol() {
+            p @ (proto::TCP | proto::UDP) if l4.len() >= 4 => {
+                (u16::from_be_bytes([l4[2], l4[3]]), p)
+            }
             proto::ICMP if l4.len() >= 8 => {
                 if l4[0] == icmp_type::ECHO_REPLY {
-                    u16::from_be_bytes([l4[4], l4[5]])
+                    (u16::from_be_bytes([l4[4], l4[5]]), proto::ICMP)
                 } else if icmp_is_error(l4[0]) {
                     // The quoted packet left from our public port: its source port.
                     let q = &l4[8..];
                     let ihl = usize::from(q.first()? & 0x0f) * 4;
                     let qp = q.get(ihl..ihl + 6)?;
-                    if q.get(9) == Some(&proto::ICMP) {
-                        u16::from_be_bytes([qp[4], qp[5]])
+                    let qproto = *q.get(9)?;
+                    if qproto == proto::ICMP {
+                        (u16::from_be_bytes([qp[4], qp[5]]), qproto)
                     } else {
-                        u16::from_be_bytes([qp[0], qp[1]])
+                        (u16::from_be_bytes([qp[0], qp[1]]), qproto)
                     }
                 } else {
                     return None;
@@ -502,7 +526,23 @@ impl Worker {
             }
             _ => return None,
         };
-        self.cfg.nat.owner_of_port(port, self.workers)
+        // A DNAT rule's public port (never a SNAT port: see `Policy::dnat_publics`).
+        if self
+            .policy
+            .dnat_publics()
+            .iter()
+            .any(|&(a, pr, lo, hi)| a == ip.dst() && pr == flow_proto && (lo..=hi).contains(&port))
+        {
+            return Some(0);
+        }
+        let home = self.cfg.nat.owner_of_port(port, self.workers)?;
+        // A port borrowed from its slice's worker (its owner, where steering sends the
+        // frame): the borrower holds the flow.
+        let lent = self
+            .snat
+            .addr_index(ip.dst())
+            .and_then(|i| self.snat.lent_to(i, flow_proto, port));
+        Some(lent.unwrap_or(home))
     }
 
     /// The worker of an inside host's frames to anywhere but a SNAT address (see

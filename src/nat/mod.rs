@@ -63,10 +63,12 @@ impl Default for NatConfig {
 }
 
 mod eim;
+mod ledger;
 mod pool;
 mod rng;
 mod slice;
 
+pub use ledger::PortLedger;
 pub use pool::{AllocError, Grant, SnatPool};
 pub use rng::Rng;
 pub use slice::PortSlice;

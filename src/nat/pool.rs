@@ -10,10 +10,12 @@
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 
 use super::eim::{EimTable, Mapping};
+use super::ledger::PortLedger;
 
 use super::rng::Rng;
 use super::slice::PortSlice;
@@ -77,7 +79,26 @@ pub struct SnatPool {
     /// packet).
     reuse_epoch: [u64; 3],
     scan_failed: [Option<(u32, u16, u64)>; 3],
+    /// With more than one worker: the holders of every port of every worker, so a worker
+    /// whose slice is dry borrows another's free ports (see [`PortLedger`]).
+    ledger: Option<Arc<PortLedger>>,
+    /// This pool's worker, and every worker's (base, count) port range.
+    worker: usize,
+    ranges: Vec<(u16, u16)>,
+    /// Ports borrowed from other workers' slices, by (address, protocol slot, port): their
+    /// users, counted as a slice counts its own. Sized for the whole range up front.
+    borrowed: HashMap<(u8, u8, u16), u32, foldhash::fast::FixedState>,
+    /// `borrowed` ports per address and protocol slot.
+    borrowed_n: Vec<[u32; 3]>,
+    /// Per protocol, when a borrow last found nothing: the next scan waits [`BORROW_RETRY`]
+    /// (a SYN flood at exhaustion would otherwise scan every worker's range per packet).
+    borrow_failed: [Option<Nanos>; 3],
+    /// Ports of this slice kept for DNAT rules ([`SnatPool::reserve`]).
+    reserved: Vec<(u8, u8, u16)>,
 }
+
+/// How long after a borrow found no free port the next one is tried.
+const BORROW_RETRY: Nanos = 1_000_000;
 
 impl std::fmt::Debug for SnatPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,7 +165,60 @@ impl SnatPool {
             held: HashMap::with_capacity_and_hasher(4096, hasher),
             reuse_epoch: [0; 3],
             scan_failed: [None; 3],
+            ledger: None,
+            worker,
+            ranges: (0..workers.max(1))
+                .map(|w| cfg.worker_range(w, workers))
+                .collect(),
+            borrowed: HashMap::with_hasher(hasher),
+            borrowed_n: vec![[0; 3]; cfg.public_addrs.len()],
+            borrow_failed: [None; 3],
+            reserved: Vec::new(),
         }
+    }
+
+    /// Keeps ports `lo..=hi` of address `idx`, protocol `p`, out of SNAT for good (a DNAT
+    /// rule's public side), as far as they lie in this worker's slice; the other workers'
+    /// pools reserve the rest, and none borrows them. Call before [`SnatPool::share_ports`].
+    pub fn reserve(&mut self, idx: usize, p: u8, lo: u16, hi: u16) {
+        let slot = proto_slot(p);
+        let Some(s) = self.slices.get_mut(idx) else {
+            return;
+        };
+        for port in lo..=hi {
+            if s[slot].reserve(port) {
+                self.reserved.push((idx as u8, slot as u8, port));
+            }
+        }
+    }
+
+    /// Shares `ledger` with the other workers' pools: from now on this pool claims its ports
+    /// there, may borrow theirs when its slice is dry, and lends its free ones. Call before
+    /// the first allocation; all pools of one daemon get the same ledger.
+    pub fn share_ports(&mut self, ledger: Arc<PortLedger>) {
+        if ledger.workers() != self.ranges.len() {
+            return;
+        }
+        // The most this pool can borrow: every other worker's ports, per address and protocol.
+        let others = self.ranges.iter().map(|r| usize::from(r.1)).sum::<usize>()
+            - usize::from(self.ranges[self.worker].1);
+        self.borrowed.reserve(others * self.addrs.len() * 3);
+        for &(i, sl, port) in &self.reserved {
+            ledger.claim_home(usize::from(i), usize::from(sl), port, 0);
+        }
+        self.ledger = Some(ledger);
+    }
+
+    /// The worker that borrowed `port` of address `idx` (protocol `p`), if another worker's
+    /// flow holds it (for steering a frame from outside; one atomic load).
+    #[inline]
+    pub fn lent_to(&self, idx: usize, p: u8, port: u16) -> Option<usize> {
+        self.ledger.as_ref()?.lent_to(idx, proto_slot(p), port)
+    }
+
+    /// Ports this pool has borrowed from other workers (all addresses and protocols).
+    pub fn borrowed_ports(&self) -> usize {
+        self.borrowed.len()
     }
 
     pub fn addrs(&self) -> &[Ipv4Addr] {
@@ -169,9 +243,12 @@ impl SnatPool {
     }
 
     /// (ports in use, ports in this worker's slice) for address `idx` and protocol `p`.
+    /// Ports borrowed from other slices count as in use here (and as free in their owner's
+    /// slice), so the sums over workers are the pool's; a borrower's ratio may pass 1.
     pub fn utilisation(&self, idx: usize, p: u8) -> (u32, u32) {
-        let s = &self.slices[idx][proto_slot(p)];
-        (s.in_use(), s.size())
+        let slot = proto_slot(p);
+        let s = &self.slices[idx][slot];
+        (s.in_use() + self.borrowed_n[idx][slot], s.size())
     }
 
     /// Mappings (EIM: (endpoint, public address, port) entries) or sessions (APDM) held by an
@@ -270,7 +347,7 @@ impl SnatPool {
         let mut grant = None;
         for k in 0..n {
             let i = (first + k) % n;
-            if let Some(port) = self.slices[i][slot].take_free(now, self.cooldown, &mut self.rng) {
+            if let Some(port) = self.take_own(i, slot, now) {
                 self.reuse_epoch[slot] += 1;
                 grant = Some(Grant {
                     addr_idx: i as u8,
@@ -279,6 +356,18 @@ impl SnatPool {
                     moved,
                 });
                 break;
+            }
+        }
+        // The slice is dry: a free port of another worker's slice before sharing a busy one.
+        if grant.is_none() {
+            if let Some((i, port)) = self.borrow(first, slot, now) {
+                self.reuse_epoch[slot] += 1;
+                grant = Some(Grant {
+                    addr_idx: i as u8,
+                    addr: self.addrs[i],
+                    port,
+                    moved,
+                });
             }
         }
         let mut shared = false;
@@ -298,7 +387,7 @@ impl SnatPool {
         g.moved = moved;
         if !eim {
             if shared {
-                self.slices[usize::from(g.addr_idx)][slot].add_user(g.port);
+                self.add_user(g.addr_idx, slot, g.port);
             }
             *self.held.entry(inside).or_insert(0) += 1;
             return Ok(g);
@@ -315,7 +404,7 @@ impl SnatPool {
                 e.primary |= !moved;
                 return Ok(g);
             }
-            self.slices[usize::from(g.addr_idx)][slot].add_user(g.port);
+            self.add_user(g.addr_idx, slot, g.port);
         }
         *self.held.entry(inside).or_insert(0) += 1;
         let mut m = Mapping::new(inside, orig.sport(), p, g.addr_idx, g.port);
@@ -329,6 +418,63 @@ impl SnatPool {
             return Err(AllocError::OutOfPorts);
         }
         Ok(g)
+    }
+
+    /// A free port of this worker's slice of address `i`. With a ledger, the port is claimed
+    /// there first: one that is lent (or given back too recently by its borrower) goes to
+    /// the back of the free list and the next is tried, each at most once.
+    fn take_own(&mut self, i: usize, slot: usize, now: Nanos) -> Option<u16> {
+        let Some(l) = self.ledger.clone() else {
+            return self.slices[i][slot].take_free(now, self.cooldown, &mut self.rng);
+        };
+        for _ in 0..self.slices[i][slot].free_count() {
+            let port = self.slices[i][slot].take_free(now, self.cooldown, &mut self.rng)?;
+            if l.claim_home(i, slot, port, now.saturating_sub(self.cooldown)) {
+                return Some(port);
+            }
+            self.slices[i][slot].release(port, now);
+        }
+        None
+    }
+
+    /// A free port borrowed from another worker's slice (paired address first), recorded as
+    /// held here; None without a ledger, or within [`BORROW_RETRY`] of a borrow that found
+    /// none.
+    fn borrow(&mut self, first: usize, slot: usize, now: Nanos) -> Option<(usize, u16)> {
+        let l = self.ledger.clone()?;
+        if self.borrow_failed[slot].is_some_and(|t| now < t.saturating_add(BORROW_RETRY)) {
+            return None;
+        }
+        let n = self.addrs.len();
+        let start = self.rng.next_u64() as u32;
+        for k in 0..n {
+            let i = (first + k) % n;
+            if let Some(port) = l.borrow(
+                self.worker,
+                i,
+                slot,
+                &self.ranges,
+                start,
+                now.saturating_sub(self.cooldown),
+            ) {
+                self.borrowed.insert((i as u8, slot as u8, port), 1);
+                self.borrowed_n[i][slot] += 1;
+                self.borrow_failed[slot] = None;
+                return Some((i, port));
+            }
+        }
+        self.borrow_failed[slot] = Some(now);
+        None
+    }
+
+    /// One more user of a port already held here (own or borrowed).
+    fn add_user(&mut self, addr_idx: u8, slot: usize, port: u16) {
+        let s = &mut self.slices[usize::from(addr_idx)][slot];
+        if s.contains(port) {
+            s.add_user(port);
+        } else if let Some(u) = self.borrowed.get_mut(&(addr_idx, slot as u8, port)) {
+            *u += 1;
+        }
     }
 
     /// A port already in use that may serve this destination too (its reply tuple is free),
@@ -372,7 +518,18 @@ impl SnatPool {
                 });
             }
         }
-        None
+        // Borrowed ports serve other destinations too.
+        self.borrowed
+            .keys()
+            .find(|&&(i, sl, port)| {
+                usize::from(sl) == slot && !taken(self.addrs[usize::from(i)], port)
+            })
+            .map(|&(i, _, port)| Grant {
+                addr_idx: i,
+                addr: self.addrs[usize::from(i)],
+                port,
+                moved: false,
+            })
     }
 
     /// Releases the mapping of a removed flow whose original tuple was `orig` and whose public
@@ -401,8 +558,25 @@ impl SnatPool {
 
     /// Returns a port to its slice and the inside host's count.
     fn give_back(&mut self, inside: u32, addr_idx: u8, port: u16, slot: usize, now: Nanos) {
-        if let Some(s) = self.slices.get_mut(usize::from(addr_idx)) {
-            s[slot].release(port, now);
+        let a = usize::from(addr_idx);
+        if let Some(s) = self.slices.get_mut(a) {
+            let s = &mut s[slot];
+            if s.contains(port) {
+                let last = s.users(port) == 1;
+                s.release(port, now);
+                if let (true, Some(l)) = (last, &self.ledger) {
+                    l.free(a, slot, port, now);
+                }
+            } else if let Some(u) = self.borrowed.get_mut(&(addr_idx, slot as u8, port)) {
+                *u -= 1;
+                if *u == 0 {
+                    self.borrowed.remove(&(addr_idx, slot as u8, port));
+                    self.borrowed_n[a][slot] -= 1;
+                    if let Some(l) = &self.ledger {
+                        l.free(a, slot, port, now);
+                    }
+                }
+            }
         }
         if let Some(c) = self.held.get_mut(&inside) {
             *c -= 1;

@@ -57,6 +57,10 @@ impl PortSlice {
     pub fn size(&self) -> u32 {
         self.users.len() as u32
     }
+    /// Ports on the free list (some may be lent to another worker: see `nat::ledger`).
+    pub fn free_count(&self) -> u32 {
+        self.free
+    }
     /// Ports with at least one user.
     pub fn in_use(&self) -> u32 {
         self.size() - self.free
@@ -107,6 +111,24 @@ impl PortSlice {
         self.free -= 1;
         self.users[usize::from(port - self.base)] = 1;
         Some(port)
+    }
+
+    /// Takes `port` off the free list for good (a DNAT rule's public port); false if it is
+    /// not free here. O(free): at start-up only.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        if !self.contains(port) || self.users[usize::from(port - self.base)] != 0 {
+            return false;
+        }
+        let Some(k) = (0..self.free).find(|&k| self.ring[self.ring_at(k)] == port) else {
+            return false;
+        };
+        let (h, j) = (self.ring_at(0), self.ring_at(k));
+        self.ring.swap(h, j);
+        self.ring_freed.swap(h, j);
+        self.head = (self.head + 1) % self.size();
+        self.free -= 1;
+        self.users[usize::from(port - self.base)] = 1;
+        true
     }
 
     /// Adds a user to a port already in use (APDM reuse toward another destination).

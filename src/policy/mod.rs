@@ -91,6 +91,13 @@ pub trait Policy: Send + Sync {
     fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
         &[]
     }
+    /// The public side of every DNAT rule toward a SNAT address: (address, protocol, first
+    /// port, last port). SNAT never hands these ports out on that address (a reply to a SNAT
+    /// flow and a new connection to the DNAT rule would look alike), and with several
+    /// workers the datapath keeps these flows on worker 0.
+    fn dnat_publics(&self) -> &[(Ipv4Addr, u8, u16, u16)] {
+        &[]
+    }
     /// Whether the rule belongs to a collection in audit mode: a [`Decision::Deny`] naming it is
     /// to be logged as "would deny" and the flow let through (treated as allowed).
     fn is_audit(&self, _rule: RuleId) -> bool {

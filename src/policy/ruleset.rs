@@ -326,6 +326,8 @@ pub struct Ruleset {
     app: AppStage,
     /// (address, port or 0 for "the original port", protocol) of every DNAT rule's target.
     dnat_targets: Vec<(Ipv4Addr, u16, u8)>,
+    /// (SNAT address, protocol, first port, last port) of every DNAT rule's public side.
+    dnat_publics: Vec<(Ipv4Addr, u8, u16, u16)>,
 }
 
 impl Ruleset {
@@ -389,8 +391,24 @@ impl Ruleset {
                 }
             }
         }
+        let mut dnat_publics = Vec::new();
+        for r in ordered.iter().filter(|r| r.kind == RuleKind::Dnat) {
+            for &a in snat
+                .iter()
+                .filter(|&&a| r.destinations.iter().any(|d| d.contains(&a)))
+            {
+                for (on, p) in [(r.protocols.tcp, proto::TCP), (r.protocols.udp, proto::UDP)] {
+                    for &(lo, hi) in r.ports.iter().filter(|_| on) {
+                        if !dnat_publics.contains(&(a, p, lo, hi)) {
+                            dnat_publics.push((a, p, lo, hi));
+                        }
+                    }
+                }
+            }
+        }
         Ruleset {
             dnat_targets,
+            dnat_publics,
             rules: ordered,
             snat,
             dnat_arena,
@@ -542,6 +560,10 @@ impl Policy for Ruleset {
 
     fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
         &self.dnat_targets
+    }
+
+    fn dnat_publics(&self) -> &[(Ipv4Addr, u8, u16, u16)] {
+        &self.dnat_publics
     }
 }
 

@@ -95,6 +95,11 @@ impl Policy for PermissiveTestPolicy {
         const TARGETS: [(Ipv4Addr, u16, u8); 1] = [(Ipv4Addr::new(198, 18, 0, 20), 80, 6)];
         &TARGETS
     }
+    fn dnat_publics(&self) -> &[(Ipv4Addr, u8, u16, u16)] {
+        const PUBLICS: [(Ipv4Addr, u8, u16, u16); 1] =
+            [(Ipv4Addr::new(203, 0, 113, 1), 6, 8080, 8080)];
+        &PUBLICS
+    }
 }
 
 /// TEST ONLY: denies destination 198.51.100.66 by rule 3 and anything to port 25 by default.
