@@ -1,10 +1,12 @@
 //! The management endpoint: `/healthz` for a load balancer probe, `/readyz`, and Prometheus
-//! `/metrics`. A plain HTTP/1.1 server on its own thread, on the configured management address
-//! (loopback by default); it only reads the workers' atomics, never touches the packet path.
+//! `/metrics`. An HTTP/1.1 server (hyper on a single-threaded tokio runtime) on its own thread,
+//! on the configured management address (loopback by default): concurrent connections, bounded
+//! in number and in time, so idle or slow clients cannot delay a probe. It only reads the
+//! workers' atomics and asks their inboxes, never touches the packet path.
 
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -223,69 +225,130 @@ fn pool_util_ppm(ws: &[Arc<Counters>]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Connections served at once; more wait in the kernel's accept queue until one ends.
+pub const MAX_CONNECTIONS: usize = 512;
+/// A client must send a whole request head within this, or its connection is closed: idle
+/// clients cannot hold the listener.
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(2);
+/// A connection lives at most this long, keep-alive included.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+/// Answering one request takes at most this (a scrape waits on the workers' inboxes).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Serves the endpoints on `addr` until `stop` is set.
 pub fn spawn(
     addr: SocketAddr,
     reg: Arc<Registry>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(addr)?;
+    spawn_on(TcpListener::bind(addr)?, reg, stop)
+}
+
+/// Serves the endpoints on a bound listener until `stop` is set: an HTTP/1.1 server (hyper)
+/// on a single-threaded tokio runtime of its own thread. Every connection is a task, at most
+/// [`MAX_CONNECTIONS`] at once, with [`HEADER_DEADLINE`], [`CONNECTION_DEADLINE`] and
+/// [`REQUEST_DEADLINE`]; `/metrics` is built on a blocking thread, so a slow scrape never
+/// delays `/healthz`, which only reads atomics.
+pub fn spawn_on(
+    listener: TcpListener,
+    reg: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
     listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(2)
+        .thread_name("tollgate-mgmt-scrape")
+        .build()?;
     std::thread::Builder::new()
         .name("tollgate-mgmt".into())
         .spawn(move || {
             crate::io::caps::enter_control_thread();
-            let mut beats = Beats::default();
-            while !stop.load(Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let _ = handle(s, &reg, &mut beats);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
+            rt.block_on(serve(listener, reg, stop));
         })
 }
 
-fn handle(mut s: TcpStream, reg: &Registry, beats: &mut Beats) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = [0u8; 2048];
-    let n = s.read(&mut buf)?;
-    let req = String::from_utf8_lossy(&buf[..n]);
-    let path = req.split_whitespace().nth(1).unwrap_or("/");
+async fn serve(listener: TcpListener, reg: Arc<Registry>, stop: Arc<AtomicBool>) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let beats = Arc::new(Mutex::new(Beats::default()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while !stop.load(Relaxed) {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+        {
+            Ok(Ok((s, _))) => s,
+            Ok(Err(_)) => {
+                // EMFILE and the like: back off rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => continue, // look at `stop` again
+        };
+        let (reg, beats) = (reg.clone(), beats.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| {
+                let (reg, beats) = (reg.clone(), beats.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(respond(req.uri().path(), reg, beats).await)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_DEADLINE)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
+        });
+    }
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+async fn respond(
+    path: &str,
+    reg: Arc<Registry>,
+    beats: Arc<Mutex<Beats>>,
+) -> hyper::Response<Body> {
+    let text = "text/plain";
     let (status, body, ctype) = match path {
-        "/healthz" => match beats.health(reg, Instant::now()) {
-            Health::Healthy => ("200 OK", "healthy\n".to_string(), "text/plain"),
-            Health::Degraded => ("200 OK", "degraded\n".to_string(), "text/plain"),
-            Health::Unhealthy => (
-                "503 Service Unavailable",
-                "unhealthy\n".to_string(),
-                "text/plain",
-            ),
-        },
-        "/readyz" => {
-            if reg.ready() {
-                ("200 OK", "ready\n".to_string(), "text/plain")
-            } else {
-                (
-                    "503 Service Unavailable",
-                    "starting\n".to_string(),
-                    "text/plain",
-                )
+        "/healthz" => {
+            let h = beats
+                .lock()
+                .map(|mut b| b.health(&reg, Instant::now()))
+                .unwrap_or(Health::Unhealthy);
+            match h {
+                Health::Healthy => (200, "healthy\n".to_string(), text),
+                Health::Degraded => (200, "degraded\n".to_string(), text),
+                Health::Unhealthy => (503, "unhealthy\n".to_string(), text),
             }
         }
-        "/metrics" => ("200 OK", metrics(reg), "text/plain; version=0.0.4"),
-        _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
+        "/readyz" => {
+            if reg.ready() {
+                (200, "ready\n".to_string(), text)
+            } else {
+                (503, "starting\n".to_string(), text)
+            }
+        }
+        "/metrics" => {
+            let scrape = tokio::task::spawn_blocking(move || metrics(&reg));
+            match tokio::time::timeout(REQUEST_DEADLINE, scrape).await {
+                Ok(Ok(m)) => (200, m, "text/plain; version=0.0.4"),
+                _ => (503, "scrape timed out\n".to_string(), text),
+            }
+        }
+        _ => (404, "not found\n".to_string(), text),
     };
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    let mut r = hyper::Response::new(Body::from(body));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
 }
 
 /// The Prometheus text exposition of every worker's counters, summed at scrape time.
@@ -562,6 +625,84 @@ mod tests {
         assert_eq!(
             b.health(&reg, t0 + Duration::from_secs(8)),
             Health::Degraded
+        );
+    }
+
+    /// Sends `GET path` on a new connection; the status line and how long the answer took.
+    fn get(addr: SocketAddr, path: &str) -> (String, Duration) {
+        use std::io::{Read, Write};
+        let t = Instant::now();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        (out.lines().next().unwrap_or("").to_string(), t.elapsed())
+    }
+
+    #[test]
+    fn healthz_answers_within_100_ms_with_200_idle_connections_open_and_metrics_scraped() {
+        let reg = Registry::new(1);
+        let c = Arc::new(Counters::sized(2, 1));
+        reg.register(c.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = spawn_on(l, reg.clone(), stop.clone()).unwrap();
+        // The worker's heartbeat moves, as a running worker's does.
+        let beat = {
+            let (c, stop) = (c.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 1;
+                while !stop.load(Relaxed) {
+                    c.heartbeat_ns.store(n, Relaxed);
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        // 200 clients connect and send nothing; 10 more send half a request head.
+        let mut idle: Vec<_> = (0..200)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        for _ in 0..10 {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+            idle.push(s);
+        }
+        let scraper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Relaxed) {
+                    let (status, _) = get(addr, "/metrics");
+                    assert!(status.contains("200"), "{status}");
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut worst = Duration::ZERO;
+        for _ in 0..50 {
+            let (status, took) = get(addr, "/healthz");
+            assert!(status.contains("200"), "{status}");
+            worst = worst.max(took);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Relaxed);
+        let scrapes = scraper.join().unwrap();
+        beat.join().unwrap();
+        h.join().unwrap();
+        drop(idle);
+        assert!(scrapes > 0, "metrics were scraped meanwhile");
+        assert!(
+            worst < Duration::from_millis(100),
+            "slowest /healthz of 50: {worst:?}"
         );
     }
 
