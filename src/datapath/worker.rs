@@ -14,7 +14,7 @@ use crate::conntrack::{Dir, FlowKey, FlowTable, FlowVerdict, InspectKind, TcpTra
 use crate::nat::{AllocError, SnatPool};
 use crate::policy::{proto, Decision, FlowQuery, Policy};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv4::{self, Ipv4Packet, OptionScan};
 use crate::wire::l4::{icmp_is_error, icmp_type, tcp_flags, IcmpMessage, TcpSegment, UdpDatagram};
 use crate::wire::{checksum, gso, WireError};
 
@@ -655,6 +655,13 @@ impl Worker {
         if !ip.verify_checksum() {
             return drop(DropReason::BadIpChecksum);
         }
+        // Every fragment carries the source route (its copied flag is set): checked before
+        // fragments are told apart.
+        match ipv4::scan_options(ip.options()) {
+            OptionScan::Pass => {}
+            OptionScan::SourceRoute => return drop(DropReason::IpSourceRoute),
+            OptionScan::Malformed => return drop(DropReason::BadIpOptions),
+        }
         let mut p = Parsed {
             l3,
             l4: l3 + ip.header_len(),
@@ -690,6 +697,9 @@ impl Worker {
                 p.sport = t.src_port();
                 p.dport = t.dst_port();
                 p.tcp_flags = t.flags();
+                if !tcp_flags::plausible(p.tcp_flags) {
+                    return drop(DropReason::TcpBadFlags);
+                }
                 p.seq = t.seq();
                 p.ack = t.ack();
                 p.payload = p.l4 + t.header_len();
