@@ -231,7 +231,7 @@ impl Worker {
             self.hits.hit(r);
         }
         if let Some(s) = &mut self.events {
-            if !s.offer(now, e) {
+            if !s.offer(now, e, &self.policy) {
                 bump(&self.counters.events_suppressed, 1);
             }
         }
