@@ -11,7 +11,7 @@ use super::query::{self, Answer, Inbox, Query, SnatReport, SnatUse};
 use super::route::RouteTable;
 use super::{DropReason, EngineConfig, Gso, IfaceId, Nanos, Offload, Packet, Verdict};
 use crate::conntrack::{Dir, FlowKey, FlowTable, FlowVerdict, InspectKind, TcpTrack, TimeoutClass};
-use crate::nat::{AllocError, SnatPool};
+use crate::nat::{AllocError, SnatPool, SnatRule};
 use crate::policy::{proto, Decision, FlowQuery, Policy};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ipv4::{self, Ipv4Packet, OptionScan};
@@ -861,8 +861,13 @@ impl Worker {
         if p.proto == proto::ICMP {
             reply_sport = 0;
         }
-        // SNAT unless the flow arrives from outside (DNAT) or goes to an exempt prefix.
-        let snat = from_inside && !self.cfg.nat.is_exempt(reply_src);
+        // SNAT unless the flow arrives from outside (DNAT) or goes to an exempt prefix: the
+        // rule `explain` prints too.
+        let snat = self
+            .cfg
+            .nat
+            .snat_rule(&self.cfg.inside_prefixes, p.src, reply_src)
+            == SnatRule::Snat;
         let (reply, snat_idx) = if snat {
             let flows = &self.flows;
             let (rs, rsp, proto_) = (reply_src, reply_sport, p.proto);
