@@ -3,6 +3,8 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+mod engine_util;
+
 use tollgate::cli::explain::{explain, parse_flow, ExplainArgs};
 use tollgate::config::{load_file, Loaded};
 use tollgate::datapath::IfaceRole;
@@ -247,4 +249,64 @@ fn explain_output() {
         exempt.contains("snat: none (destination 10.1.2.3 is in the exempt prefix 10.0.0.0/8)"),
         "{exempt}"
     );
+}
+
+/// SNAT as the datapath does it (Some(true): the forwarded source is rewritten; None: not
+/// forwarded) and as `explain` prints it, for one TCP SYN through `l`.
+fn snat_both_ways(
+    l: &Loaded,
+    src: (&str, u16),
+    dst: (&str, u16),
+    rx_if: u8,
+) -> (Option<bool>, String) {
+    use engine_util::{run, tcp, tuple};
+    use tollgate::datapath::{Verdict, Worker};
+    let mut w = Worker::new(
+        std::sync::Arc::new(l.engine.clone()),
+        l.policy.clone(),
+        0,
+        1,
+        1,
+    );
+    let frame = tcp(src.0, src.1, dst.0, dst.1, "S", b"");
+    let (v, out) = run(&mut w, 0, rx_if, &frame);
+    let dp = matches!(v, Verdict::Forward { .. })
+        .then(|| tuple(&out).0 != src.0.parse::<Ipv4Addr>().unwrap());
+    let q = FlowQuery {
+        src: src.0.parse().unwrap(),
+        dst: dst.0.parse().unwrap(),
+        proto: proto::TCP,
+        sport: src.1,
+        dport: dst.1,
+    };
+    (dp, explain(l, &q, None))
+}
+
+#[test]
+fn explain_and_the_datapath_agree_on_snat() {
+    let mut l = load("lab.toml");
+    l.engine.nat.exempt = vec!["203.0.113.128/25".parse().unwrap()];
+    let (inside, outside) = (0, 1);
+    let cases = [
+        // plain outbound
+        ("198.18.0.10", 40000, "203.0.113.5", 80, inside, true),
+        // hairpin: an inside host to the public address on a DNAT port, SNATed so that the
+        // target answers through the appliance
+        ("198.18.0.10", 40001, "203.0.113.1", 8080, inside, true),
+        // SNAT-exempt destination
+        ("198.18.0.10", 40002, "203.0.113.200", 80, inside, false),
+        // inbound DNAT: the client's address is kept
+        ("192.0.2.9", 5555, "203.0.113.1", 8080, outside, false),
+    ];
+    for (s, sp, d, dp, rx, want) in cases {
+        let (datapath, text) = snat_both_ways(&l, (s, sp), (d, dp), rx);
+        assert_eq!(datapath, Some(want), "datapath {s}:{sp} -> {d}:{dp}");
+        let said = if text.contains("\nsnat: to ") {
+            true
+        } else {
+            assert!(text.contains("\nsnat: none ("), "{text}");
+            false
+        };
+        assert_eq!(said, want, "explain {s}:{sp} -> {d}:{dp}:\n{text}");
+    }
 }

@@ -466,3 +466,122 @@ fn a_fragmented_held_segment_is_dropped_not_read() {
     assert!(drain(&mut w).is_empty());
     assert_eq!(w.inspecting(), 1);
 }
+
+/// TEST ONLY: SSH allowed by rule 0 (or denied after a reload), TCP 443 decided by name as in
+/// [`AppTestPolicy`].
+#[derive(Debug)]
+struct SshThenApp {
+    ssh_allowed: bool,
+}
+
+impl Policy for SshThenApp {
+    fn decide(&self, q: &FlowQuery) -> Decision {
+        match (q.proto, q.dport) {
+            (6, 22) if self.ssh_allowed => Decision::Allow { rule: 0 },
+            (6, 443) => Decision::Inspect,
+            _ => Decision::Deny { rule: None },
+        }
+    }
+    fn decide_app(&self, q: &FlowQuery, a: AppProto, fqdn: Option<&str>) -> Decision {
+        AppTestPolicy.decide_app(q, a, fqdn)
+    }
+    fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
+        None
+    }
+}
+
+#[test]
+fn a_revoked_flow_does_not_free_the_inspection_slot_numbered_like_its_rule() {
+    use tollgate::datapath::query::{list_flows, Answer, FlowFilter};
+    let mut w = Worker::new(
+        Arc::new(lab_config()),
+        Arc::new(SshThenApp { ssh_allowed: true }),
+        0,
+        1,
+        3,
+    );
+    // A: an SSH flow allowed by rule 0. B: held for its name in the first slot (number 0).
+    handshake(&mut w, 41000, 22);
+    let port_b = handshake(&mut w, 41001, 443);
+    let (b1, b2) = HELLO.split_at(200);
+    let b1_frame = data(41001, 443, 1001, b1);
+    assert_eq!(run(&mut w, 1, INSIDE_IF, &b1_frame).0, Verdict::Held);
+    assert_eq!(w.inspecting(), 1);
+
+    // The reload revokes A; `tollgate flows` shows it as revoked, not as inspecting.
+    assert_eq!(w.set_policy(Arc::new(SshThenApp { ssh_allowed: false })), 1);
+    let states = |w: &Worker| {
+        let filter = FlowFilter {
+            limit: 100,
+            ..FlowFilter::default()
+        };
+        let a = list_flows(
+            0,
+            w.flows().iter().map(|(_, f)| f),
+            w.flow_count(),
+            &filter,
+            2 * NS,
+            w.flows().timeouts(),
+            &SshThenApp { ssh_allowed: false },
+        );
+        let Answer::Flows { flows, .. } = a else {
+            panic!("{a:?}")
+        };
+        let mut s: Vec<(u16, &'static str)> =
+            flows.iter().map(|f| (f.orig.dport(), f.state)).collect();
+        s.sort();
+        s
+    };
+    assert_eq!(states(&w), [(22, "revoked"), (443, "inspecting")]);
+
+    // A's next packet cuts it; B's slot stays B's.
+    let (v, _) = run(&mut w, 2, INSIDE_IF, &data(41000, 22, 1001, b"ssh"));
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    drain(&mut w);
+    assert_eq!(w.inspecting(), 1, "B still holds its slot");
+
+    // C opens and holds the start of its own hello: it must get another slot.
+    let port_c = handshake(&mut w, 41002, 443);
+    let c1: Vec<u8> = b"GET / HTTP/1.1\r\nHost: allo".to_vec();
+    assert_eq!(
+        run(&mut w, 3, INSIDE_IF, &data(41002, 443, 1001, &c1)).0,
+        Verdict::Held
+    );
+    assert_eq!(w.inspecting(), 2);
+    assert!(drain(&mut w).is_empty());
+
+    // B completes its hello: exactly its two segments leave, intact and in order.
+    assert_eq!(
+        run(&mut w, 4, INSIDE_IF, &data(41001, 443, 1201, b2)).0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 2, "B's two segments and nothing else");
+    for f in &sent {
+        assert_eq!(tuple(f), (ip(PUBLIC), port_b, ip(SERVER), 443));
+        assert_checksums(f);
+    }
+    assert_eq!(payload_of(&sent[0]), b1);
+    assert_eq!(payload_of(&sent[1]), b2);
+
+    // C completes too: its own bytes only.
+    let c2 = b"wed.example\r\n\r\n";
+    assert_eq!(
+        run(
+            &mut w,
+            5,
+            INSIDE_IF,
+            &data(41002, 443, 1001 + c1.len() as u32, c2)
+        )
+        .0,
+        Verdict::Held
+    );
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 2);
+    for f in &sent {
+        assert_eq!(tuple(f), (ip(PUBLIC), port_c, ip(SERVER), 443));
+    }
+    assert_eq!(payload_of(&sent[0]), c1);
+    assert_eq!(payload_of(&sent[1]), c2);
+    assert_eq!(w.inspecting(), 0);
+}

@@ -257,3 +257,75 @@ fn a_policy_published_before_the_worker_follows_is_adopted_at_once() {
     w.housekeeping(NS, 8);
     assert_eq!(w.last_reload_cut, 0, "adopted once, not again");
 }
+
+/// TEST ONLY: allows everything by rule 1, whose name is `name`.
+#[derive(Debug)]
+struct NamedRule {
+    name: &'static str,
+}
+
+impl tollgate::policy::Policy for NamedRule {
+    fn decide(&self, _: &tollgate::policy::FlowQuery) -> tollgate::policy::Decision {
+        tollgate::policy::Decision::Allow { rule: 1 }
+    }
+    fn decide_app(
+        &self,
+        _: &tollgate::policy::FlowQuery,
+        _: tollgate::policy::AppProto,
+        _: Option<&str>,
+    ) -> tollgate::policy::Decision {
+        tollgate::policy::Decision::Allow { rule: 1 }
+    }
+    fn describe(&self, id: u32) -> Option<tollgate::policy::RuleRef<'_>> {
+        (id == 1).then_some(tollgate::policy::RuleRef {
+            group: "g",
+            collection: "c",
+            rule: self.name,
+            kind: "network",
+        })
+    }
+}
+
+#[test]
+fn a_decision_logged_after_a_reload_names_the_rule_that_decided_it() {
+    use tollgate::control::decision_log::write_json;
+    let mut w = Worker::new(
+        Arc::new(lab_config()),
+        Arc::new(NamedRule { name: "before" }),
+        0,
+        1,
+        1,
+    );
+    let (sink, mut rx) = events::channel(16, 100);
+    w.set_event_sink(sink);
+    run(
+        &mut w,
+        0,
+        INSIDE_IF,
+        &tcp(NODE1, 40000, SERVER, 443, "S", b""),
+    );
+    // The reload renames rule 1 before the log thread has drained the first decision.
+    let current: Arc<dyn tollgate::policy::Policy> = Arc::new(NamedRule { name: "after" });
+    w.set_policy(current.clone());
+    run(
+        &mut w,
+        1,
+        INSIDE_IF,
+        &tcp(NODE1, 40001, SERVER, 443, "S", b""),
+    );
+    let mut lines = Vec::new();
+    while let Ok(e) = rx.pop() {
+        let mut out = Vec::new();
+        // The log thread passes the policy current when it writes.
+        write_json(&mut out, &e, current.as_ref(), "t");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        lines.push((v["source"].as_str().unwrap().to_owned(), v["rule"].clone()));
+    }
+    assert_eq!(
+        lines,
+        [
+            ("198.18.0.11:40000".to_owned(), "before".into()),
+            ("198.18.0.11:40001".to_owned(), "after".into()),
+        ]
+    );
+}

@@ -31,7 +31,7 @@ pub struct FlowsArgs {
     /// Only flows whose original destination is in this prefix (or address).
     #[arg(long)]
     pub dst: Option<String>,
-    /// syn_sent, established, closing, time_wait, closed, udp, icmp or inspecting.
+    /// syn_sent, established, closing, time_wait, closed, udp, icmp, inspecting or revoked.
     #[arg(long)]
     pub state: Option<String>,
     /// tcp, udp or icmp.

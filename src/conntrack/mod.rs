@@ -39,5 +39,7 @@ mod table;
 pub mod tcp;
 
 pub use key::FlowKey;
-pub use table::{Flow, FlowTable, InsertError, TimeoutClass, MAX_FLOWS_PER_WORKER};
+pub use table::{
+    Flow, FlowTable, FlowVerdict, InsertError, InspectKind, TimeoutClass, MAX_FLOWS_PER_WORKER,
+};
 pub use tcp::{Dir, TcpState, TcpTrack};

@@ -94,14 +94,104 @@ pub struct Flow {
     prev: u32,
     next: u32,
     pub packets: [u32; 2],
-    /// The rule that allowed the flow.
-    pub rule: u16,
+    /// The rule that allowed the flow, or the inspection deciding it: see [`FlowVerdict`].
+    verdict: PackedVerdict,
     pub tcp: TcpTrack,
     class: TimeoutClass,
     /// Index of the SNAT address (when `reply.dst()` is one), for the port allocator.
     pub snat_idx: u8,
-    /// Application-inspection state owned by the datapath (0 = none).
-    pub inspect: u8,
+}
+
+/// What decided a flow, or what is still deciding it (owned by the datapath).
+///
+/// A rule id and an inspection slot number are both small integers; each lives only in its
+/// own variant, so one can never be read as the other (a revoked flow once released the
+/// inspection slot numbered like its rule, which another flow held).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowVerdict {
+    /// Allowed by rule `rule` (DNAT, network or application rule).
+    Allowed { rule: u16 },
+    /// Held for application inspection in slot `slot` of the worker's pool: no rule yet.
+    Inspecting { kind: InspectKind, slot: u16 },
+    /// Allowed by `rule` until a reloaded policy denied it: cut at its next packet.
+    Revoked { rule: u16 },
+}
+
+/// What an inspected flow's first payload is read as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InspectKind {
+    /// A TCP stream: TLS ClientHello or HTTP request head.
+    Tcp,
+    /// QUIC Initial datagrams.
+    Quic,
+}
+
+impl FlowVerdict {
+    /// The rule that allowed the flow (None while it is inspected).
+    pub fn rule(self) -> Option<u16> {
+        match self {
+            FlowVerdict::Allowed { rule } | FlowVerdict::Revoked { rule } => Some(rule),
+            FlowVerdict::Inspecting { .. } => None,
+        }
+    }
+    /// The inspection slot the flow holds (None once it is decided).
+    pub fn slot(self) -> Option<u16> {
+        match self {
+            FlowVerdict::Inspecting { slot, .. } => Some(slot),
+            _ => None,
+        }
+    }
+}
+
+/// [`FlowVerdict`] in three bytes (a Rust enum with a u16 would take four, and a flow is
+/// exactly one cache line); only [`Flow::verdict`] and [`Flow::set_verdict`] read and write it.
+#[derive(Clone, Copy, Debug)]
+struct PackedVerdict {
+    tag: u8,
+    value: [u8; 2],
+}
+
+impl PackedVerdict {
+    const ALLOWED: u8 = 0;
+    const INSPECT_TCP: u8 = 1;
+    const INSPECT_QUIC: u8 = 2;
+    const REVOKED: u8 = 3;
+
+    const fn pack(v: FlowVerdict) -> Self {
+        let (tag, n) = match v {
+            FlowVerdict::Allowed { rule } => (Self::ALLOWED, rule),
+            FlowVerdict::Inspecting {
+                kind: InspectKind::Tcp,
+                slot,
+            } => (Self::INSPECT_TCP, slot),
+            FlowVerdict::Inspecting {
+                kind: InspectKind::Quic,
+                slot,
+            } => (Self::INSPECT_QUIC, slot),
+            FlowVerdict::Revoked { rule } => (Self::REVOKED, rule),
+        };
+        PackedVerdict {
+            tag,
+            value: n.to_ne_bytes(),
+        }
+    }
+
+    #[inline]
+    fn unpack(self) -> FlowVerdict {
+        let n = u16::from_ne_bytes(self.value);
+        match self.tag {
+            Self::INSPECT_TCP => FlowVerdict::Inspecting {
+                kind: InspectKind::Tcp,
+                slot: n,
+            },
+            Self::INSPECT_QUIC => FlowVerdict::Inspecting {
+                kind: InspectKind::Quic,
+                slot: n,
+            },
+            Self::REVOKED => FlowVerdict::Revoked { rule: n },
+            _ => FlowVerdict::Allowed { rule: n },
+        }
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Flow>() == 64);
@@ -115,12 +205,21 @@ impl Flow {
         prev: NIL,
         next: NIL,
         packets: [0; 2],
-        rule: 0,
+        verdict: PackedVerdict::pack(FlowVerdict::Allowed { rule: 0 }),
         tcp: TcpTrack::NEW,
         class: TimeoutClass::Udp,
         snat_idx: 0,
-        inspect: 0,
     };
+
+    /// What decided the flow, or what is deciding it.
+    #[inline]
+    pub fn verdict(&self) -> FlowVerdict {
+        self.verdict.unpack()
+    }
+    #[inline]
+    pub fn set_verdict(&mut self, v: FlowVerdict) {
+        self.verdict = PackedVerdict::pack(v);
+    }
 
     pub fn class(&self) -> TimeoutClass {
         self.class
@@ -475,6 +574,29 @@ mod tests {
             80,
             6,
         )
+    }
+
+    #[test]
+    fn a_verdict_reads_back_as_written() {
+        let mut f = Flow::DEAD;
+        for v in [
+            FlowVerdict::Allowed { rule: 0 },
+            FlowVerdict::Allowed { rule: u16::MAX },
+            FlowVerdict::Inspecting {
+                kind: InspectKind::Tcp,
+                slot: 7,
+            },
+            FlowVerdict::Inspecting {
+                kind: InspectKind::Quic,
+                slot: 0x1234,
+            },
+            FlowVerdict::Revoked { rule: 7 },
+        ] {
+            f.set_verdict(v);
+            assert_eq!(f.verdict(), v);
+        }
+        assert_eq!(FlowVerdict::Revoked { rule: 7 }.slot(), None);
+        assert_eq!(FlowVerdict::Revoked { rule: 7 }.rule(), Some(7));
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn cidr(req: &Value, k: &str) -> Result<Option<Ipv4Net>, String> {
     }
 }
 
-const STATES: [&str; 8] = [
+const STATES: [&str; 9] = [
     "syn_sent",
     "established",
     "closing",
@@ -167,6 +167,7 @@ const STATES: [&str; 8] = [
     "udp",
     "icmp",
     "inspecting",
+    "revoked",
 ];
 
 fn proto_arg(s: &str) -> Result<u8, String> {

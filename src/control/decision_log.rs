@@ -59,6 +59,7 @@ fn to_json(e: &DecisionEvent, policy: &dyn crate::policy::Policy, time: &str) ->
         17 => "UDP",
         _ => "IP",
     };
+    let policy = e.policy().unwrap_or(policy);
     let names = e.rule.and_then(|r| policy.describe(r));
     let mut v = serde_json::json!({
         "time": time,
@@ -86,7 +87,8 @@ fn to_json(e: &DecisionEvent, policy: &dyn crate::policy::Policy, time: &str) ->
     v
 }
 
-/// Writes one event as a JSON line into `out`: the same object serde_json would write (keys in
+/// Writes one event as a JSON line into `out`, its rule named from the policy it was decided
+/// under ([`DecisionEvent::policy`]), or from `policy` for an event that carries none: the same object serde_json would write (keys in
 /// sorted order; a test checks it byte for byte), without building a map per event (the log thread keeps up with a flood of
 /// new flows on a small machine).
 pub fn write_json(
@@ -103,6 +105,7 @@ pub fn write_json(
         17 => "UDP",
         _ => "IP",
     };
+    let policy = e.policy().unwrap_or(policy);
     let names = e.rule.and_then(|r| policy.describe(r));
     let s = |out: &mut Vec<u8>, v: Option<&str>| match v {
         Some(v) => {
@@ -184,6 +187,7 @@ pub fn spawn(
                 if let Ok(mut rs) = rings.lock() {
                     for r in rs.iter_mut() {
                         while let Ok(e) = r.pop() {
+                            // Named from the policy it was decided under, which it carries.
                             write_json(&mut buf, &e, p.as_ref(), &now);
                         }
                     }

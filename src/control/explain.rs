@@ -146,7 +146,7 @@ pub fn explain(l: &Loaded, q: &FlowQuery, sni: Option<&str>) -> String {
                 "decision: DNAT to {to}:{to_port}\n  by {}",
                 rule_name(l, rule)
             );
-            let _ = writeln!(o, "snat: none (inbound DNAT flow)");
+            snat_line(&mut o, l, q.src, to, true);
             return o;
         }
         Decision::Deny { rule: Some(rule) } => {
@@ -174,25 +174,44 @@ pub fn explain(l: &Loaded, q: &FlowQuery, sni: Option<&str>) -> String {
         Decision::Inspect => false,
     };
     if allowed {
-        snat_line(&mut o, l, q);
+        snat_line(&mut o, l, q.src, q.dst, false);
     } else {
         near_misses(&mut o, l, q, sni, app_used);
     }
     o
 }
 
-fn snat_line(o: &mut String, l: &Loaded, q: &FlowQuery) {
+/// The SNAT a new flow from `src` to `dst` (after any DNAT) gets: [`NatConfig::snat_rule`], as
+/// the datapath decides it.
+///
+/// [`NatConfig::snat_rule`]: crate::nat::NatConfig::snat_rule
+fn snat_line(o: &mut String, l: &Loaded, src: Ipv4Addr, dst: Ipv4Addr, dnat: bool) {
+    use crate::nat::SnatRule;
     let nat = &l.engine.nat;
-    if let Some(p) = nat.exempt.iter().find(|p| p.contains(&q.dst)) {
-        let _ = writeln!(
-            o,
-            "snat: none (destination {} is in the exempt prefix {p})",
-            q.dst
-        );
-        return;
-    }
-    if !l.engine.inside_prefixes.iter().any(|p| p.contains(&q.src)) {
-        let _ = writeln!(o, "note: source {} is not in appliance.inside_prefixes; the datapath does not forward it as inside traffic", q.src);
+    match nat.snat_rule(&l.engine.inside_prefixes, src, dst) {
+        SnatRule::Exempt(p) => {
+            let _ = writeln!(
+                o,
+                "snat: none (destination {dst} is in the exempt prefix {p})"
+            );
+            return;
+        }
+        SnatRule::NotFromInside if dnat => {
+            let _ = writeln!(
+                o,
+                "snat: none (inbound DNAT flow: the client's address is kept)"
+            );
+            return;
+        }
+        SnatRule::NotFromInside => {
+            let _ = writeln!(o, "note: source {src} is not in appliance.inside_prefixes; the datapath does not forward it as inside traffic");
+            let _ = writeln!(o, "snat: none (source {src} is not inside)");
+            return;
+        }
+        SnatRule::Snat if dnat => {
+            let _ = writeln!(o, "hairpin: an inside source to a DNAT rule; SNATed so that {dst} answers through the appliance");
+        }
+        SnatRule::Snat => {}
     }
     match nat.public_addrs.as_slice() {
         [one] => {

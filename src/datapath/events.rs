@@ -5,10 +5,11 @@
 //! bucket counts the event as suppressed instead of stalling the packet path.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::{DropReason, Nanos};
 use crate::conntrack::FlowKey;
-use crate::policy::AppProto;
+use crate::policy::{AppProto, Policy};
 
 /// What was decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +35,21 @@ impl Action {
 /// Longest name kept in an event (longer SNI/Host values are truncated).
 pub const NAME_MAX: usize = 96;
 
+/// The policy a decision was made under. The log names the event's rule from it, as the rule
+/// was named then: a reload may rename or renumber rules before the line is written. Taking
+/// it costs one atomic increment (no allocation, no lock), and only for an event that passed
+/// the rate limit; the log thread drops it, so an old policy is freed there, not on a worker.
+#[derive(Clone)]
+pub struct DecidedUnder(pub Arc<dyn Policy>);
+
+impl std::fmt::Debug for DecidedUnder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecidedUnder(..)")
+    }
+}
+
 /// One decision, fixed-size (no allocation on the packet path).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DecisionEvent {
     pub at: Nanos,
     /// The flow's first packet as it arrived.
@@ -51,6 +65,8 @@ pub struct DecisionEvent {
     pub app: Option<AppProto>,
     name: [u8; NAME_MAX],
     name_len: u8,
+    /// Set by [`EventSink::offer`].
+    policy: Option<DecidedUnder>,
 }
 
 impl DecisionEvent {
@@ -66,6 +82,7 @@ impl DecisionEvent {
             app: None,
             name: [0; NAME_MAX],
             name_len: 0,
+            policy: None,
         }
     }
     /// Sets the deciding rule.
@@ -84,6 +101,11 @@ impl DecisionEvent {
         self.name[..n].copy_from_slice(&name.as_bytes()[..n]);
         self.name_len = n as u8;
         self
+    }
+    /// The policy the decision was made under (None for an event that never went through
+    /// [`EventSink::offer`]).
+    pub fn policy(&self) -> Option<&dyn Policy> {
+        self.policy.as_ref().map(|p| p.0.as_ref())
     }
     /// The FQDN, if the decision had one.
     pub fn name(&self) -> Option<&str> {
@@ -127,14 +149,20 @@ pub fn channel(capacity: usize, rate: u32) -> (EventSink, rtrb::Consumer<Decisio
 }
 
 impl EventSink {
-    /// Offers an event; returns false (and counts it) when rate-limited or the ring is full.
+    /// Offers an event decided under `policy`; returns false (and counts it) when rate-limited
+    /// or the ring is full.
     #[inline]
-    pub fn offer(&mut self, now: Nanos, e: DecisionEvent) -> bool {
+    pub fn offer(&mut self, now: Nanos, mut e: DecisionEvent, policy: &Arc<dyn Policy>) -> bool {
         if now.saturating_sub(self.refilled_at) >= 1_000_000_000 {
             self.tokens = self.rate;
             self.refilled_at = now;
         }
-        if self.tokens == 0 || self.tx.push(e).is_err() {
+        if self.tokens == 0 || self.tx.slots() == 0 {
+            self.suppressed += 1;
+            return false;
+        }
+        e.policy = Some(DecidedUnder(policy.clone()));
+        if self.tx.push(e).is_err() {
             self.suppressed += 1;
             return false;
         }
@@ -147,14 +175,36 @@ impl EventSink {
 mod tests {
     use super::*;
 
+    struct Nothing;
+    impl Policy for Nothing {
+        fn decide(&self, _: &crate::policy::FlowQuery) -> crate::policy::Decision {
+            crate::policy::Decision::Deny { rule: None }
+        }
+        fn decide_app(
+            &self,
+            _: &crate::policy::FlowQuery,
+            _: AppProto,
+            _: Option<&str>,
+        ) -> crate::policy::Decision {
+            crate::policy::Decision::Deny { rule: None }
+        }
+        fn describe(&self, _: u32) -> Option<crate::policy::RuleRef<'_>> {
+            None
+        }
+    }
+
     #[test]
     fn bucket_and_ring_bound_the_flow_of_events() {
         let (mut sink, mut rx) = channel(8, 3);
+        let p: Arc<dyn Policy> = Arc::new(Nothing);
         let e = DecisionEvent::new(0, FlowKey::ZERO, Action::Allow).with_name("mcr.microsoft.com");
-        let sent = (0..5).filter(|_| sink.offer(10, e)).count();
+        let sent = (0..5).filter(|_| sink.offer(10, e.clone(), &p)).count();
         assert_eq!((sent, sink.suppressed), (3, 2));
-        assert_eq!(rx.pop().unwrap().name(), Some("mcr.microsoft.com"));
+        assert_eq!(Arc::strong_count(&p), 4, "held by the 3 events in the ring");
+        let got = rx.pop().unwrap();
+        assert_eq!(got.name(), Some("mcr.microsoft.com"));
+        assert!(got.policy().is_some());
         // A second later the bucket is full again.
-        assert!(sink.offer(1_000_000_010, e));
+        assert!(sink.offer(1_000_000_010, e, &p));
     }
 }

@@ -219,18 +219,23 @@ impl InspectPool {
         s.quic.reset();
         Some(i)
     }
-    pub fn release(&mut self, i: u16) {
-        if let Some(s) = self.slots.get_mut(usize::from(i)) {
-            if s.flow != u32::MAX {
+    /// Frees slot `i` if `flow` holds it; a slot held by another flow (or free) is left as
+    /// it is. Returns whether the slot was freed.
+    pub fn release(&mut self, i: u16, flow: u32) -> bool {
+        match self.slots.get_mut(usize::from(i)) {
+            Some(s) if s.flow == flow && flow != u32::MAX => {
                 s.flow = u32::MAX;
                 self.free.push(i);
+                true
             }
+            _ => false,
         }
     }
-    /// [`Slot::hold_datagram`] on slot `i` with the pool's scratch buffer.
+    /// [`Slot::hold_datagram`] on slot `i` (if `flow` holds it) with the pool's scratch buffer.
     pub fn hold_datagram(
         &mut self,
         i: u16,
+        flow: u32,
         frame: &[u8],
         payload: &[u8],
         out: &mut [u8; 256],
@@ -238,26 +243,28 @@ impl InspectPool {
         let slot = self
             .slots
             .get_mut(usize::from(i))
-            .filter(|s| s.flow != u32::MAX)
+            .filter(|s| s.flow == flow && flow != u32::MAX)
             .ok_or(HoldError::Budget)?;
         slot.hold_datagram(frame, payload, &mut self.scratch, out)
     }
-    pub fn get_mut(&mut self, i: u16) -> Option<&mut Slot> {
+    /// Slot `i` if `flow` holds it.
+    pub fn get_mut(&mut self, i: u16, flow: u32) -> Option<&mut Slot> {
         self.slots
             .get_mut(usize::from(i))
-            .filter(|s| s.flow != u32::MAX)
+            .filter(|s| s.flow == flow && flow != u32::MAX)
     }
-    pub fn get(&self, i: u16) -> Option<&Slot> {
+    /// Slot `i` if `flow` holds it.
+    pub fn get(&self, i: u16, flow: u32) -> Option<&Slot> {
         self.slots
             .get(usize::from(i))
-            .filter(|s| s.flow != u32::MAX)
+            .filter(|s| s.flow == flow && flow != u32::MAX)
     }
-    /// Flows whose slot is older than the time budget.
-    pub fn overdue(&self, now: Nanos) -> Option<u32> {
+    /// A slot older than the time budget, and the flow holding it.
+    pub fn overdue(&self, now: Nanos) -> Option<(u16, u32)> {
         self.slots
             .iter()
-            .find(|s| s.flow != u32::MAX && s.started + TIME_BUDGET <= now)
-            .map(|s| s.flow)
+            .position(|s| s.flow != u32::MAX && s.started + TIME_BUDGET <= now)
+            .map(|i| (i as u16, self.slots[i].flow))
     }
     pub fn in_use(&self) -> usize {
         self.slots.len() - self.free.len()
@@ -444,6 +451,22 @@ mod tests {
         let mut p = InspectPool::new(1);
         assert!(p.take(1, 0, 0).is_some());
         assert!(p.take(2, 0, 0).is_none());
+    }
+
+    #[test]
+    fn only_the_owner_releases_or_reads_a_slot() {
+        let mut p = InspectPool::new(4);
+        let a = p.take(10, 0, 0).unwrap();
+        let b = p.take(11, 0, 0).unwrap();
+        assert!(!p.release(a, 11), "flow 11 does not hold slot {a}");
+        assert!(p.get(a, 11).is_none() && p.get_mut(a, 11).is_none());
+        assert!(p.get(a, 10).is_some());
+        assert_eq!(p.in_use(), 2);
+        assert!(p.release(a, 10));
+        assert!(!p.release(a, 10), "a free slot is not freed twice");
+        assert!(p.get(a, 10).is_none(), "a freed slot is nobody's");
+        assert!(!p.release(b, u32::MAX));
+        assert_eq!(p.in_use(), 1);
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 
 use super::Nanos;
-use crate::conntrack::{Flow, FlowKey, TimeoutClass, Timeouts};
+use crate::conntrack::{Flow, FlowKey, FlowVerdict, TimeoutClass, Timeouts};
 use crate::policy::{proto, Policy};
 
 /// Which flows `tollgate flows` lists.
@@ -22,7 +22,8 @@ pub struct FlowFilter {
     pub src: Option<Ipv4Net>,
     /// The original destination must lie in this prefix.
     pub dst: Option<Ipv4Net>,
-    /// `syn_sent`, `established`, `closing`, `time_wait`, `closed`, `udp`, `icmp`, `inspecting`.
+    /// `syn_sent`, `established`, `closing`, `time_wait`, `closed`, `udp`, `icmp`, `inspecting`,
+    /// `revoked` (a reload denied it: cut at its next packet).
     pub state: Option<String>,
     /// IP protocol number.
     pub proto: Option<u8>,
@@ -194,9 +195,11 @@ impl Inboxes {
 }
 
 /// The state name `tollgate flows` shows and filters on.
-pub fn state_name(f: &Flow, inspecting: bool) -> &'static str {
-    if inspecting {
-        return "inspecting";
+pub fn state_name(f: &Flow) -> &'static str {
+    match f.verdict() {
+        FlowVerdict::Inspecting { .. } => return "inspecting",
+        FlowVerdict::Revoked { .. } => return "revoked",
+        FlowVerdict::Allowed { .. } => {}
     }
     match f.orig.proto() {
         proto::TCP => f.tcp.state.as_str(),
@@ -220,8 +223,7 @@ pub fn list_flows<'a>(
     let mut out = Vec::new();
     let mut matched = 0;
     for f in flows {
-        let inspecting = f.inspect != 0;
-        let state = state_name(f, inspecting);
+        let state = state_name(f);
         if filter.src.is_some_and(|n| !n.contains(&f.orig.src()))
             || filter.dst.is_some_and(|n| !n.contains(&f.orig.dst()))
             || filter.proto.is_some_and(|p| p != f.orig.proto())
@@ -233,9 +235,10 @@ pub fn list_flows<'a>(
         if out.len() >= filter.limit {
             continue;
         }
-        let rule = (!inspecting)
-            .then(|| policy.describe(u32::from(f.rule)))
-            .flatten()
+        let rule = f
+            .verdict()
+            .rule()
+            .and_then(|r| policy.describe(u32::from(r)))
             .map(|r| format!("{}/{}/{}", r.group, r.collection, r.rule));
         out.push(FlowInfo {
             worker,

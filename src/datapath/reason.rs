@@ -30,8 +30,17 @@ drop_reasons! {
     BadIpHeader = "bad_ip_header",
     /// The IPv4 header checksum does not verify.
     BadIpChecksum = "bad_ip_checksum",
+    /// An IPv4 option list that does not parse: an option length below its minimum or past
+    /// the header, an option type with no room for its length (RFC 791).
+    BadIpOptions = "bad_ip_options",
+    /// An IPv4 loose or strict source route option (LSRR 131, SSRR 137): the sender, not the
+    /// routing tables, would choose the path (RFC 7126 4.3, 4.4: dropped by default).
+    IpSourceRoute = "ip_source_route",
     /// TCP data offset, UDP length or ICMP header is wrong.
     BadL4Header = "bad_l4_header",
+    /// A TCP flag combination no connection sends: SYN with FIN or RST, FIN without ACK, or
+    /// none of SYN, ACK and RST (NULL, FIN and Xmas scans, OS fingerprinting).
+    TcpBadFlags = "tcp_bad_flags",
     /// The frame's offload metadata (GSO kind and size, partial-checksum offsets) disagrees
     /// with its headers.
     BadOffload = "bad_offload",

@@ -10,11 +10,11 @@ use super::inspect::{self, HoldError, InspectPool, TxQueue, L7};
 use super::query::{self, Answer, Inbox, Query, SnatReport, SnatUse};
 use super::route::RouteTable;
 use super::{DropReason, EngineConfig, Gso, IfaceId, Nanos, Offload, Packet, Verdict};
-use crate::conntrack::{Dir, FlowKey, FlowTable, TcpTrack, TimeoutClass};
-use crate::nat::{AllocError, SnatPool};
+use crate::conntrack::{Dir, FlowKey, FlowTable, FlowVerdict, InspectKind, TcpTrack, TimeoutClass};
+use crate::nat::{AllocError, SnatPool, SnatRule};
 use crate::policy::{proto, Decision, FlowQuery, Policy};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv4::{self, Ipv4Packet, OptionScan};
 use crate::wire::l4::{icmp_is_error, icmp_type, tcp_flags, IcmpMessage, TcpSegment, UdpDatagram};
 use crate::wire::{checksum, gso, WireError};
 
@@ -249,7 +249,7 @@ impl Worker {
             self.hits.hit(r);
         }
         if let Some(s) = &mut self.events {
-            if !s.offer(now, e) {
+            if !s.offer(now, e, &self.policy) {
                 bump(&self.counters.events_suppressed, 1);
             }
         }
@@ -271,7 +271,7 @@ impl Worker {
         let revoked: Vec<u32> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.inspect == 0)
+            .filter(|(_, f)| matches!(f.verdict(), FlowVerdict::Allowed { .. }))
             .filter(|(_, f)| {
                 let q = FlowQuery {
                     src: f.orig.src(),
@@ -285,7 +285,10 @@ impl Worker {
             .map(|(i, _)| i)
             .collect();
         for &i in &revoked {
-            self.flows.get_mut(i).inspect = REVOKED;
+            let f = self.flows.get_mut(i);
+            if let FlowVerdict::Allowed { rule } = f.verdict() {
+                f.set_verdict(FlowVerdict::Revoked { rule });
+            }
         }
         revoked.len()
     }
@@ -323,9 +326,13 @@ impl Worker {
             inbox.serve(|q| self.answer(now, q));
         }
         let mut n = 0;
-        while let Some(idx) = self.inspect.overdue(now) {
-            self.remove_flow(idx, now);
-            bump(&self.counters.drops[DropReason::InspectBudget as usize], 1);
+        while let Some((slot, idx)) = self.inspect.overdue(now) {
+            if self.flows.get(idx).verdict().slot() == Some(slot) {
+                self.remove_flow(idx, now);
+                bump(&self.counters.drops[DropReason::InspectBudget as usize], 1);
+            }
+            // Freed by the flow's removal; a slot its flow no longer names is freed here.
+            self.inspect.release(slot, idx);
         }
         while n < budget {
             match self.flows.oldest_expired(now) {
@@ -409,8 +416,8 @@ impl Worker {
 
     fn remove_flow(&mut self, idx: u32, now: Nanos) {
         let f = self.flows.remove(idx);
-        if f.inspect != 0 {
-            self.inspect.release(f.rule);
+        if let Some(slot) = f.verdict().slot() {
+            self.inspect.release(slot, idx);
         }
         if f.reply.dst() != f.orig.src() {
             self.snat.release(&f.orig, f.snat_idx, f.reply.dport(), now);
@@ -688,6 +695,13 @@ impl Worker {
         if !ip.verify_checksum() {
             return drop(DropReason::BadIpChecksum);
         }
+        // Every fragment carries the source route (its copied flag is set): checked before
+        // fragments are told apart.
+        match ipv4::scan_options(ip.options()) {
+            OptionScan::Pass => {}
+            OptionScan::SourceRoute => return drop(DropReason::IpSourceRoute),
+            OptionScan::Malformed => return drop(DropReason::BadIpOptions),
+        }
         let mut p = Parsed {
             l3,
             l4: l3 + ip.header_len(),
@@ -723,6 +737,9 @@ impl Worker {
                 p.sport = t.src_port();
                 p.dport = t.dst_port();
                 p.tcp_flags = t.flags();
+                if !tcp_flags::plausible(p.tcp_flags) {
+                    return drop(DropReason::TcpBadFlags);
+                }
                 p.seq = t.seq();
                 p.ack = t.ack();
                 p.payload = p.l4 + t.header_len();
@@ -852,7 +869,7 @@ impl Worker {
                 Verdict::Drop(DropReason::Unsolicited)
             };
         }
-        let mut inspect_kind = 0u8;
+        let mut inspect_kind = None;
         let mut audit = false;
         let (rule, reply_src, mut reply_sport) = match decision {
             Decision::Allow { rule } => (rule, p.dst, p.dport),
@@ -868,11 +885,11 @@ impl Worker {
                 return Verdict::Drop(DropReason::RuleDeny);
             }
             Decision::Inspect if p.proto == proto::TCP => {
-                inspect_kind = INSPECT_TCP;
+                inspect_kind = Some(InspectKind::Tcp);
                 (0, p.dst, p.dport)
             }
             Decision::Inspect if p.proto == proto::UDP && p.payload != 0 => {
-                inspect_kind = INSPECT_QUIC;
+                inspect_kind = Some(InspectKind::Quic);
                 (0, p.dst, p.dport)
             }
             Decision::Deny { rule: None } | Decision::Inspect => {
@@ -884,8 +901,13 @@ impl Worker {
         if p.proto == proto::ICMP {
             reply_sport = 0;
         }
-        // SNAT unless the flow arrives from outside (DNAT) or goes to an exempt prefix.
-        let snat = from_inside && !self.cfg.nat.is_exempt(reply_src);
+        // SNAT unless the flow arrives from outside (DNAT) or goes to an exempt prefix: the
+        // rule `explain` prints too.
+        let snat = self
+            .cfg
+            .nat
+            .snat_rule(&self.cfg.inside_prefixes, p.src, reply_src)
+            == SnatRule::Snat;
         let (reply, snat_idx) = if snat {
             let flows = &self.flows;
             let (rs, rsp, proto_) = (reply_src, reply_sport, p.proto);
@@ -948,22 +970,22 @@ impl Worker {
             }
         };
         let f = self.flows.get_mut(idx);
-        f.rule = rule as u16;
+        f.set_verdict(FlowVerdict::Allowed { rule: rule as u16 });
         f.snat_idx = snat_idx;
         if p.proto == proto::TCP {
             f.tcp = TcpTrack::opened();
         }
-        if inspect_kind != 0 {
+        if let Some(kind) = inspect_kind {
             let Some(slot) = self.inspect.take(idx, p.seq.wrapping_add(1), now) else {
                 self.remove_flow(idx, now);
                 return Verdict::Drop(DropReason::InspectBudget);
             };
-            let f = self.flows.get_mut(idx);
-            f.inspect = inspect_kind;
-            f.rule = slot;
+            self.flows
+                .get_mut(idx)
+                .set_verdict(FlowVerdict::Inspecting { kind, slot });
         }
         bump(&self.counters.flows_created, 1);
-        if inspect_kind == 0 {
+        if inspect_kind.is_none() {
             let dnat = reply_src != p.dst
                 || reply_sport != if p.proto == proto::ICMP { 0 } else { p.dport };
             let mut e = DecisionEvent::new(
@@ -1006,7 +1028,7 @@ impl Worker {
                 DropReason::TtlExceeded,
             );
         }
-        if self.flows.get(idx).inspect == REVOKED {
+        if let FlowVerdict::Revoked { .. } = self.flows.get(idx).verdict() {
             let e = DecisionEvent::new(now, self.flows.get(idx).orig, Action::Deny);
             self.emit(now, e.with_reason(DropReason::PolicyRevoked));
             return self.cut(now, pkt, p, idx, dir, p.seq, DropReason::PolicyRevoked);
@@ -1045,7 +1067,11 @@ impl Worker {
             }
             return Verdict::Drop(DropReason::FragNeeded);
         }
-        if f.inspect != 0 && dir == Dir::Orig && p.payload != 0 && p.payload < p.payload_end {
+        if matches!(f.verdict(), FlowVerdict::Inspecting { .. })
+            && dir == Dir::Orig
+            && p.payload != 0
+            && p.payload < p.payload_end
+        {
             if pkt.offload.is_gso() {
                 // the hold reads and keeps segment-sized payloads
                 return Verdict::Segment;
@@ -1097,11 +1123,14 @@ impl Worker {
             return Verdict::Drop(DropReason::InspectUnverifiable);
         }
         let f = *self.flows.get(idx);
+        let FlowVerdict::Inspecting { kind, slot } = f.verdict() else {
+            return Verdict::Drop(DropReason::InspectBudget);
+        };
         let (payload, frame) = (&pkt.buf[p.payload..p.payload_end], &pkt.buf[..pkt.len]);
         let mut lower = [0u8; 256];
         let mut raw = [0u8; 256];
-        let l7 = if f.inspect == INSPECT_TCP {
-            let Some(slot) = self.inspect.get_mut(f.rule) else {
+        let l7 = if kind == InspectKind::Tcp {
+            let Some(slot) = self.inspect.get_mut(slot, idx) else {
                 return self.deny_inspected(now, pkt, p, idx, DropReason::InspectBudget);
             };
             // Data on a SYN (TCP Fast Open) starts one past its sequence number and would hold
@@ -1118,7 +1147,10 @@ impl Worker {
             }
         } else {
             // QUIC: the datagram is held whole; its Initials are decrypted as they arrive.
-            match self.inspect.hold_datagram(f.rule, frame, payload, &mut raw) {
+            match self
+                .inspect
+                .hold_datagram(slot, idx, frame, payload, &mut raw)
+            {
                 Ok(r) => inspect::classify_quic(r, &raw),
                 Err(_) => L7::OverBudget,
             }
@@ -1193,16 +1225,21 @@ impl Worker {
 
     /// The name was allowed: the flow continues untouched and its held packets leave in order.
     fn release_inspected(&mut self, now: Nanos, idx: u32, rule: u32, rx_if: IfaceId) {
-        let slot_i = self.flows.get(idx).rule;
-        let f = self.flows.get_mut(idx);
-        f.inspect = 0;
-        f.rule = rule as u16;
-        let held = self.inspect.get(slot_i).map_or(0, |s| s.held);
+        let FlowVerdict::Inspecting { slot: slot_i, .. } = self.flows.get(idx).verdict() else {
+            return;
+        };
+        // Read before the flow is marked allowed: the slot is checked against its owner.
+        let held = self.inspect.get(slot_i, idx).map_or(0, |s| s.held);
+        // The flow stays the slot's owner until the held frames are out (re-deciding them
+        // below must find it allowed, not inspecting).
+        self.flows
+            .get_mut(idx)
+            .set_verdict(FlowVerdict::Allowed { rule: rule as u16 });
         for i in 0..held {
             let Some(mut buf) = self.txq.take_buf() else {
                 break;
             };
-            let len = match self.inspect.get(slot_i) {
+            let len = match self.inspect.get(slot_i, idx) {
                 Some(s) => {
                     let fr = s.frame(i);
                     buf[..fr.len()].copy_from_slice(fr);
@@ -1217,7 +1254,7 @@ impl Worker {
             };
             self.txq.push(buf, meta);
         }
-        self.inspect.release(slot_i);
+        self.inspect.release(slot_i, idx);
     }
 
     /// The name was denied (or never came): reset both ends of a TCP flow, drop a QUIC one.
@@ -1229,9 +1266,12 @@ impl Worker {
         idx: u32,
         reason: DropReason,
     ) -> Verdict {
-        let f = *self.flows.get(idx);
         // The server has seen the handshake only: its next expected sequence is the ISN + 1.
-        let isn = self.inspect.get(f.rule).map_or(p.seq, |s| s.isn);
+        let isn = match self.flows.get(idx).verdict() {
+            FlowVerdict::Inspecting { slot, .. } => self.inspect.get(slot, idx).map(|s| s.isn),
+            _ => None,
+        }
+        .unwrap_or(p.seq);
         self.cut(now, pkt, p, idx, Dir::Orig, isn, reason)
     }
 
@@ -1519,13 +1559,6 @@ fn readdress(pkt: &mut Packet<'_>, p: &Parsed, src: Ipv4Addr, dst: Ipv4Addr) {
         ip.decrement_ttl();
     }
 }
-
-/// Flow is held for a TCP first payload (TLS ClientHello or HTTP request head).
-const INSPECT_TCP: u8 = 1;
-/// Flow is held for a QUIC Initial.
-const INSPECT_QUIC: u8 = 2;
-/// A reloaded policy denies the flow: cut it at its next packet.
-const REVOKED: u8 = 3;
 
 /// Writes an IPv4 + TCP segment with no payload at `l3` (the Ethernet header before it is the
 /// caller's); returns the frame length.

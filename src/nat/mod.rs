@@ -115,4 +115,30 @@ impl NatConfig {
     pub fn is_exempt(&self, dst: Ipv4Addr) -> bool {
         self.exempt.iter().any(|n| n.contains(&dst))
     }
+
+    /// Whether a new flow from `src` to `dst` (its destination after any DNAT) is SNATed, and
+    /// why not: the one rule the datapath applies and `tollgate explain` prints.
+    #[inline]
+    pub fn snat_rule(&self, inside_prefixes: &[Ipv4Net], src: Ipv4Addr, dst: Ipv4Addr) -> SnatRule {
+        if !inside_prefixes.iter().any(|n| n.contains(&src)) {
+            return SnatRule::NotFromInside;
+        }
+        match self.exempt.iter().find(|n| n.contains(&dst)) {
+            Some(&n) => SnatRule::Exempt(n),
+            None => SnatRule::Snat,
+        }
+    }
+}
+
+/// Whether a new flow is SNATed ([`NatConfig::snat_rule`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnatRule {
+    /// From an inside address to a destination outside the exempt prefixes. A hairpinned DNAT
+    /// flow (an inside host to a public address on a DNAT port) is one: SNATed so that the
+    /// target, inside too, answers through the appliance rather than straight to the client.
+    Snat,
+    /// The source is not an inside address: an inbound (DNAT) flow keeps its client's address.
+    NotFromInside,
+    /// The destination (after DNAT) is in this SNAT-exempt prefix.
+    Exempt(Ipv4Net),
 }

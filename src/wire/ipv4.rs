@@ -122,6 +122,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn verify_checksum(&self) -> bool {
         checksum::fold(checksum::sum(&self.b()[..self.header_len()], 0)) == 0xffff
     }
+    /// The options (`20..header_len`), empty for a plain header.
+    #[inline]
+    pub fn options(&self) -> &[u8] {
+        &self.b()[MIN_HEADER_LEN..self.header_len()]
+    }
     /// The payload (`header_len..total_len`).
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -180,6 +185,70 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// Option types (RFC 791 3.1; the copied flag, class and number in one byte).
+pub mod option {
+    pub const END: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const RECORD_ROUTE: u8 = 7;
+    pub const TIMESTAMP: u8 = 68;
+    pub const LOOSE_SOURCE_ROUTE: u8 = 131;
+    pub const STRICT_SOURCE_ROUTE: u8 = 137;
+}
+
+/// What an IPv4 option list holds, as far as forwarding cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionScan {
+    /// No option, or only options forwarded as they are.
+    Pass,
+    /// A loose or strict source route (RFC 7126 4.3, 4.4).
+    SourceRoute,
+    /// The list does not parse: a length below the option's minimum or past the header, a
+    /// type with no room for its length, a route or timestamp pointer before its data.
+    Malformed,
+}
+
+/// Walks an option list (the bytes after the 20-byte header). The list ends at END or at the
+/// header's end; what follows END is padding. A malformed list is reported as such even when
+/// a source route follows the bad option (nothing past a bad length can be trusted); a
+/// source route before it is reported as a source route. Never panics, reads nothing past
+/// `opts`.
+pub fn scan_options(opts: &[u8]) -> OptionScan {
+    let mut at = 0;
+    while let Some(&ty) = opts.get(at) {
+        match ty {
+            option::END => break,
+            option::NOP => {
+                at += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = opts.get(at + 1) else {
+            return OptionScan::Malformed;
+        };
+        let len = usize::from(len);
+        if len < 2 || at + len > opts.len() {
+            return OptionScan::Malformed;
+        }
+        // The pointer (third byte) counts from 1 and points into the option's data.
+        let ptr = opts.get(at + 2).map_or(0, |&p| usize::from(p));
+        match ty {
+            option::LOOSE_SOURCE_ROUTE | option::STRICT_SOURCE_ROUTE => {
+                return if len < 3 || ptr < 4 {
+                    OptionScan::Malformed
+                } else {
+                    OptionScan::SourceRoute
+                };
+            }
+            option::RECORD_ROUTE if len < 3 || ptr < 4 => return OptionScan::Malformed,
+            option::TIMESTAMP if len < 4 || ptr < 5 => return OptionScan::Malformed,
+            _ => {}
+        }
+        at += len;
+    }
+    OptionScan::Pass
+}
+
 /// Writes a fresh 20-byte IPv4 header (no options) into `b[..20]` with its checksum.
 pub fn emit_header(b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, proto: u8, total_len: u16, ttl: u8) {
     let b = &mut b[..MIN_HEADER_LEN];
@@ -212,6 +281,33 @@ mod tests {
             64,
         );
         b
+    }
+
+    #[test]
+    fn option_lists_are_read_to_their_end_and_no_further() {
+        use OptionScan::*;
+        assert_eq!(scan_options(&[]), Pass);
+        assert_eq!(scan_options(&[1, 1, 1, 0]), Pass);
+        // After END: padding, whatever it holds.
+        assert_eq!(scan_options(&[0, 131, 0, 0]), Pass);
+        assert_eq!(scan_options(&[7, 7, 4, 0, 0, 0, 0, 0]), Pass);
+        assert_eq!(scan_options(&[1, 131, 7, 4, 1, 2, 3, 4]), SourceRoute);
+        assert_eq!(scan_options(&[137, 3, 4, 0]), SourceRoute);
+        assert_eq!(scan_options(&[137, 3, 3, 0]), Malformed);
+        assert_eq!(scan_options(&[7, 1, 0, 0]), Malformed);
+        assert_eq!(scan_options(&[7, 5, 4, 0]), Malformed);
+        assert_eq!(scan_options(&[1, 1, 1, 7]), Malformed);
+        assert_eq!(scan_options(&[68, 4, 4, 0]), Malformed);
+        // A source route before a bad option is a source route; after it, unreadable.
+        assert_eq!(scan_options(&[131, 3, 4, 7, 0]), SourceRoute);
+        assert_eq!(scan_options(&[7, 0, 131, 3, 4]), Malformed);
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                scan_options(&[a, b]);
+                scan_options(&[a, b, 4]);
+                scan_options(&[1, a, b]);
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,21 @@ pub mod tcp_flags {
     pub const RST: u8 = 0x04;
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
+
+    /// Whether a flag combination can come from a real connection (RFC 9293): not SYN with
+    /// FIN or RST, not FIN without ACK, and at least one of SYN, ACK, RST. PSH, URG, ECE and
+    /// CWR do not matter. The rest are scans (NULL, FIN, Xmas) and fingerprinting probes.
+    #[inline]
+    pub fn plausible(flags: u8) -> bool {
+        let has = |f: u8| flags & f != 0;
+        if has(SYN) && (has(FIN) || has(RST)) {
+            return false;
+        }
+        if has(FIN) && !has(ACK) {
+            return false;
+        }
+        has(SYN) || has(ACK) || has(RST)
+    }
 }
 
 /// A TCP segment. After `new_checked`, the header with options is in bounds.
