@@ -69,6 +69,10 @@ pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// cannot flush it (TIME_WAIT of the bench plus the kernel's 10 s CLOSE timeout).
 const CONNTRACK_DRAIN_MAX: Duration = Duration::from_secs(20);
 
+/// How long `tollgate run` may take to report its workers running (generous: on a loaded
+/// machine, building the tables and opening the rings took over 15 s once).
+const APPLIANCE_START_MAX: Duration = Duration::from_secs(45);
+
 /// Tollgate's management endpoint inside the appliance namespace.
 const MGMT: &str = "127.0.0.1:9109";
 
@@ -1369,7 +1373,7 @@ priority = 100
             &[&exe, "run", "--config", &cfg_s, "--workers", &w],
             &log,
         )?;
-        if !self.lab.wait_spawned_appliance(Duration::from_secs(15)) {
+        if !self.lab.wait_spawned_appliance(APPLIANCE_START_MAX) {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             self.lab.stop("appliance", Duration::from_secs(2));
             return Err(LiveError::Appliance(text.trim().to_string()));
