@@ -18,18 +18,35 @@
 //! and with 4 workers).
 //!
 //! First the kernel (ip_forward + nftables masquerade in `app`) as the baseline, which must
-//! report endpoint-independent mapping, or the test's plumbing is broken. Needs root (skips
-//! otherwise) and coturn (fails with the apt-get line when it is missing); only the lab's
-//! addresses plus 203.0.113.11, only in the lab's namespaces (unique prefix), removed on every
-//! exit path, every process stopped by its PID.
+//! report endpoint-independent mapping, or the test's plumbing is broken.
+//!
+//! The second test is issue 21's case, in one run of `tollgate run` with the default mapping
+//! (endpoint-independent with port sharing) and a 64-port pool: 128 real TCP connections from
+//! 128 inside endpoints (node1 and node2, a source port each), 64 to 203.0.113.10:8000 and 64
+//! to 203.0.113.20:8000, interleaved, all established and held; then, with all 128 held, the
+//! STUN client still reports endpoint-independent mapping.
+//!
+//! Needs root (skips otherwise) and coturn (fails with the apt-get line when it is missing);
+//! only the lab's addresses plus 203.0.113.11 and 203.0.113.20, only in the lab's namespaces
+//! (unique prefix), removed on every exit path, every process stopped by its PID.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tollgate::control::lab::{new_prefix, Lab};
+use tollgate::io::tcpprobe::{self, Connecting, NetnsHandle};
+
+/// One test at a time: each runs an appliance and coturn, and the second one's connects are
+/// timed; two at once on a loaded 2-core machine only add noise.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The appliance's configuration: inside -> the STUN ports and the quota test's ports, SNAT to
 /// 203.0.113.1 with endpoint-independent mapping and a per-host quota of 4.
@@ -361,6 +378,7 @@ fn stun_sees_endpoint_independent_mapping_and_the_quota_holds_with_1_2_4_workers
     ) {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = setup();
     let mut runs = vec![kernel_baseline(&lab)];
     eprintln!(
@@ -407,4 +425,303 @@ fn stun_sees_endpoint_independent_mapping_and_the_quota_holds_with_1_2_4_workers
             o.counters
         );
     }
+}
+
+/// Issue 21's appliance: the default SNAT mapping (no `mapping`, no `port_sharing`: the
+/// defaults, endpoint-independent with port sharing), a 64-port pool, no quota; STUN and TCP
+/// to the two servers allowed.
+const CONFIG_64: &str = r#"
+[appliance]
+inside_prefixes = ["198.18.0.0/15"]
+icmp_source = "198.18.0.1"
+management = "127.0.0.1:9090"
+
+[[interface]]
+name = "tg-in"
+role = "inside"
+addresses = ["198.18.0.1/24"]
+
+[[interface]]
+name = "tg-out"
+role = "outside"
+addresses = ["203.0.113.1/24"]
+gateway = "203.0.113.254"
+
+[snat]
+addresses = ["203.0.113.1"]
+ports = "1024-1087"
+
+[[group]]
+name = "issue-21"
+priority = 100
+
+  [[group.collection]]
+  name = "egress"
+  priority = 100
+  kind = "network"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "stun"
+    sources = ["198.18.0.0/15"]
+    destinations = ["203.0.113.0/24"]
+    protocols = ["udp"]
+    destination_ports = ["3478-3479"]
+
+    [[group.collection.rule]]
+    name = "two-servers"
+    sources = ["198.18.0.0/15"]
+    destinations = ["203.0.113.10", "203.0.113.20"]
+    protocols = ["tcp"]
+    destination_ports = ["8000"]
+"#;
+
+/// The pool of [`CONFIG_64`]; connections per server.
+const POOL: std::ops::RangeInclusive<u16> = 1024..=1087;
+const PER_SERVER: usize = 64;
+const SERVER_A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8000);
+const SERVER_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 20), 8000);
+
+/// TCP servers in `inet` that accept and hold every connection, recording (server index,
+/// peer) for each.
+struct Servers {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(usize, SocketAddrV4)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Servers {
+    fn start(lab: &Lab, addrs: [SocketAddrV4; 2]) -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<(usize, SocketAddrV4)>>> = Arc::default();
+        let ns = NetnsHandle::open(&lab.ns("inet")).expect("open inet");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (st, se) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let listeners = ns.enter().and_then(|()| {
+                addrs
+                    .iter()
+                    .map(|a| tcpprobe::listen(*a, 1024))
+                    .collect::<std::io::Result<Vec<_>>>()
+            });
+            let listeners = match listeners {
+                Ok(l) => {
+                    let _ = tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut held = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                let mut idle = true;
+                for (i, l) in listeners.iter().enumerate() {
+                    if let Ok((c, SocketAddr::V4(peer))) = l.accept() {
+                        idle = false;
+                        held.push(c);
+                        se.lock().expect("seen").push((i, peer));
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        rx.recv()
+            .expect("server thread")
+            .expect("listen on 203.0.113.10:8000 and 203.0.113.20:8000");
+        Servers {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Vec<(usize, SocketAddrV4)> {
+        self.seen.lock().expect("seen").clone()
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// 2 x [`PER_SERVER`] connects, A and B in turn, each from its own inside endpoint: node1 and
+/// node2 take pairs in turn, attempt k from source port 30000 + k. Returns per attempt the
+/// held stream or why it failed (connect error or no answer within `timeout`).
+fn connect_128(lab: &Lab, timeout: Duration) -> Vec<Result<TcpStream, String>> {
+    let names = [lab.ns("node1"), lab.ns("node2")];
+    let addrs = [Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(198, 18, 0, 12)];
+    std::thread::spawn(move || {
+        let ns: Vec<NetnsHandle> = names
+            .iter()
+            .map(|n| NetnsHandle::open(n).expect("open node ns"))
+            .collect();
+        let total = 2 * PER_SERVER;
+        let mut out: Vec<Option<Result<TcpStream, String>>> = (0..total).map(|_| None).collect();
+        let mut inflight: Vec<(usize, Connecting, Instant)> = Vec::new();
+        let mut next = 0;
+        while next < total || !inflight.is_empty() {
+            while inflight.len() < 16 && next < total {
+                let host = (next / 2) % 2;
+                ns[host].enter().expect("enter node ns");
+                let src = SocketAddrV4::new(addrs[host], 30000 + next as u16);
+                let dst = if next % 2 == 0 { SERVER_A } else { SERVER_B };
+                match Connecting::start(src, dst) {
+                    Ok(c) => inflight.push((next, c, Instant::now())),
+                    Err(e) => out[next] = Some(Err(format!("{src} -> {dst}: {e}"))),
+                }
+                next += 1;
+            }
+            let refs: Vec<&Connecting> = inflight.iter().map(|(_, c, _)| c).collect();
+            let ready =
+                tcpprobe::poll_connecting(&refs, Duration::from_millis(50)).expect("poll connects");
+            let mut done = vec![false; inflight.len()];
+            for i in ready {
+                done[i] = true;
+            }
+            let mut keep = Vec::new();
+            for (i, (k, c, t)) in inflight.drain(..).enumerate() {
+                if done[i] {
+                    out[k] = Some(match c.result() {
+                        Ok(()) => Ok(c.into_stream()),
+                        Err(e) => Err(format!("attempt {k}: {e}")),
+                    });
+                } else if t.elapsed() > timeout {
+                    out[k] = Some(Err(format!("attempt {k}: no answer in {timeout:?}")));
+                } else {
+                    keep.push((k, c, t));
+                }
+            }
+            inflight = keep;
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err("not attempted".into())))
+            .collect()
+    })
+    .join()
+    .expect("client thread")
+}
+
+#[test]
+fn default_mapping_holds_128_connections_to_two_servers_on_64_ports_and_stun_sees_eim() {
+    if !root_or_skip(
+        "default_mapping_holds_128_connections_to_two_servers_on_64_ports_and_stun_sees_eim",
+    ) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let mut lab = setup();
+    let (ok, why) = sh(&lab, "inet", "ip addr add 203.0.113.20/24 dev eth0");
+    assert!(ok, "{why}");
+    let _ = sh(&lab, "app", "ping -c1 -W1 203.0.113.20 >/dev/null 2>&1");
+    let servers = Servers::start(&lab, [SERVER_A, SERVER_B]);
+    let config = lab.dir.join("issue21.toml");
+    std::fs::write(&config, CONFIG_64).expect("config");
+    // One worker: with two, each owns half the pool (32 ports) and the steering by inside
+    // address decides how many endpoints each half gets, which is not what this test is about.
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let (_, log) = start_appliance(
+        &mut lab,
+        &[
+            exe,
+            "run",
+            "--config",
+            &config.to_string_lossy(),
+            "--workers",
+            "1",
+        ],
+    );
+
+    // 128 connections; a SYN lost on a loaded machine is retransmitted after 1 s, so 5 s.
+    let conns = connect_128(&lab, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    let (held, failed): (Vec<_>, Vec<_>) = conns.into_iter().partition(Result::is_ok);
+    let held: Vec<TcpStream> = held.into_iter().filter_map(Result::ok).collect();
+    let failed: Vec<String> = failed.into_iter().filter_map(Result::err).collect();
+    let seen = servers.seen();
+
+    // With all 128 held: RFC 5780 mapping discovery from node1.
+    let (_, natdiscovery) = sh(
+        &lab,
+        "node1",
+        "timeout 30 turnutils_natdiscovery -m 203.0.113.10",
+    );
+    let mapping = natdiscovery
+        .lines()
+        .find(|l| l.contains("Mapping!"))
+        .unwrap_or("(no mapping verdict)")
+        .trim()
+        .to_string();
+    let (_, metrics) = sh(&lab, "app", "curl -s -m 3 http://127.0.0.1:9090/metrics");
+    let moved = metrics
+        .lines()
+        .find(|l| l.starts_with("tollgate_snat_eim_collision_moved_total "))
+        .unwrap_or("")
+        .to_string();
+    drop(held);
+    drop(servers);
+    let clean = lab.stop("appliance", Duration::from_secs(5));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let counters: String = text
+        .lines()
+        .filter(|l| !l.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!(
+        "--- natdiscovery with 128 connections held ---\n{}",
+        natdiscovery.trim_end()
+    );
+    eprintln!("--- tollgate ---\n{counters}\n{moved}");
+
+    let ports = |server: usize| -> BTreeSet<u16> {
+        seen.iter()
+            .filter(|(i, p)| *i == server && *p.ip() == Ipv4Addr::new(203, 0, 113, 1))
+            .map(|(_, p)| p.port())
+            .collect()
+    };
+    let (a, b) = (ports(0), ports(1));
+    eprintln!(
+        "--- summary ({:.1} s) ---\n{} of {} connections established ({} failed), servers saw {} \
+         connections, {} pool ports toward A, {} toward B; STUN: {mapping}",
+        t0.elapsed().as_secs_f64(),
+        2 * PER_SERVER - failed.len(),
+        2 * PER_SERVER,
+        failed.len(),
+        seen.len(),
+        a.len(),
+        b.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "every connection must be established, {} failed: {failed:?}\n{counters}",
+        failed.len()
+    );
+    assert_eq!(
+        seen.len(),
+        2 * PER_SERVER,
+        "the servers saw every connection"
+    );
+    let pool: BTreeSet<u16> = POOL.collect();
+    // 64 connections to one server from one public address: 64 distinct ports, so the whole
+    // pool toward A and again toward B: every port is shared by two endpoints.
+    assert_eq!(a, pool, "toward A: every pool port once");
+    assert_eq!(b, pool, "toward B: every pool port once");
+    assert!(
+        mapping.contains("Endpoint Independent Mapping"),
+        "with 128 connections held: {mapping}\n{natdiscovery}\n{counters}"
+    );
+    assert!(clean, "tollgate run did not stop on SIGTERM:\n{text}");
+    assert!(
+        counters.contains("drop.out_of_ports 0") || !counters.contains("drop.out_of_ports"),
+        "no SYN refused:\n{counters}"
+    );
 }

@@ -64,6 +64,20 @@ pub struct SnatLiveArgs {
     /// Run only one engine: kernel or tollgate.
     #[arg(long, value_parser = ["kernel", "tollgate"])]
     pub only: Option<String>,
+    /// Tollgate's SNAT mapping mode, one Tollgate run each: eim-shared (endpoint-independent
+    /// with port sharing, the configuration's default), eim-strict (port_sharing = false),
+    /// apdm (address-and-port-dependent), a comma-separated list of them, or all.
+    #[arg(long, default_value = "eim-shared")]
+    pub mapping: String,
+    /// What to run: single (one server: exhaustion, recovery, colliding ports), two-servers
+    /// (the two-server case only) or all.
+    #[arg(long, default_value = "all", value_parser = ["all", "single", "two-servers"])]
+    pub case: String,
+    /// The two-server case: a pool of N ports from the low end of --ports, N connections to
+    /// server A (203.0.113.10) and N to server B (203.0.113.20), interleaved, each from its own
+    /// inside endpoint (0: skip it).
+    #[arg(long, default_value_t = 64)]
+    pub two_servers: usize,
     /// Repeat the whole run this many times (fresh namespaces each time) and print the
     /// medians after the per-run tables.
     #[arg(long, default_value_t = 1)]
@@ -351,6 +365,28 @@ fn parse_ports(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
+/// `--mapping`: all, or a comma-separated list of eim-shared, eim-strict, apdm (and the
+/// configuration's names).
+fn parse_mappings(s: &str) -> Result<Vec<Mapping>, String> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(vec![
+            Mapping::EndpointIndependent,
+            Mapping::EndpointIndependentStrict,
+            Mapping::AddressAndPortDependent,
+        ]);
+    }
+    let mut v = Vec::new();
+    for m in s.split(',') {
+        let m = Mapping::parse(m.trim()).ok_or_else(|| {
+            format!("--mapping takes eim-shared, eim-strict, apdm or all, not {m}")
+        })?;
+        if !v.contains(&m) {
+            v.push(m);
+        }
+    }
+    Ok(v)
+}
+
 fn snat_live(a: &SnatLiveArgs) -> Result<(), String> {
     let (lo, hi) = parse_ports(&a.ports)?;
     if !a.connect_timeout.is_finite() || a.connect_timeout <= 0.0 || a.connect_timeout > 60.0 {
@@ -370,6 +406,16 @@ fn snat_live(a: &SnatLiveArgs) -> Result<(), String> {
     o.idle_timeout_s = a.idle_timeout;
     o.workers = a.workers;
     o.icmp_on_exhaustion = !a.no_icmp;
+    o.mappings = parse_mappings(&a.mapping)?;
+    o.single = a.case != "two-servers";
+    if a.case == "single" {
+        o.two_servers = 0;
+    } else {
+        o.two_servers = a.two_servers;
+        if a.case == "two-servers" && a.two_servers == 0 {
+            return Err("--case two-servers needs --two-servers above 0".into());
+        }
+    }
     o.kernel = a.only.as_deref() != Some("tollgate");
     o.tollgate = a.only.as_deref() != Some("kernel");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -421,5 +467,29 @@ pub fn main(cmd: &BenchCommand) -> ExitCode {
             eprintln!("tollgate bench: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_lists() {
+        use Mapping::*;
+        assert_eq!(parse_mappings("eim-shared"), Ok(vec![EndpointIndependent]));
+        assert_eq!(
+            parse_mappings("apdm, eim-strict,apdm"),
+            Ok(vec![AddressAndPortDependent, EndpointIndependentStrict])
+        );
+        assert_eq!(
+            parse_mappings("ALL"),
+            Ok(vec![
+                EndpointIndependent,
+                EndpointIndependentStrict,
+                AddressAndPortDependent
+            ])
+        );
+        assert!(parse_mappings("eim,nope").is_err());
     }
 }

@@ -4,12 +4,14 @@
 //!
 //! The topology is the lab's ([`Lab`]): inside hosts 198.18.0.11 (node1), 198.18.0.12 (node2)
 //! and, for more hosts, secondary addresses 198.18.0.32.. on them; the appliance namespace
-//! (tg-in 198.18.0.1, tg-out 203.0.113.1) and the internet namespace with the server
-//! 203.0.113.10, which has no route back to 198.18.0.0/15. For each engine:
+//! (tg-in 198.18.0.1, tg-out 203.0.113.1) and the internet namespace with server A
+//! 203.0.113.10 and server B 203.0.113.20 (a secondary address added here), which has no
+//! route back to 198.18.0.0/15. The kernel runs first, then Tollgate once per mapping mode
+//! asked for ([`LiveOptions::mappings`]: EIM with port sharing, strict EIM, APDM). For each:
 //!
 //! 1. Exhaustion: one client thread opens up to `flows` TCP connections (at most
 //!    `concurrency` connects in flight, each bounded by `connect_timeout`) from the hosts in
-//!    turn to one server ip:port, with a SNAT pool of `port_min..=port_max`, and keeps every
+//!    turn to server A, with a SNAT pool of `port_min..=port_max`, and keeps every
 //!    established one open. Each attempt's outcome is what the client sees: established (and
 //!    how fast: a connect slower than [`RETRANSMIT_THRESHOLD`] needed a SYN retransmission, so
 //!    its first SYN was refused), or failed: timeout (silent drop), ECONNREFUSED (reset),
@@ -21,6 +23,11 @@
 //!    server ip:port: interleaved (host A port p, then host B port p, back to back), host B
 //!    only after all of host A's connections are established and held, and both at once from
 //!    two client threads.
+//! 4. Two servers (issue 21, optional): a fresh NAT with a pool of `two_servers` ports from
+//!    `port_min`, and `two_servers` connections to server A and as many to server B,
+//!    interleaved (A, B, A, B...), each from its own inside endpoint (an explicit source port
+//!    per attempt, the hosts in turn), all held. Endpoints that share a public port toward
+//!    different destinations carry all of them; one holder per port carries half.
 //!
 //! One thread issues every connect in order, so attempt order is SYN order: "held at the first
 //! failure" is the number of established connections among the attempts before the first one
@@ -38,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Mapping;
 use crate::control::lab::{new_prefix, Lab, LabError};
 use crate::io::tcpprobe::{self, Connecting, NetnsHandle};
 
@@ -48,17 +56,33 @@ pub const RETRANSMIT_THRESHOLD: Duration = Duration::from_millis(500);
 /// How often the recovery phase starts a probe connection.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The server every connection goes to.
+/// The server every connection goes to (server A of the two-server case).
 pub const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8000);
+
+/// Server B of the two-server case (a secondary address of the internet namespace).
+pub const SERVER_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 20), 8000);
 
 /// The appliance's public (SNAT) address in the lab.
 pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+/// The longest [`Bench::kernel_off`] waits for the kernel's connection table to empty when it
+/// cannot flush it (TIME_WAIT of the bench plus the kernel's 10 s CLOSE timeout).
+const CONNTRACK_DRAIN_MAX: Duration = Duration::from_secs(20);
+
+/// How long `tollgate run` may take to report its workers running (generous: on a loaded
+/// machine, building the tables and opening the rings took over 15 s once).
+const APPLIANCE_START_MAX: Duration = Duration::from_secs(45);
 
 /// Tollgate's management endpoint inside the appliance namespace.
 const MGMT: &str = "127.0.0.1:9109";
 
 /// First source port of the colliding-ports phase (below the kernel's ephemeral range).
 const COLLIDE_PORT_BASE: u16 = 20000;
+
+/// First source port of the two-server case: attempt k comes from port base + k, so every
+/// attempt has an inside endpoint of its own (with port 0 the kernel may give one host the
+/// same source port toward both servers: one endpoint, which EIM maps once).
+const TWO_SERVERS_PORT_BASE: u16 = 30000;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -89,6 +113,14 @@ pub struct LiveOptions {
     pub workers: usize,
     /// Tollgate answers exhaustion with ICMP 3/13.
     pub icmp_on_exhaustion: bool,
+    /// Tollgate's mapping modes: one Tollgate run each, in this order.
+    pub mappings: Vec<Mapping>,
+    /// Run the single-server phases (exhaustion, recovery, colliding ports).
+    pub single: bool,
+    /// The two-server case: a pool of this many ports from `port_min`, this many connections
+    /// to server A and as many to server B, interleaved, each from its own inside endpoint
+    /// (0: skip it).
+    pub two_servers: usize,
     /// Which engines to run.
     pub kernel: bool,
     pub tollgate: bool,
@@ -112,6 +144,9 @@ impl LiveOptions {
             collide_flows: 2000,
             workers: 1,
             icmp_on_exhaustion: true,
+            mappings: vec![Mapping::default()],
+            single: true,
+            two_servers: 64,
             kernel: true,
             tollgate: true,
             exe,
@@ -142,6 +177,18 @@ impl LiveOptions {
         }
         if !self.kernel && !self.tollgate {
             return bad("nothing to run: both engines are off");
+        }
+        if self.tollgate && self.mappings.is_empty() {
+            return bad("no Tollgate mapping mode to run");
+        }
+        if self.two_servers > 2048 {
+            return bad("--two-servers takes 0 to 2048");
+        }
+        if usize::from(self.port_min) + self.two_servers > 65536 {
+            return bad("the two-server pool (from the low end of --ports) ends beyond 65535");
+        }
+        if !self.single && self.two_servers == 0 {
+            return bad("nothing to run: the single-server phases and the two-server case are off");
         }
         Ok(())
     }
@@ -229,7 +276,18 @@ struct Host {
 #[derive(Clone, Debug)]
 struct Attempt {
     host: usize,
+    dst: SocketAddrV4,
     outcome: Outcome,
+}
+
+/// One planned connect: from `at` (number `host` of the hosts in play), source port `sport`
+/// (0: the kernel's choice), to `dst`.
+#[derive(Clone, Copy, Debug)]
+struct Try {
+    host: usize,
+    at: Host,
+    sport: u16,
+    dst: SocketAddrV4,
 }
 
 /// The client: one thread, sockets in several namespaces.
@@ -247,7 +305,7 @@ impl Client<'_> {
         Connecting::start(SocketAddrV4::new(h.addr, sport), dst)
     }
 
-    /// Opens `flows` connections, host `k % hosts` for attempt k, source port
+    /// Opens `flows` connections to [`SERVER`], host `k % hosts` for attempt k, source port
     /// `port_base + k / hosts` (or the kernel's choice), keeping the established ones.
     fn ramp(
         &mut self,
@@ -258,6 +316,30 @@ impl Client<'_> {
         timeout: Duration,
         stop: &AtomicBool,
     ) -> io::Result<(Vec<Attempt>, Vec<TcpStream>)> {
+        let plan: Vec<Try> = (0..flows)
+            .map(|k| {
+                let host = k % hosts.len();
+                Try {
+                    host,
+                    at: hosts[host],
+                    sport: port_base.map_or(0, |b| b + (k / hosts.len()) as u16),
+                    dst: SERVER,
+                }
+            })
+            .collect();
+        self.ramp_plan(&plan, concurrency, timeout, stop)
+    }
+
+    /// Makes the attempts of `plan` in order (at most `concurrency` in flight), keeping the
+    /// established connections.
+    fn ramp_plan(
+        &mut self,
+        plan: &[Try],
+        concurrency: usize,
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> io::Result<(Vec<Attempt>, Vec<TcpStream>)> {
+        let flows = plan.len();
         let mut attempts: Vec<Option<Attempt>> = vec![None; flows];
         let mut streams = Vec::new();
         let mut inflight: Vec<(usize, Connecting, Instant)> = Vec::new();
@@ -267,10 +349,9 @@ impl Client<'_> {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
             }
             while inflight.len() < concurrency && next < flows {
-                let host = next % hosts.len();
-                let sport = port_base.map_or(0, |b| b + (next / hosts.len()) as u16);
+                let p = plan[next];
                 let t = Instant::now();
-                match self.start(hosts[host], sport, SERVER) {
+                match self.start(p.at, p.sport, p.dst) {
                     Ok(c) => inflight.push((next, c, t)),
                     // Out of descriptors: a limit of this machine, not a NAT result.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
@@ -278,7 +359,8 @@ impl Client<'_> {
                     }
                     Err(e) => {
                         attempts[next] = Some(Attempt {
-                            host,
+                            host: p.host,
+                            dst: p.dst,
                             outcome: Outcome::Failed(FailKind::of(&e), t.elapsed()),
                         })
                     }
@@ -304,7 +386,6 @@ impl Client<'_> {
             let now = Instant::now();
             let mut keep = Vec::with_capacity(inflight.len());
             for (i, (k, c, t)) in inflight.drain(..).enumerate() {
-                let host = k % hosts.len();
                 let outcome = if done[i] {
                     match c.result() {
                         Ok(()) => {
@@ -319,7 +400,11 @@ impl Client<'_> {
                     keep.push((k, c, t));
                     continue;
                 };
-                attempts[k] = Some(Attempt { host, outcome });
+                attempts[k] = Some(Attempt {
+                    host: plan[k].host,
+                    dst: plan[k].dst,
+                    outcome,
+                });
             }
             inflight = keep;
         }
@@ -378,8 +463,8 @@ impl Client<'_> {
     }
 }
 
-/// The server: accepts and holds every connection in the internet namespace, recording the
-/// source address of each (after SNAT).
+/// A server: accepts and holds every connection to its address in the internet namespace,
+/// recording the source address of each (after SNAT).
 struct Server {
     held: Arc<Mutex<(Vec<TcpStream>, Vec<SocketAddrV4>)>>,
     stop: Arc<AtomicBool>,
@@ -387,14 +472,14 @@ struct Server {
 }
 
 impl Server {
-    fn start(ns: &str) -> io::Result<Server> {
+    fn start(ns: &str, addr: SocketAddrV4) -> io::Result<Server> {
         let held: Arc<Mutex<(Vec<TcpStream>, Vec<SocketAddrV4>)>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = NetnsHandle::open(ns)?;
         let (h, s) = (held.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let l = handle.enter().and_then(|()| tcpprobe::listen(SERVER, 4096));
+            let l = handle.enter().and_then(|()| tcpprobe::listen(addr, 4096));
             let l = match l {
                 Ok(l) => {
                     let _ = tx.send(Ok(()));
@@ -521,6 +606,27 @@ pub struct Collision {
     pub wall_s: f64,
 }
 
+/// The two-server case (issue 21): `per_server` connections to server A and as many to
+/// server B, interleaved, each from its own inside endpoint, through a pool of `pool` ports.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TwoServers {
+    /// The pool, LOW-HIGH, and its size.
+    pub ports: String,
+    pub pool: usize,
+    pub per_server: usize,
+    /// The attempts as in the exhaustion phase (held at the first refusal and failure, kinds,
+    /// pool ports the servers saw).
+    pub exhaustion: Exhaustion,
+    /// Established connections to server A and to server B.
+    pub established_to: [usize; 2],
+    /// Pool ports the servers saw toward both A and B (a public port carrying one endpoint's
+    /// flow to A and another endpoint's flow to B).
+    pub ports_toward_both: usize,
+    /// Tollgate: the `out_of_ports` drop counter. Kernel: SYNs that entered the NAT from the
+    /// inside and did not leave it.
+    pub nat_refusals: Option<u64>,
+}
+
 /// How the two hosts of the colliding-ports phase take turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CollideOrder {
@@ -565,14 +671,35 @@ pub struct EngineCounters {
 /// One engine's run.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct EngineReport {
+    /// `kernel` or `tollgate`.
     pub engine: String,
+    /// Tollgate's mapping mode (`EIM-shared`, `EIM-strict`, `APDM`); None for the kernel.
+    pub mapping: Option<String>,
     pub description: String,
     pub pool: usize,
-    pub exhaustion: Exhaustion,
+    /// The single-server phases (None when they were not run).
+    pub exhaustion: Option<Exhaustion>,
     pub counters: EngineCounters,
-    pub recovery: Recovery,
+    pub recovery: Option<Recovery>,
     /// The colliding-source-ports phase in each [`CollideOrder`] (empty when off).
     pub collision: Vec<Collision>,
+    /// The two-server case (None when off).
+    pub two_servers: Option<TwoServers>,
+    /// Tollgate: flows held at the first refused SYN of the exhaustion phase, this run /
+    /// the kernel's.
+    pub ratio_held_at_first_refusal: Option<f64>,
+    /// Tollgate: flows held at the first failed connect, this run / the kernel's.
+    pub ratio_held_at_first_failure: Option<f64>,
+}
+
+impl EngineReport {
+    /// The column name: `kernel` or `tollgate EIM-shared`...
+    pub fn label(&self) -> String {
+        match &self.mapping {
+            Some(m) => format!("{} {m}", self.engine),
+            None => self.engine.clone(),
+        }
+    }
 }
 
 /// The whole run.
@@ -588,13 +715,30 @@ pub struct LiveReport {
     pub time_wait_s: u32,
     pub workers: usize,
     pub server: String,
+    /// Server B of the two-server case.
+    pub server_b: String,
+    /// The single-server phases ran.
+    pub single: bool,
+    /// Connections per server (and pool size) of the two-server case; 0: not run.
+    pub two_servers: usize,
     pub kernel: Option<EngineReport>,
-    pub tollgate: Option<EngineReport>,
-    /// Flows held at the first refused SYN, Tollgate / kernel.
-    pub ratio_held_at_first_refusal: Option<f64>,
-    /// Flows held at the first failed connect, Tollgate / kernel.
-    pub ratio_held_at_first_failure: Option<f64>,
+    /// One Tollgate run per mapping mode, in the order asked for.
+    pub tollgate: Vec<EngineReport>,
     pub wall_s: f64,
+}
+
+impl LiveReport {
+    /// The Tollgate run with this mapping mode.
+    pub fn tollgate(&self, m: Mapping) -> Option<&EngineReport> {
+        self.tollgate
+            .iter()
+            .find(|r| r.mapping.as_deref() == Some(m.short()))
+    }
+
+    /// Every engine run, the kernel first.
+    pub fn engines(&self) -> Vec<&EngineReport> {
+        self.kernel.iter().chain(&self.tollgate).collect()
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -671,11 +815,12 @@ fn summarise(
     e
 }
 
-/// The running benchmark: the lab, its namespaces open, the server.
+/// The running benchmark: the lab, its namespaces open, the servers.
 struct Bench {
     lab: Lab,
     hosts: Vec<Host>,
     server: Server,
+    server_b: Server,
     opts: LiveOptions,
     stop: Arc<AtomicBool>,
 }
@@ -698,8 +843,23 @@ impl Bench {
             }
             hosts.push(Host { ns: nsi, addr });
         }
-        let server = Server::start(&lab.ns("inet"))?;
+        lab.ip(
+            "inet",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", SERVER_B.ip()),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        let server = Server::start(&lab.ns("inet"), SERVER)?;
+        let server_b = Server::start(&lab.ns("inet"), SERVER_B)?;
         lab.warm_neighbours();
+        let _ = lab.sh(
+            "app",
+            &format!("ping -c1 -W1 {} >/dev/null 2>&1", SERVER_B.ip()),
+        );
         if !extra.is_empty() {
             let _ = lab.sh(
                 "app",
@@ -713,6 +873,7 @@ impl Bench {
             lab,
             hosts,
             server,
+            server_b,
             opts: opts.clone(),
             stop,
         })
@@ -915,6 +1076,69 @@ impl Bench {
             .collect()
     }
 
+    /// The two-server case, through a NAT already set up with the pool
+    /// `port_min..port_min + two_servers`. `refusals` reads the NAT's own count afterwards.
+    fn two_servers(&self, refusals: &dyn Fn() -> Option<u64>) -> Result<TwoServers, LiveError> {
+        let o = &self.opts;
+        let n = o.two_servers;
+        let (lo, hi) = (o.port_min, o.port_min + (n - 1) as u16);
+        let plan: Vec<Try> = (0..2 * n)
+            .map(|k| {
+                let host = (k / 2) % self.hosts.len();
+                Try {
+                    host,
+                    at: self.hosts[host],
+                    sport: TWO_SERVERS_PORT_BASE + k as u16,
+                    dst: if k % 2 == 0 { SERVER } else { SERVER_B },
+                }
+            })
+            .collect();
+        let stop = self.stop.clone();
+        let (conc, timeout) = (o.concurrency, o.connect_timeout);
+        let _ = (self.server.take_peers(), self.server_b.take_peers());
+        let t0 = Instant::now();
+        let (attempts, streams) = self.client(move |c| c.ramp_plan(&plan, conc, timeout, &stop))?;
+        let wall = t0.elapsed();
+        // Let the servers accept the last handshakes.
+        std::thread::sleep(Duration::from_millis(200));
+        let (peers_a, peers_b) = (self.server.take_peers(), self.server_b.take_peers());
+        let nat_refusals = refusals();
+        for s in streams {
+            tcpprobe::abort(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.server.close_all();
+        self.server_b.close_all();
+        let ports = |peers: &[SocketAddrV4]| -> BTreeSet<u16> {
+            peers
+                .iter()
+                .filter(|p| *p.ip() == PUBLIC && (lo..=hi).contains(&p.port()))
+                .map(|p| p.port())
+                .collect()
+        };
+        let ports_toward_both = ports(&peers_a).intersection(&ports(&peers_b)).count();
+        let mut peers = peers_a;
+        peers.extend(peers_b);
+        let mut exhaustion = summarise(&attempts, self.hosts.len(), &peers, lo, hi);
+        exhaustion.wall_s = wall.as_secs_f64();
+        let mut established_to = [0usize; 2];
+        for a in &attempts {
+            if matches!(a.outcome, Outcome::Established(_)) {
+                established_to[usize::from(a.dst != SERVER)] += 1;
+            }
+        }
+        self.interrupted()?;
+        Ok(TwoServers {
+            ports: format!("{lo}-{hi}"),
+            pool: n,
+            per_server: n,
+            exhaustion,
+            established_to,
+            ports_toward_both,
+            nat_refusals,
+        })
+    }
+
     // ---- the kernel ----
 
     fn kernel_nat(&self, range: Option<(u16, u16)>) -> Result<(), LiveError> {
@@ -968,60 +1192,108 @@ impl Bench {
         t[i..].split_whitespace().next()?.parse().ok()
     }
 
+    /// Removes the kernel's NAT and empties its connection table, so the next phase starts
+    /// clean: a closed flow's entry (TIME_WAIT, CLOSE) would keep its public port taken toward
+    /// its server. `conntrack -F` flushes it at once; without the conntrack tool, this waits
+    /// until the entries have expired (at most [`CONNTRACK_DRAIN_MAX`]).
     fn kernel_off(&self) {
         let _ = self.lab.sh(
             "app",
             "nft delete table ip tgsnatlive; nft delete table netdev tgsnatlive; sysctl -qw net.ipv4.ip_forward=0; \
              conntrack -F >/dev/null 2>&1",
         );
+        let t0 = Instant::now();
+        while t0.elapsed() < CONNTRACK_DRAIN_MAX && !self.stop.load(Ordering::Relaxed) {
+            let n = self
+                .app("cat /proc/sys/net/netfilter/nf_conntrack_count")
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            if n.map_or(true, |n| n == 0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn run_kernel(&self) -> Result<EngineReport, LiveError> {
         let o = &self.opts;
-        self.kernel_nat(Some((o.port_min, o.port_max)))?;
-        let r = self.exhaust();
-        // Read before the recovery probes add SYNs of their own.
-        let syns_in = self.kernel_counter("ip", "syns_in");
-        let syns_out = self.kernel_counter("netdev", "syns_out");
-        let r = r.and_then(|(ex, streams, end)| Ok((ex, self.recover(streams, end)?)));
-        let (exhaustion, recovery) = match r {
-            Ok(v) => v,
-            Err(e) => {
-                self.kernel_off();
-                return Err(e);
+        let mut counters = EngineCounters::default();
+        let (mut exhaustion, mut recovery, mut collision) = (None, None, Vec::new());
+        if o.single {
+            self.kernel_nat(Some((o.port_min, o.port_max)))?;
+            let r = self.exhaust();
+            // Read before the recovery probes add SYNs of their own.
+            let syns_in = self.kernel_counter("ip", "syns_in");
+            let syns_out = self.kernel_counter("netdev", "syns_out");
+            let r = r.and_then(|(ex, streams, end)| Ok((ex, self.recover(streams, end)?)));
+            match r {
+                Ok((ex, rec)) => {
+                    exhaustion = Some(ex);
+                    recovery = Some(rec);
+                }
+                Err(e) => {
+                    self.kernel_off();
+                    return Err(e);
+                }
             }
-        };
-        let collision = if o.collide_flows > 0 {
-            self.kernel_nat(None)?;
-            let c = self.collisions("masquerade (default range)");
+            counters = EngineCounters {
+                nat_refusals: syns_in.zip(syns_out).map(|(i, o)| i.saturating_sub(o)),
+                syns_in,
+                ..EngineCounters::default()
+            };
+            if o.collide_flows > 0 {
+                self.kernel_nat(None)?;
+                let c = self.collisions("masquerade (default range)");
+                self.kernel_off();
+                collision = c?;
+            } else {
+                self.kernel_off();
+            }
+        }
+        let two_servers = if o.two_servers > 0 {
+            let hi = o.port_min + (o.two_servers - 1) as u16;
+            self.kernel_nat(Some((o.port_min, hi)))?;
+            let t = self.two_servers(&|| {
+                let i = self.kernel_counter("ip", "syns_in")?;
+                let out = self.kernel_counter("netdev", "syns_out")?;
+                Some(i.saturating_sub(out))
+            });
             self.kernel_off();
-            c?
+            Some(t?)
         } else {
-            self.kernel_off();
-            Vec::new()
+            None
         };
         Ok(EngineReport {
             engine: "kernel".into(),
+            mapping: None,
             description: format!(
                 "ip_forward=1 + nftables masquerade to :{}-{} + conntrack (TIME_WAIT {} s)",
                 o.port_min, o.port_max, o.time_wait_s
             ),
             pool: o.pool(),
             exhaustion,
-            counters: EngineCounters {
-                nat_refusals: syns_in.zip(syns_out).map(|(i, o)| i.saturating_sub(o)),
-                syns_in,
-                ..EngineCounters::default()
-            },
+            counters,
             recovery,
             collision,
+            two_servers,
+            ratio_held_at_first_refusal: None,
+            ratio_held_at_first_failure: None,
         })
     }
 
     // ---- Tollgate ----
 
-    fn tollgate_config(&self, ports: &str) -> String {
+    fn tollgate_config(&self, ports: &str, mapping: Mapping) -> String {
         let o = &self.opts;
+        let mapping = match mapping {
+            Mapping::EndpointIndependent => {
+                "mapping = \"endpoint-independent\"\nport_sharing = true"
+            }
+            Mapping::EndpointIndependentStrict => {
+                "mapping = \"endpoint-independent\"\nport_sharing = false"
+            }
+            Mapping::AddressAndPortDependent => "mapping = \"address-and-port-dependent\"",
+        };
         format!(
             r#"# generated by tollgate bench snat-live
 [appliance]
@@ -1044,6 +1316,7 @@ gateway = "203.0.113.254"
 [snat]
 addresses = ["{PUBLIC}"]
 ports = "{ports}"
+{mapping}
 icmp_on_exhaustion = {icmp}
 
 [conntrack.timeouts]
@@ -1060,9 +1333,9 @@ priority = 100
   action = "allow"
 
     [[group.collection.rule]]
-    name = "to-server"
+    name = "to-servers"
     sources = ["198.18.0.0/15"]
-    destinations = ["{ip}"]
+    destinations = ["{ip}", "{ip_b}"]
     protocols = ["tcp"]
     destination_ports = ["{port}"]
 "#,
@@ -1073,13 +1346,19 @@ priority = 100
                 .idle_timeout_s
                 .map_or(String::new(), |t| format!("\ntcp_established = {t}")),
             ip = SERVER.ip(),
+            ip_b = SERVER_B.ip(),
             port = SERVER.port(),
         )
     }
 
     /// Starts `tollgate run` with the pool `ports`; returns its log path.
-    fn tollgate_start(&mut self, ports: &str, tag: &str) -> Result<PathBuf, LiveError> {
-        let text = self.tollgate_config(ports);
+    fn tollgate_start(
+        &mut self,
+        ports: &str,
+        mapping: Mapping,
+        tag: &str,
+    ) -> Result<PathBuf, LiveError> {
+        let text = self.tollgate_config(ports, mapping);
         crate::config::load_str(&text, "snat-live.toml")
             .map_err(|e| LiveError::Config(e.to_string()))?;
         let cfg = self.lab.dir.join(format!("tollgate-{tag}.toml"));
@@ -1094,7 +1373,7 @@ priority = 100
             &[&exe, "run", "--config", &cfg_s, "--workers", &w],
             &log,
         )?;
-        if !self.lab.wait_spawned_appliance(Duration::from_secs(15)) {
+        if !self.lab.wait_spawned_appliance(APPLIANCE_START_MAX) {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             self.lab.stop("appliance", Duration::from_secs(2));
             return Err(LiveError::Appliance(text.trim().to_string()));
@@ -1119,57 +1398,77 @@ priority = 100
         .ok()
     }
 
-    fn run_tollgate(&mut self) -> Result<EngineReport, LiveError> {
+    fn run_tollgate(&mut self, mapping: Mapping) -> Result<EngineReport, LiveError> {
         let o = self.opts.clone();
         let ports = format!("{}-{}", o.port_min, o.port_max);
-        let log = self.tollgate_start(&ports, "exhaustion")?;
-        let r = self.exhaust();
-        // Read before the recovery probes add refusals of their own (the decision log is
-        // drained every 100 ms).
-        std::thread::sleep(Duration::from_millis(300));
-        let m = self.metrics();
-        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-        let r = r.and_then(|(ex, streams, end)| Ok((ex, self.recover(streams, end)?)));
-        self.lab.stop("appliance", Duration::from_secs(5));
-        let (exhaustion, recovery) = r?;
-        let counters = EngineCounters {
-            nat_refusals: m
-                .as_deref()
-                .and_then(|m| metric(m, "tollgate_drops_total{reason=\"out_of_ports\"}")),
-            replies: m
-                .as_deref()
-                .and_then(|m| metric(m, "tollgate_replies_total")),
-            decision_log_out_of_ports: Some(
-                log_text
-                    .lines()
-                    .filter(|l| l.starts_with('{') && l.contains("\"reason\":\"out_of_ports\""))
-                    .count() as u64,
-            ),
-            syns_in: None,
-        };
-        self.interrupted()?;
-        let collision = if o.collide_flows > 0 {
-            self.tollgate_start("1024-65535", "collision")?;
-            let c = self.collisions("1024-65535 (default)");
+        let tag = mapping.short().to_ascii_lowercase();
+        let mut counters = EngineCounters::default();
+        let (mut exhaustion, mut recovery, mut collision) = (None, None, Vec::new());
+        if o.single {
+            let log = self.tollgate_start(&ports, mapping, &format!("exhaustion-{tag}"))?;
+            let r = self.exhaust();
+            // Read before the recovery probes add refusals of their own (the decision log is
+            // drained every 100 ms).
+            std::thread::sleep(Duration::from_millis(300));
+            let m = self.metrics();
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            let r = r.and_then(|(ex, streams, end)| Ok((ex, self.recover(streams, end)?)));
             self.lab.stop("appliance", Duration::from_secs(5));
-            c?
+            let (ex, rec) = r?;
+            exhaustion = Some(ex);
+            recovery = Some(rec);
+            counters = EngineCounters {
+                nat_refusals: m.as_deref().and_then(|m| metric(m, OUT_OF_PORTS)),
+                replies: m
+                    .as_deref()
+                    .and_then(|m| metric(m, "tollgate_replies_total")),
+                decision_log_out_of_ports: Some(
+                    log_text
+                        .lines()
+                        .filter(|l| l.starts_with('{') && l.contains("\"reason\":\"out_of_ports\""))
+                        .count() as u64,
+                ),
+                syns_in: None,
+            };
+            self.interrupted()?;
+            if o.collide_flows > 0 {
+                self.tollgate_start("1024-65535", mapping, &format!("collision-{tag}"))?;
+                let c = self.collisions("1024-65535 (default)");
+                self.lab.stop("appliance", Duration::from_secs(5));
+                collision = c?;
+            }
+        }
+        let two_servers = if o.two_servers > 0 {
+            let hi = o.port_min + (o.two_servers - 1) as u16;
+            let pool = format!("{}-{hi}", o.port_min);
+            self.tollgate_start(&pool, mapping, &format!("two-servers-{tag}"))?;
+            let t = self.two_servers(&|| metric(&self.metrics()?, OUT_OF_PORTS));
+            self.lab.stop("appliance", Duration::from_secs(5));
+            Some(t?)
         } else {
-            Vec::new()
+            None
         };
         Ok(EngineReport {
             engine: "tollgate".into(),
+            mapping: Some(mapping.short().into()),
             description: format!(
-                "tollgate run, {} worker(s), ports {ports}, icmp_on_exhaustion = {}, tcp_time_wait {} s",
-                o.workers, o.icmp_on_exhaustion, o.time_wait_s
+                "tollgate run, {} worker(s), ports {ports}, {}, icmp_on_exhaustion = {}, tcp_time_wait {} s",
+                o.workers, mapping.short(), o.icmp_on_exhaustion, o.time_wait_s
             ),
             pool: o.pool(),
             exhaustion,
             counters,
             recovery,
             collision,
+            two_servers,
+            ratio_held_at_first_refusal: None,
+            ratio_held_at_first_failure: None,
         })
     }
 }
+
+/// Tollgate's counter of SYNs refused for want of a port.
+const OUT_OF_PORTS: &str = "tollgate_drops_total{reason=\"out_of_ports\"}";
 
 /// The value of a Prometheus sample line `name value`.
 fn metric(text: &str, name: &str) -> Option<u64> {
@@ -1186,7 +1485,11 @@ pub fn run(
 ) -> Result<LiveReport, LiveError> {
     opts.check()?;
     // Client and server ends of every held connection, plus slack.
-    let want = 2 * opts.flows.max(2 * opts.collide_flows) as u64 + 256;
+    let want = 2 * opts
+        .flows
+        .max(2 * opts.collide_flows)
+        .max(2 * opts.two_servers) as u64
+        + 256;
     let have = tcpprobe::raise_nofile(want)?;
     if have < want {
         return Err(LiveError::Options(format!(
@@ -1195,25 +1498,40 @@ pub fn run(
     }
     let t0 = Instant::now();
     let mut b = Bench::up(opts, stop)?;
-    progress(&format!("namespaces {}* up; server {SERVER}", b.lab.ns("")));
+    progress(&format!(
+        "namespaces {}* up; servers {SERVER} and {SERVER_B}",
+        b.lab.ns("")
+    ));
     let kernel = if opts.kernel {
         progress("kernel: nftables masquerade + conntrack ...");
         Some(b.run_kernel()?)
     } else {
         None
     };
-    b.interrupted()?;
-    let tollgate = if opts.tollgate {
-        progress("tollgate: tollgate run ...");
-        Some(b.run_tollgate()?)
-    } else {
-        None
+    let mut tollgate = Vec::new();
+    if opts.tollgate {
+        for &m in &opts.mappings {
+            b.interrupted()?;
+            progress(&format!("tollgate: tollgate run, {} ...", m.short()));
+            tollgate.push(b.run_tollgate(m)?);
+        }
+    }
+    let held = |r: Option<&EngineReport>, f: fn(&Exhaustion) -> Option<usize>| {
+        r.and_then(|r| f(r.exhaustion.as_ref()?))
     };
-    let ratio = |f: fn(&Exhaustion) -> Option<usize>| -> Option<f64> {
-        let k = f(&kernel.as_ref()?.exhaustion)?;
-        let t = f(&tollgate.as_ref()?.exhaustion)?;
-        (k > 0).then(|| t as f64 / k as f64)
-    };
+    for t in &mut tollgate {
+        let ratio = |f: fn(&Exhaustion) -> Option<usize>| -> Option<f64> {
+            let k = held(kernel.as_ref(), f)?;
+            let v = held(Some(t), f)?;
+            (k > 0).then(|| v as f64 / k as f64)
+        };
+        let (a, f) = (
+            ratio(|e| e.held_at_first_refusal),
+            ratio(|e| e.held_at_first_failure),
+        );
+        t.ratio_held_at_first_refusal = a;
+        t.ratio_held_at_first_failure = f;
+    }
     let report = LiveReport {
         prefix: b.lab.prefix.clone(),
         ports: format!("{}-{}", opts.port_min, opts.port_max),
@@ -1225,8 +1543,9 @@ pub fn run(
         time_wait_s: opts.time_wait_s,
         workers: opts.workers,
         server: SERVER.to_string(),
-        ratio_held_at_first_refusal: ratio(|e| e.held_at_first_refusal),
-        ratio_held_at_first_failure: ratio(|e| e.held_at_first_failure),
+        server_b: SERVER_B.to_string(),
+        single: opts.single,
+        two_servers: opts.two_servers,
         kernel,
         tollgate,
         wall_s: t0.elapsed().as_secs_f64(),
@@ -1249,100 +1568,155 @@ fn kinds(m: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+/// Lays out named rows under column headers, the first column left for the names.
+fn layout(s: &mut String, heads: &[String], rows: &[(String, Vec<String>)]) {
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..heads.len())
+        .map(|j| {
+            rows.iter()
+                .map(|r| r.1[j].len())
+                .chain([heads[j].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |s: &mut String, name: &str, cells: &[String]| {
+        let mut l = format!("{name:<w0$}");
+        for (c, w) in cells.iter().zip(&widths) {
+            let _ = write!(l, "  {c:<w$}");
+        }
+        let _ = writeln!(s, "{}", l.trim_end());
+    };
+    line(s, "", heads);
+    for (n, cells) in rows {
+        line(s, n, cells);
+    }
+}
+
+/// The header line of the two-server case.
+fn two_servers_head(r: &LiveReport) -> String {
+    let lo = r.ports.split('-').next().unwrap_or("?");
+    let hi = lo
+        .parse::<usize>()
+        .map_or("?".to_string(), |l| (l + r.two_servers - 1).to_string());
+    format!(
+        "two servers: {n} connections to {} and {n} to {}, interleaved, each from its own inside \
+         endpoint ({} host(s)), pool {lo}-{hi} ({n} ports)",
+        r.server,
+        r.server_b,
+        r.hosts,
+        n = r.two_servers
+    )
+}
+
 impl LiveReport {
-    /// The side-by-side table.
+    /// The side-by-side table: the kernel, then Tollgate in each mapping mode.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "SNAT exhaustion, live: {} flows from {} host(s) to {}, pool {} ({} ports), \
-             {} connects in flight, connect timeout {:.1} s, TIME_WAIT {} s, Tollgate workers {}",
-            self.flows,
-            self.hosts,
-            self.server,
-            self.ports,
-            self.pool,
-            self.concurrency,
-            self.connect_timeout_s,
-            self.time_wait_s,
-            self.workers
-        );
-        let e = [self.kernel.as_ref(), self.tollgate.as_ref()];
-        let mut rows: Vec<(String, [String; 2])> = Vec::new();
+        if self.single {
+            let _ = writeln!(
+                s,
+                "SNAT exhaustion, live: {} flows from {} host(s) to {}, pool {} ({} ports), \
+                 {} connects in flight, connect timeout {:.1} s, TIME_WAIT {} s, Tollgate workers {}",
+                self.flows,
+                self.hosts,
+                self.server,
+                self.ports,
+                self.pool,
+                self.concurrency,
+                self.connect_timeout_s,
+                self.time_wait_s,
+                self.workers
+            );
+        }
+        if self.two_servers > 0 {
+            let _ = writeln!(s, "{}", two_servers_head(self));
+        }
+        let e = self.engines();
+        let heads: Vec<String> = e.iter().map(|r| r.label()).collect();
+        let mut rows: Vec<(String, Vec<String>)> = Vec::new();
         let mut row = |name: &str, f: &dyn Fn(&EngineReport) -> String| {
-            rows.push((
-                name.to_string(),
-                [e[0].map_or("-".into(), f), e[1].map_or("-".into(), f)],
-            ));
+            rows.push((name.to_string(), e.iter().map(|r| f(r)).collect()));
         };
-        row("held at the first refused SYN", &|r| {
-            opt(r.exhaustion.held_at_first_refusal, "none refused")
-        });
-        row("held at the first failed connect", &|r| {
-            opt(r.exhaustion.held_at_first_failure, "none failed")
-        });
-        row("first failure seen by the client", &|r| {
-            opt(r.exhaustion.first_failure.map(|k| k.as_str()), "-")
-        });
-        row("established / attempted", &|r| {
-            format!("{} / {}", r.exhaustion.established, r.exhaustion.attempted)
-        });
-        row("established only after a SYN retransmit", &|r| {
-            r.exhaustion.established_after_retransmit.to_string()
-        });
-        row("failed connects, by kind", &|r| {
-            kinds(&r.exhaustion.failures)
-        });
-        row("time to fail (median ms), by kind", &|r| {
-            if r.exhaustion.failure_ms_median.is_empty() {
-                return "-".into();
-            }
-            r.exhaustion
-                .failure_ms_median
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.1}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
-        row("pool ports used / unused (server side)", &|r| {
-            format!(
-                "{} / {}",
-                r.exhaustion.pool_ports_used, r.exhaustion.pool_ports_unused
-            )
-        });
-        row("connect time p50 / p99 (ms)", &|r| {
-            format!(
-                "{:.2} / {:.2}",
-                r.exhaustion.connect_ms_p50, r.exhaustion.connect_ms_p99
-            )
-        });
-        row("refusals the NAT counted", &|r| {
-            let n = opt(r.counters.nat_refusals, "n/a");
-            if r.engine == "tollgate" {
-                format!("out_of_ports {n}")
-            } else {
-                format!("{n} SYNs dropped at masquerade")
-            }
-        });
-        row("ICMP errors sent / decision-log out_of_ports", &|r| {
-            if r.engine == "tollgate" {
-                format!(
-                    "{} / {}",
-                    opt(r.counters.replies, "n/a"),
-                    opt(r.counters.decision_log_out_of_ports, "n/a")
-                )
-            } else {
-                "- (no counter, no log)".into()
-            }
-        });
-        row(
-            "recovery (s): after closing all | idle: from ramp end",
-            &|r| match r.recovery.after_s {
-                Some(v) => format!("{v:.2} ({} probes)", r.recovery.probes),
-                None => format!("not within {:.0} s", r.recovery.limit_s),
-            },
-        );
-        let collided = e.iter().flatten().any(|r| !r.collision.is_empty());
+        fn x<'a>(f: &'a dyn Fn(&Exhaustion) -> String) -> impl Fn(&EngineReport) -> String + 'a {
+            move |r| r.exhaustion.as_ref().map_or("-".into(), f)
+        }
+        if self.single {
+            row(
+                "held at the first refused SYN",
+                &x(&|e| opt(e.held_at_first_refusal, "none refused")),
+            );
+            row(
+                "held at the first failed connect",
+                &x(&|e| opt(e.held_at_first_failure, "none failed")),
+            );
+            row(
+                "first failure seen by the client",
+                &x(&|e| opt(e.first_failure.map(|k| k.as_str()), "-")),
+            );
+            row(
+                "established / attempted",
+                &x(&|e| format!("{} / {}", e.established, e.attempted)),
+            );
+            row(
+                "established only after a SYN retransmit",
+                &x(&|e| e.established_after_retransmit.to_string()),
+            );
+            row("failed connects, by kind", &x(&|e| kinds(&e.failures)));
+            row(
+                "time to fail (median ms), by kind",
+                &x(&|e| {
+                    if e.failure_ms_median.is_empty() {
+                        return "-".into();
+                    }
+                    e.failure_ms_median
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }),
+            );
+            row(
+                "pool ports used / unused (server side)",
+                &x(&|e| format!("{} / {}", e.pool_ports_used, e.pool_ports_unused)),
+            );
+            row(
+                "connect time p50 / p99 (ms)",
+                &x(&|e| format!("{:.2} / {:.2}", e.connect_ms_p50, e.connect_ms_p99)),
+            );
+            row("refusals the NAT counted", &|r| {
+                let n = opt(r.counters.nat_refusals, "n/a");
+                if r.engine == "tollgate" {
+                    format!("out_of_ports {n}")
+                } else {
+                    format!("{n} SYNs dropped at masquerade")
+                }
+            });
+            row("ICMP errors sent / decision-log out_of_ports", &|r| {
+                if r.engine == "tollgate" {
+                    format!(
+                        "{} / {}",
+                        opt(r.counters.replies, "n/a"),
+                        opt(r.counters.decision_log_out_of_ports, "n/a")
+                    )
+                } else {
+                    "- (no counter, no log)".into()
+                }
+            });
+            row(
+                "recovery (s): after closing all | idle: from ramp end",
+                &|r| match &r.recovery {
+                    Some(Recovery {
+                        after_s: Some(v),
+                        probes,
+                        ..
+                    }) => format!("{v:.2} ({probes} probes)"),
+                    Some(rec) => format!("not within {:.0} s", rec.limit_s),
+                    None => "-".into(),
+                },
+            );
+        }
+        let collided = e.iter().any(|r| !r.collision.is_empty());
         for (i, order) in [(0, "interleaved"), (1, "B after A"), (2, "parallel")] {
             if !collided {
                 break;
@@ -1372,19 +1746,68 @@ impl LiveReport {
                 },
             );
         }
-        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        let w1 = rows.iter().map(|r| r.1[0].len()).max().unwrap_or(0).max(6);
-        let _ = writeln!(s, "{:<w0$}  {:<w1$}  tollgate", "", "kernel");
-        for (n, [k, t]) in &rows {
-            let _ = writeln!(s, "{n:<w0$}  {k:<w1$}  {t}");
+        if self.two_servers > 0 {
+            fn t<'a>(
+                f: &'a dyn Fn(&TwoServers) -> String,
+            ) -> impl Fn(&EngineReport) -> String + 'a {
+                move |r| r.two_servers.as_ref().map_or("-".into(), f)
+            }
+            row(
+                "two servers: established (to A / to B)",
+                &t(&|t| {
+                    format!(
+                        "{} of {} ({} / {})",
+                        t.exhaustion.established,
+                        t.exhaustion.attempted,
+                        t.established_to[0],
+                        t.established_to[1]
+                    )
+                }),
+            );
+            row(
+                "two servers: held at the first refused SYN",
+                &t(&|t| opt(t.exhaustion.held_at_first_refusal, "none refused")),
+            );
+            row(
+                "two servers: held at the first failed connect",
+                &t(&|t| opt(t.exhaustion.held_at_first_failure, "none failed")),
+            );
+            row(
+                "two servers: failed connects, by kind",
+                &t(&|t| kinds(&t.exhaustion.failures)),
+            );
+            row(
+                "two servers: established only after a SYN retransmit",
+                &t(&|t| t.exhaustion.established_after_retransmit.to_string()),
+            );
+            row(
+                "two servers: pool ports used / used toward both",
+                &t(&|t| format!("{} / {}", t.exhaustion.pool_ports_used, t.ports_toward_both)),
+            );
+            row("two servers: refusals the NAT counted", &|r| {
+                r.two_servers.as_ref().map_or("-".into(), |t| {
+                    let n = opt(t.nat_refusals, "n/a");
+                    if r.engine == "tollgate" {
+                        format!("out_of_ports {n}")
+                    } else {
+                        format!("{n} SYNs dropped")
+                    }
+                })
+            });
         }
-        let r = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
-        let _ = writeln!(
-            s,
-            "ratio of flows held, Tollgate / kernel: {} at the first refused SYN, {} at the first failed connect",
-            r(self.ratio_held_at_first_refusal),
-            r(self.ratio_held_at_first_failure)
-        );
+        layout(&mut s, &heads, &rows);
+        if self.single && self.kernel.is_some() {
+            let r = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
+            for t in &self.tollgate {
+                let _ = writeln!(
+                    s,
+                    "ratio of flows held, {} / kernel: {} at the first refused SYN, {} at the first failed connect",
+                    t.label(),
+                    r(t.ratio_held_at_first_refusal),
+                    r(t.ratio_held_at_first_failure)
+                );
+            }
+        }
         let _ = writeln!(s, "wall time {:.1} s", self.wall_s);
         s
     }
@@ -1406,32 +1829,33 @@ fn median(v: &[Option<f64>]) -> Option<(f64, usize)> {
     Some((m, n))
 }
 
-/// Medians over several runs of the same options: one line per measure, kernel and Tollgate
-/// side by side, with the spread (min-max). A value absent in some runs (no failure, no
-/// recovery) says in how many runs it was present.
+/// Medians over several runs of the same options: one line per measure, the kernel and
+/// Tollgate in each mapping mode side by side, with the spread (min-max). A value absent in
+/// some runs (no failure, no recovery) says in how many runs it was present.
 pub fn median_table(reports: &[LiveReport]) -> String {
     let mut s = String::new();
     let Some(first) = reports.first() else {
         return s;
     };
-    let _ = writeln!(
-        s,
-        "medians of {} runs: {} flows from {} host(s), pool {} ({} ports), Tollgate workers {}",
-        reports.len(),
-        first.flows,
-        first.hosts,
-        first.ports,
-        first.pool,
-        first.workers
-    );
+    let _ = write!(s, "medians of {} runs", reports.len());
+    if first.single {
+        let _ = write!(
+            s,
+            ": {} flows from {} host(s), pool {} ({} ports), Tollgate workers {}",
+            first.flows, first.hosts, first.ports, first.pool, first.workers
+        );
+    }
+    let _ = writeln!(s);
+    if first.two_servers > 0 {
+        let _ = writeln!(s, "{}", two_servers_head(first));
+    }
     type Get = dyn Fn(&EngineReport) -> Option<f64>;
-    let cell = |get: &Get, tollgate: bool| -> String {
+    // Column j is the j-th engine of every run (the same options: the same engines).
+    let columns = first.engines().len();
+    let cell = |get: &Get, j: usize| -> String {
         let v: Vec<Option<f64>> = reports
             .iter()
-            .map(|r| {
-                let e = if tollgate { &r.tollgate } else { &r.kernel };
-                e.as_ref().and_then(get)
-            })
+            .map(|r| r.engines().get(j).and_then(|e| get(e)))
             .collect();
         let present: Vec<f64> = v.iter().flatten().copied().collect();
         match median(&v) {
@@ -1458,67 +1882,72 @@ pub fn median_table(reports: &[LiveReport]) -> String {
             }
         }
     };
-    let n = |x: usize| Some(x as f64);
-    let mut rows: Vec<(String, Box<Get>)> = vec![
-        (
-            "held at the first refused SYN".into(),
-            Box::new(|r: &EngineReport| r.exhaustion.held_at_first_refusal.map(|x| x as f64)),
-        ),
-        (
-            "held at the first failed connect".into(),
-            Box::new(|r: &EngineReport| r.exhaustion.held_at_first_failure.map(|x| x as f64)),
-        ),
-        (
-            "established".into(),
-            Box::new(move |r: &EngineReport| n(r.exhaustion.established)),
-        ),
-        (
-            "failed connects".into(),
-            Box::new(move |r: &EngineReport| n(r.exhaustion.failed)),
-        ),
-        (
-            "established only after a SYN retransmit".into(),
-            Box::new(move |r: &EngineReport| n(r.exhaustion.established_after_retransmit)),
-        ),
-        (
-            "pool ports unused (server side)".into(),
-            Box::new(move |r: &EngineReport| n(r.exhaustion.pool_ports_unused)),
-        ),
-        (
-            "time to fail, median of the run (ms)".into(),
-            Box::new(|r: &EngineReport| {
-                median(
-                    &r.exhaustion
-                        .failure_ms_median
-                        .values()
-                        .map(|v| Some(*v))
-                        .collect::<Vec<_>>(),
-                )
-                .map(|x| x.0)
-            }),
-        ),
-        (
-            "connect time p50 (ms)".into(),
-            Box::new(|r: &EngineReport| Some(r.exhaustion.connect_ms_p50)),
-        ),
-        (
-            "connect time p99 (ms)".into(),
-            Box::new(|r: &EngineReport| Some(r.exhaustion.connect_ms_p99)),
-        ),
-        (
-            "refusals the NAT counted".into(),
-            Box::new(|r: &EngineReport| r.counters.nat_refusals.map(|x| x as f64)),
-        ),
-        (
-            "recovery (s): after closing all | idle: from ramp end".into(),
-            Box::new(|r: &EngineReport| r.recovery.after_s),
-        ),
-    ];
-    let collided = reports.iter().any(|r| {
-        [&r.kernel, &r.tollgate]
-            .iter()
-            .any(|e| e.as_ref().is_some_and(|e| !e.collision.is_empty()))
-    });
+    fn n(x: usize) -> Option<f64> {
+        Some(x as f64)
+    }
+    let ex = |f: fn(&Exhaustion) -> Option<f64>| -> Box<Get> {
+        Box::new(move |r: &EngineReport| r.exhaustion.as_ref().and_then(f))
+    };
+    let two = |f: fn(&TwoServers) -> Option<f64>| -> Box<Get> {
+        Box::new(move |r: &EngineReport| r.two_servers.as_ref().and_then(f))
+    };
+    let mut rows: Vec<(String, Box<Get>)> = Vec::new();
+    if first.single {
+        rows.extend([
+            (
+                "held at the first refused SYN".to_string(),
+                ex(|e| e.held_at_first_refusal.map(|x| x as f64)),
+            ),
+            (
+                "held at the first failed connect".into(),
+                ex(|e| e.held_at_first_failure.map(|x| x as f64)),
+            ),
+            ("established".into(), ex(|e| n(e.established))),
+            ("failed connects".into(), ex(|e| n(e.failed))),
+            (
+                "established only after a SYN retransmit".into(),
+                ex(|e| n(e.established_after_retransmit)),
+            ),
+            (
+                "pool ports unused (server side)".into(),
+                ex(|e| n(e.pool_ports_unused)),
+            ),
+            (
+                "time to fail, median of the run (ms)".into(),
+                ex(|e| {
+                    median(
+                        &e.failure_ms_median
+                            .values()
+                            .map(|v| Some(*v))
+                            .collect::<Vec<_>>(),
+                    )
+                    .map(|x| x.0)
+                }),
+            ),
+            (
+                "connect time p50 (ms)".into(),
+                ex(|e| Some(e.connect_ms_p50)),
+            ),
+            (
+                "connect time p99 (ms)".into(),
+                ex(|e| Some(e.connect_ms_p99)),
+            ),
+            (
+                "refusals the NAT counted".into(),
+                Box::new(|r: &EngineReport| {
+                    r.exhaustion.as_ref()?;
+                    r.counters.nat_refusals.map(|x| x as f64)
+                }),
+            ),
+            (
+                "recovery (s): after closing all | idle: from ramp end".into(),
+                Box::new(|r: &EngineReport| r.recovery.as_ref()?.after_s),
+            ),
+        ]);
+    }
+    let collided = reports
+        .iter()
+        .any(|r| r.engines().iter().any(|e| !e.collision.is_empty()));
     for (i, order) in CollideOrder::ALL.iter().enumerate() {
         if !collided {
             break;
@@ -1528,32 +1957,69 @@ pub fn median_table(reports: &[LiveReport]) -> String {
             Box::new(move |r: &EngineReport| r.collision.get(i).map(|c| c.established[1] as f64)),
         ));
     }
-    let cells: Vec<(String, String, String)> = rows
+    if first.two_servers > 0 {
+        rows.extend([
+            (
+                "two servers: established".to_string(),
+                two(|t| n(t.exhaustion.established)),
+            ),
+            (
+                "two servers: held at the first refused SYN".into(),
+                two(|t| t.exhaustion.held_at_first_refusal.map(|x| x as f64)),
+            ),
+            (
+                "two servers: held at the first failed connect".into(),
+                two(|t| t.exhaustion.held_at_first_failure.map(|x| x as f64)),
+            ),
+            (
+                "two servers: failed connects".into(),
+                two(|t| n(t.exhaustion.failed)),
+            ),
+            (
+                "two servers: established only after a SYN retransmit".into(),
+                two(|t| n(t.exhaustion.established_after_retransmit)),
+            ),
+            (
+                "two servers: pool ports used toward both".into(),
+                two(|t| n(t.ports_toward_both)),
+            ),
+            (
+                "two servers: refusals the NAT counted".into(),
+                two(|t| t.nat_refusals.map(|x| x as f64)),
+            ),
+        ]);
+    }
+    let heads: Vec<String> = first.engines().iter().map(|e| e.label()).collect();
+    let cells: Vec<(String, Vec<String>)> = rows
         .iter()
         .map(|(name, get)| {
             (
                 name.clone(),
-                cell(get.as_ref(), false),
-                cell(get.as_ref(), true),
+                (0..columns).map(|j| cell(get.as_ref(), j)).collect(),
             )
         })
         .collect();
-    let w0 = cells.iter().map(|c| c.0.len()).max().unwrap_or(0);
-    let w1 = cells.iter().map(|c| c.1.len()).max().unwrap_or(0).max(6);
-    let _ = writeln!(s, "{:<w0$}  {:<w1$}  tollgate", "", "kernel");
-    for (a, b, c) in &cells {
-        let _ = writeln!(s, "{a:<w0$}  {b:<w1$}  {c}");
+    layout(&mut s, &heads, &cells);
+    if first.single && first.kernel.is_some() {
+        for (j, t) in first.tollgate.iter().enumerate() {
+            let ratio = |f: fn(&EngineReport) -> Option<f64>| {
+                median(
+                    &reports
+                        .iter()
+                        .map(|r| r.tollgate.get(j).and_then(f))
+                        .collect::<Vec<_>>(),
+                )
+                .map_or("n/a".to_string(), |(m, _)| format!("{m:.3}"))
+            };
+            let _ = writeln!(
+                s,
+                "ratio of flows held, {} / kernel (median): {} at the first refused SYN, {} at the first failed connect",
+                t.label(),
+                ratio(|r| r.ratio_held_at_first_refusal),
+                ratio(|r| r.ratio_held_at_first_failure)
+            );
+        }
     }
-    let ratio = |f: fn(&LiveReport) -> Option<f64>| {
-        median(&reports.iter().map(f).collect::<Vec<_>>())
-            .map_or("n/a".to_string(), |(m, _)| format!("{m:.3}"))
-    };
-    let _ = writeln!(
-        s,
-        "ratio of flows held, Tollgate / kernel (median): {} at the first refused SYN, {} at the first failed connect",
-        ratio(|r| r.ratio_held_at_first_refusal),
-        ratio(|r| r.ratio_held_at_first_failure)
-    );
     s
 }
 
@@ -1574,6 +2040,7 @@ mod tests {
     fn est(ms: u64) -> Attempt {
         Attempt {
             host: 0,
+            dst: SERVER,
             outcome: Outcome::Established(Duration::from_millis(ms)),
         }
     }
@@ -1582,6 +2049,7 @@ mod tests {
     fn summary_counts_held_before_the_first_refusal_and_failure() {
         let fail = Attempt {
             host: 0,
+            dst: SERVER,
             outcome: Outcome::Failed(FailKind::Timeout, Duration::from_millis(1500)),
         };
         let a = vec![est(1), est(1), est(1100), est(1), fail, est(1)];
