@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-need_pkgs=(iproute2 nftables iperf3 curl openssl socat tcpdump iputils-ping netcat-openbsd ethtool python3 coturn)
+need_pkgs=(iproute2 nftables iperf3 curl openssl socat tcpdump iputils-ping netcat-openbsd ethtool python3 coturn conntrack)
 
 install_deps() {
   local missing=()
