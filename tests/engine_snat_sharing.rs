@@ -450,7 +450,8 @@ proptest! {
     /// With a tiny pool, under any sequence of opens, closes and time: no two tracked flows
     /// share an outside 5-tuple, every reply reaches its own flow's inside endpoint, and once
     /// everything has ended the pool is whole again (no port user, mapping or host count
-    /// leaked), whatever the sharing setting, quota, cooldown and address count.
+    /// leaked), whatever the sharing setting, quota, cooldown, address count and whether new
+    /// SYNs may take over closed flows' ports.
     #[test]
     fn outside_tuples_stay_unique_replies_reach_their_flow_and_nothing_leaks(
         ops in proptest::collection::vec(op(), 1..150),
@@ -458,6 +459,7 @@ proptest! {
         quota in prop_oneof![Just(None), Just(Some(3u32))],
         cooldown in 0u32..3,
         two_addrs in any::<bool>(),
+        time_wait_reuse in any::<bool>(),
     ) {
         let mut cfg = lab_config();
         cfg.nat.port_min = 20000;
@@ -468,6 +470,7 @@ proptest! {
         cfg.nat.port_sharing = sharing;
         cfg.nat.per_host_quota = quota;
         cfg.nat.reuse_cooldown = cooldown;
+        cfg.nat.time_wait_reuse = time_wait_reuse;
         cfg.timeouts.udp = 30;
         cfg.timeouts.tcp_syn = 20;
         cfg.timeouts.tcp_established = 60;

@@ -146,16 +146,18 @@ dest = [{ addr = "203.0.113.50", port = 443 }]
     assert_eq!(r.samples.last().unwrap().engine_flows, 50);
 }
 
-#[test]
-fn recovery_after_close_takes_time_wait_plus_expiry_granularity() {
-    let time_wait = 30.0;
-    let r = go(r#"
+/// 100 ports, one destination: connections 0-99 take every port in [0, 1 s) and the 101st
+/// (t = 1.00 s) is refused; they close with FIN both ways from t = 5.00 s.
+fn recovery(time_wait_reuse: bool) -> Report {
+    go(&format!(
+        r#"
 name = "recovery"
 duration_s = 45
 port_min = 3000
 port_max = 3099
 reuse_cooldown_s = 0
 housekeeping_ms = 10
+time_wait_reuse = {time_wait_reuse}
 
 [timeouts]
 tcp_time_wait = 30
@@ -166,16 +168,45 @@ hosts = 10
 rate = 100
 arrival = "fixed"
 duration_s = 5
-close = { fin = 1.0 }
-dest = [{ addr = "203.0.113.50", port = 443 }]
-"#);
-    // Connections 0-99 take every port in [0, 1 s); the 101st (t = 1.00 s) is refused.
+close = {{ fin = 1.0 }}
+dest = [{{ addr = "203.0.113.50", port = 443 }}]
+"#
+    ))
+}
+
+#[test]
+fn recovery_after_close_is_at_once_by_taking_over_time_wait_ports() {
+    let r = recovery(true);
     let f = r.first_exhaustion.as_ref().unwrap();
     assert_eq!(f.engine_flows, 100);
     assert!((f.t_s - 1.0).abs() < 1e-6);
-    // They close with FIN both ways from t = 5.00 s and sit in TIME_WAIT; the first port
-    // comes back when the first of them expires: after time_wait, the relink granularity and
-    // at most a tick of rounding, found by the next arrival (10 ms apart).
+    // The first connection closes at 5.00 s; the arrival of that same instant (processed
+    // after the close) takes its port over.
+    let o = &r.outages[0];
+    assert!((o.start_s - 1.0).abs() < 1e-6);
+    let recovered = o.end_s.expect("recovered") - 5.0;
+    assert!(
+        (0.0..=0.010 + 1e-9).contains(&recovered),
+        "recovered {recovered:.4} s after the close"
+    );
+    // A connection gets a port exactly when one closes (at the same instant, every 10 ms)
+    // and takes it over: 100 in each of [5, 6), [10, 11), ... [40, 41) s; those refused in
+    // between never close, so nothing else frees a port within the run.
+    assert_eq!(r.time_wait_reused, 800);
+    assert_eq!(r.succeeded, 100 + 800);
+    assert_eq!(r.late_close_drops, 0);
+}
+
+#[test]
+fn recovery_after_close_without_takeover_takes_time_wait_plus_expiry_granularity() {
+    let time_wait = 30.0;
+    let r = recovery(false);
+    let f = r.first_exhaustion.as_ref().unwrap();
+    assert_eq!(f.engine_flows, 100);
+    assert!((f.t_s - 1.0).abs() < 1e-6);
+    // They sit in TIME_WAIT; the first port comes back when the first of them expires:
+    // after time_wait, the relink granularity and at most a tick of rounding, found by the
+    // next arrival (10 ms apart).
     let o = &r.outages[0];
     assert!((o.start_s - 1.0).abs() < 1e-6);
     let recovered = o.end_s.expect("recovered") - 5.0;
@@ -185,6 +216,7 @@ dest = [{ addr = "203.0.113.50", port = 443 }]
         (lo..=hi).contains(&recovered),
         "recovered {recovered:.4} s after the close, want {lo:.4}..={hi:.4}"
     );
+    assert_eq!(r.time_wait_reused, 0);
     assert_eq!(r.late_close_drops, 0);
 }
 

@@ -86,16 +86,14 @@ fn tollgate_holds_the_whole_pool_and_the_kernel_reports_numbers() {
         t.counters.decision_log_out_of_ports,
         Some((FLOWS - POOL) as u64)
     );
-    // After closing everything, a new connection succeeds once TIME_WAIT has passed.
+    // After closing everything, a new connection succeeds at once: the pool is full of
+    // TIME_WAIT flows toward the server, and the probe's SYN takes one's port over.
     let rec = t
         .recovery
         .as_ref()
         .and_then(|r| r.after_s)
         .expect("tollgate recovered");
-    assert!(
-        (f64::from(TIME_WAIT_S)..20.0).contains(&rec),
-        "recovery {rec} s"
-    );
+    assert!(rec < f64::from(TIME_WAIT_S), "recovery {rec} s");
     assert_eq!(t.collision.len(), 3, "every collision order ran");
     for c in &t.collision {
         assert_eq!(

@@ -69,6 +69,7 @@ fn worker() -> Worker {
             port_sharing: true,
             per_host_quota: Some(40),
             reuse_cooldown: 1,
+            time_wait_reuse: true,
             exempt: vec![net("198.51.100.0/24")],
         },
         timeouts: Timeouts {

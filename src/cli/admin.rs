@@ -170,6 +170,8 @@ fn print_stats(v: &Value) {
         "flows",
         "flows_created",
         "flows_expired",
+        "snat_eim_collision_moved",
+        "snat_time_wait_reused",
         "decision_events_suppressed",
     ] {
         println!("{k:<28} {}", s(v, k));

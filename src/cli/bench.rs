@@ -145,6 +145,10 @@ pub struct SnatArgs {
     /// Seconds a freed port rests before reuse.
     #[arg(long)]
     pub cooldown: Option<u32>,
+    /// Keep every closed flow's port for its whole TIME_WAIT (or reset) timeout, even when no
+    /// port is left (`[snat] time_wait_reuse = false`).
+    #[arg(long)]
+    pub no_time_wait_reuse: bool,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Write the full report (with per-second samples) as JSON.
@@ -207,6 +211,7 @@ fn scenario_of(a: &SnatArgs) -> Result<Scenario, String> {
                 mapping: Mapping::default(),
                 per_host_quota: None,
                 reuse_cooldown_s: 2,
+                time_wait_reuse: true,
                 max_flows: 1 << 18,
                 housekeeping_ms: 10,
                 housekeeping_budget: 1024,
@@ -259,6 +264,9 @@ fn scenario_of(a: &SnatArgs) -> Result<Scenario, String> {
     }
     if let Some(v) = a.cooldown {
         s.reuse_cooldown_s = v;
+    }
+    if a.no_time_wait_reuse {
+        s.time_wait_reuse = false;
     }
     if let Some(v) = a.seed {
         s.seed = v;

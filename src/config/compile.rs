@@ -419,6 +419,9 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
     if let Some(c) = s.reuse_cooldown {
         nat.reuse_cooldown = c;
     }
+    if let Some(r) = s.time_wait_reuse {
+        nat.time_wait_reuse = r;
+    }
     if let Some(ex) = &s.exempt {
         nat.exempt = ex.iter().filter_map(|p| ctx.prefix(p, false)).collect();
     }

@@ -36,6 +36,7 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "port_sharing",
             "per_host_quota",
             "reuse_cooldown",
+            "time_wait_reuse",
             "exempt",
             "icmp_on_exhaustion",
             "mss_clamp",

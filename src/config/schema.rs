@@ -80,6 +80,7 @@ pub struct RawSnat {
     pub port_sharing: Option<S<bool>>,
     pub per_host_quota: Option<u32>,
     pub reuse_cooldown: Option<u32>,
+    pub time_wait_reuse: Option<bool>,
     pub exempt: Option<Vec<S<String>>>,
     pub icmp_on_exhaustion: Option<bool>,
     pub mss_clamp: Option<S<i64>>,

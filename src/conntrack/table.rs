@@ -506,6 +506,21 @@ impl FlowTable {
         None
     }
 
+    /// The flows of `class`, oldest (least recently touched) first. Lazy: a caller that takes
+    /// a few reads only those.
+    pub fn oldest_in(&self, class: TimeoutClass) -> impl Iterator<Item = (u32, &Flow)> + '_ {
+        let mut i = self.lists[class as usize].head;
+        std::iter::from_fn(move || {
+            if i == NIL {
+                return None;
+            }
+            let idx = i;
+            let f = &self.flows[idx as usize];
+            i = f.next;
+            Some((idx, f))
+        })
+    }
+
     /// Live flows, for the flow view and tests (not for the packet path).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
         self.flows
@@ -645,5 +660,33 @@ mod tests {
         t.remove(b);
         assert_eq!(t.oldest_expired(11 * NS + NS / 10), None);
         assert_eq!(t.oldest_expired(16 * NS + NS / 10), Some(a));
+    }
+
+    #[test]
+    fn a_class_lists_its_flows_oldest_first() {
+        let mut t = FlowTable::new(4, 1, Timeouts::default());
+        let ids: Vec<u32> = (1..=3)
+            .map(|i| {
+                t.insert(k(i, 1), k(i, 1).reversed(), TimeoutClass::TcpSyn, 0)
+                    .unwrap()
+            })
+            .collect();
+        for &i in &ids {
+            t.touch(i, TimeoutClass::TcpTimeWait, NS);
+        }
+        // The first one is touched again later: it becomes the newest.
+        t.touch(ids[0], TimeoutClass::TcpTimeWait, 3 * NS);
+        let order: Vec<u32> = t
+            .oldest_in(TimeoutClass::TcpTimeWait)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(order, vec![ids[1], ids[2], ids[0]]);
+        assert_eq!(t.oldest_in(TimeoutClass::TcpSyn).count(), 0);
+        t.remove(ids[2]);
+        let order: Vec<u32> = t
+            .oldest_in(TimeoutClass::TcpTimeWait)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(order, vec![ids[1], ids[0]]);
     }
 }

@@ -407,6 +407,11 @@ pub fn metrics(reg: &Registry) -> String {
         "SNAT flows given another public port than their endpoint's mapping: another holder of the shared port already talks to that destination.",
         sum(&|c| c.eim_collision_moved.load(Relaxed)),
     );
+    counter(
+        "tollgate_snat_time_wait_reused_total",
+        "New TCP flows that found no SNAT port left and took over the port of a closed flow (TIME_WAIT or reset) toward the same remote address and port, evicting it.",
+        sum(&|c| c.snat_time_wait_reused.load(Relaxed)),
+    );
     let _ = writeln!(out, "# HELP tollgate_drops_total Packets dropped, by reason.\n# TYPE tollgate_drops_total counter");
     for r in DropReason::ALL {
         let v = sum(&|c| c.drop_count(*r));

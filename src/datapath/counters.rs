@@ -71,6 +71,10 @@ pub struct Counters {
     /// another public port, because another holder of the shared port already talks to the
     /// flow's destination (the mapping itself is kept).
     pub eim_collision_moved: AtomicU64,
+    /// New TCP flows that found no SNAT port and took over the port of a closed flow (TIME_WAIT
+    /// or reset) toward the same remote address and port, which was evicted
+    /// (`[snat] time_wait_reuse`).
+    pub snat_time_wait_reused: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     /// Gauges the worker publishes between batches (in `housekeeping`), never per packet:
     /// the caller's clock at the last publication (a stalled worker stops moving it),
@@ -114,6 +118,7 @@ impl Counters {
             flows_created: AtomicU64::new(0),
             flows_expired: AtomicU64::new(0),
             eim_collision_moved: AtomicU64::new(0),
+            snat_time_wait_reused: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             heartbeat_ns: AtomicU64::new(0),
             flows: AtomicU64::new(0),

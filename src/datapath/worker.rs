@@ -10,7 +10,9 @@ use super::inspect::{self, HoldError, InspectPool, TxQueue, L7};
 use super::query::{self, Answer, Inbox, Query, SnatReport, SnatUse};
 use super::route::RouteTable;
 use super::{DropReason, EngineConfig, Gso, IfaceId, Nanos, Offload, Packet, Verdict};
-use crate::conntrack::{Dir, FlowKey, FlowTable, FlowVerdict, InspectKind, TcpTrack, TimeoutClass};
+use crate::conntrack::{
+    Dir, Flow, FlowKey, FlowTable, FlowVerdict, InspectKind, TcpState, TcpTrack, TimeoutClass,
+};
 use crate::nat::{AllocError, SnatPool, SnatRule};
 use crate::policy::{proto, Decision, FlowQuery, Policy};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
@@ -20,6 +22,10 @@ use crate::wire::{checksum, gso, WireError};
 
 /// Expired flows reclaimed per new flow: keeps expiry amortised without a scavenger thread.
 const EXPIRE_PER_NEW_FLOW: usize = 2;
+/// Closed flows (of each of the reset and TIME_WAIT lists, oldest first) a SYN that found no
+/// SNAT port looks at for one toward its destination it may take over: bounds the work per
+/// SYN whatever the table holds.
+const TAKEOVER_WALK: usize = 64;
 
 /// What the first pass over a packet learned.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +100,13 @@ pub struct Worker {
     inbox: Option<Arc<Inbox>>,
     /// When the last asymmetric-route hint was logged (at most one per [`HINT_EVERY`]).
     last_hint: Option<Nanos>,
+    /// Moves whenever the closed (reset or TIME_WAIT) TCP flows change: one enters or leaves
+    /// those classes, is touched in them, or is removed.
+    closed_epoch: u64,
+    /// The destination (remote address, port) whose search for a closed flow to take over
+    /// last failed, with `closed_epoch` then: until it moves, that destination fails at once
+    /// (a SYN flood toward a saturated destination costs no walk per packet).
+    takeover_failed: Option<(Ipv4Addr, u16, u64)>,
 }
 
 /// Asymmetric-route hints (mid-stream TCP with no flow) are logged at most this often per
@@ -184,6 +197,8 @@ impl Worker {
             hits,
             inbox: None,
             last_hint: None,
+            closed_epoch: 0,
+            takeover_failed: None,
             cfg,
             policy,
             index,
@@ -415,13 +430,77 @@ impl Worker {
     }
 
     fn remove_flow(&mut self, idx: u32, now: Nanos) {
+        self.drop_flow(idx, now, false);
+    }
+
+    /// Removes a flow and releases what it holds; `taken_over`: a closed flow whose public
+    /// port a new flow has just been granted (see [`SnatPool::release_reclaimed`]).
+    fn drop_flow(&mut self, idx: u32, now: Nanos, taken_over: bool) {
         let f = self.flows.remove(idx);
+        if is_closed_class(f.class()) {
+            self.closed_epoch += 1;
+        }
         if let Some(slot) = f.verdict().slot() {
             self.inspect.release(slot, idx);
         }
         if f.reply.dst() != f.orig.src() {
-            self.snat.release(&f.orig, f.snat_idx, f.reply.dport(), now);
+            if taken_over {
+                self.snat
+                    .release_reclaimed(&f.orig, f.snat_idx, f.reply.dport(), now);
+            } else {
+                self.snat.release(&f.orig, f.snat_idx, f.reply.dport(), now);
+            }
         }
+    }
+
+    /// A closed TCP flow (reset, or FIN both ways: TIME_WAIT) holding the reply tuple
+    /// (`remote`:`rport` -> public address, port) that the new SYN `orig` may take over when
+    /// no SNAT port is left for it: its slab index and public (address index, port). The
+    /// endpoint's own mapping port first (then its flow keeps its endpoint-independent port),
+    /// else the oldest reset flows, then the oldest TIME_WAIT flows, at most
+    /// [`TAKEOVER_WALK`] of each: oldest first, so the connection that has been quiet longest
+    /// goes. A destination whose walk found nothing fails at once until a closed flow changes.
+    fn closed_holder(
+        &mut self,
+        orig: &FlowKey,
+        remote: Ipv4Addr,
+        rport: u16,
+    ) -> Option<(u32, u8, u16)> {
+        let publics = self.snat.addrs();
+        let holds = |f: &Flow| {
+            matches!(f.tcp.state, TcpState::TimeWait | TcpState::Closed)
+                && f.reply.src() == remote
+                && f.reply.sport() == rport
+                && f.reply.proto() == proto::TCP
+                && f.reply.dst() != f.orig.src()
+                && publics.get(usize::from(f.snat_idx)) == Some(&f.reply.dst())
+        };
+        let snat = &self.snat;
+        let usable = |f: &Flow| holds(f) && snat.reclaimable(&f.orig, f.snat_idx, f.reply.dport());
+        if let Some((ai, port)) = self.snat.mapping_of(orig) {
+            let addr = publics[usize::from(ai)];
+            let k = FlowKey::new(remote, addr, rport, port, proto::TCP);
+            if let Some((idx, Dir::Reply)) = self.flows.lookup(&k) {
+                if usable(self.flows.get(idx)) {
+                    return Some((idx, ai, port));
+                }
+            }
+        }
+        if self.takeover_failed == Some((remote, rport, self.closed_epoch)) {
+            return None;
+        }
+        for class in [TimeoutClass::TcpClosed, TimeoutClass::TcpTimeWait] {
+            let found = self
+                .flows
+                .oldest_in(class)
+                .take(TAKEOVER_WALK)
+                .find(|(_, f)| usable(f));
+            if let Some((idx, f)) = found {
+                return Some((idx, f.snat_idx, f.reply.dport()));
+            }
+        }
+        self.takeover_failed = Some((remote, rport, self.closed_epoch));
+        None
     }
 
     #[inline]
@@ -914,7 +993,26 @@ impl Worker {
             let taken = |addr: Ipv4Addr, port: u16| {
                 flows.contains(&FlowKey::new(rs, addr, rsp, port, proto_))
             };
-            match self.snat.allocate(&key, now, taken) {
+            let mut granted = self.snat.allocate(&key, now, taken);
+            // Under pressure only (no free port, none shareable toward this destination): a
+            // SYN may take over the port of a closed flow toward the same remote endpoint.
+            let mut evict = None;
+            if granted == Err(AllocError::OutOfPorts)
+                && p.proto == proto::TCP
+                && self.cfg.nat.time_wait_reuse
+            {
+                if let Some((old, ai, port)) = self.closed_holder(&key, reply_src, reply_sport) {
+                    granted = self.snat.allocate_reclaimed(&key, ai, port);
+                    evict = granted.is_ok().then_some(old);
+                }
+            }
+            if let Some(old) = evict {
+                // After the grant, so the port never looks free; before the insert, which
+                // needs the reply tuple gone.
+                self.drop_flow(old, now, true);
+                bump(&self.counters.snat_time_wait_reused, 1);
+            }
+            match granted {
                 Ok(g) => {
                     if g.moved {
                         bump(&self.counters.eim_collision_moved, 1);
@@ -1080,9 +1178,13 @@ impl Worker {
         }
         let mut class = f.class();
         if p.proto == proto::TCP {
+            let was = class;
             let f = self.flows.get_mut(idx);
             f.tcp.on_segment(dir, p.tcp_flags);
             class = TimeoutClass::of_tcp(&f.tcp);
+            if is_closed_class(was) || is_closed_class(class) {
+                self.closed_epoch += 1;
+            }
         }
         self.rewrite(pkt, p, &after);
         if p.first_frag {
@@ -1512,6 +1614,13 @@ impl Worker {
         ethernet::swap_macs(pkt.buf);
         Verdict::Reply { tx_if, next_hop }
     }
+}
+
+/// The timeout classes of closed TCP flows (reset; FIN both ways), whose ports a new SYN may
+/// take over under port pressure.
+#[inline]
+fn is_closed_class(c: TimeoutClass) -> bool {
+    matches!(c, TimeoutClass::TcpClosed | TimeoutClass::TcpTimeWait)
 }
 
 /// The flow key of an IPv4 TCP/UDP/ICMP-echo frame, read without validation (see

@@ -146,6 +146,29 @@ impl EimTable {
         Some(&mut self.slots[i])
     }
 
+    /// The primary mapping of (inside, port, proto), read only.
+    #[inline]
+    pub fn find(&self, h: u64, inside: u32, port: u16, proto: u8) -> Option<&Mapping> {
+        let i = self.position(h, inside, port, proto, |m| m.primary)?;
+        Some(&self.slots[i])
+    }
+
+    /// The entry of (inside, port, proto) on public (`addr_idx`, `public_port`), read only.
+    #[inline]
+    pub fn find_exact(
+        &self,
+        h: u64,
+        inside: u32,
+        port: u16,
+        proto: u8,
+        (addr_idx, public_port): (u8, u16),
+    ) -> Option<&Mapping> {
+        let i = self.position(h, inside, port, proto, |m| {
+            m.addr_idx == addr_idx && m.public_port == public_port
+        })?;
+        Some(&self.slots[i])
+    }
+
     /// The entry of (inside, port, proto) on public (`addr_idx`, `public_port`), primary or
     /// not.
     #[inline]

@@ -38,6 +38,13 @@ pub struct NatConfig {
     pub per_host_quota: Option<u32>,
     /// Seconds a freed port rests before it is handed out again.
     pub reuse_cooldown: u32,
+    /// Under port pressure only (no free port, no port shareable toward the destination), a
+    /// new TCP SYN may take over a public port whose flow toward the same remote address and
+    /// port has closed (FIN both ways, TIME_WAIT, or reset): the closed flow is evicted, as
+    /// the Linux kernel's conntrack lets a SYN replace a TIME_WAIT entry. False: a closed
+    /// flow holds its port until `tcp_time_wait` (or `tcp_rst`) has passed, whatever the
+    /// pressure.
+    pub time_wait_reuse: bool,
     /// Destinations that are forwarded without SNAT (Azure Firewall: RFC 1918 and RFC 6598).
     pub exempt: Vec<Ipv4Net>,
 }
@@ -52,6 +59,7 @@ impl Default for NatConfig {
             port_sharing: true,
             per_host_quota: None,
             reuse_cooldown: 2,
+            time_wait_reuse: true,
             exempt: vec![
                 "10.0.0.0/8".parse().expect("literal"),
                 "172.16.0.0/12".parse().expect("literal"),

@@ -467,6 +467,19 @@ impl SnatPool {
         None
     }
 
+    /// Users of a port held here (own or borrowed); 0 if free or another worker's.
+    fn port_users(&self, i: usize, slot: usize, port: u16) -> u32 {
+        let s = &self.slices[i][slot];
+        if s.contains(port) {
+            s.users(port)
+        } else {
+            self.borrowed
+                .get(&(i as u8, slot as u8, port))
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
     /// One more user of a port already held here (own or borrowed).
     fn add_user(&mut self, addr_idx: u8, slot: usize, port: u16) {
         let s = &mut self.slices[usize::from(addr_idx)][slot];
@@ -530,6 +543,119 @@ impl SnatPool {
                 port,
                 moved: false,
             })
+    }
+
+    /// EIM: the public (address index, port) of the endpoint of `orig` (inside address, port,
+    /// protocol) — its endpoint-independent mapping — if it has one; None with APDM.
+    pub fn mapping_of(&self, orig: &FlowKey) -> Option<(u8, u16)> {
+        if self.mode != MappingMode::EndpointIndependent {
+            return None;
+        }
+        let inside = u32::from(orig.src());
+        let h = self.eim_hash(inside, orig.sport(), orig.proto());
+        self.eim
+            .find(h, inside, orig.sport(), orig.proto())
+            .map(|m| (m.addr_idx, m.public_port))
+    }
+
+    /// Whether the flow `orig`, on public (`addr_idx`, `port`), may hand that port over to a
+    /// new flow when it is evicted (see [`SnatPool::allocate_reclaimed`]). Always with port
+    /// sharing and APDM; strict EIM keeps one holder per port, so only when the flow is the
+    /// port's last user (its endpoint has no other flow on it and nobody else holds it).
+    pub fn reclaimable(&self, orig: &FlowKey, addr_idx: u8, port: u16) -> bool {
+        if self.mode != MappingMode::EndpointIndependent || self.sharing {
+            return true;
+        }
+        let inside = u32::from(orig.src());
+        let h = self.eim_hash(inside, orig.sport(), orig.proto());
+        let slot = proto_slot(orig.proto());
+        let sole_user = usize::from(addr_idx) < self.slices.len()
+            && self.port_users(usize::from(addr_idx), slot, port) == 1;
+        sole_user
+            && self
+                .eim
+                .find_exact(h, inside, orig.sport(), orig.proto(), (addr_idx, port))
+                .is_some_and(|m| m.refs == 1)
+    }
+
+    /// Grants the busy public (`addr_idx`, `port`) to the new flow `orig` (a TCP SYN) when
+    /// [`SnatPool::allocate`] found no port, because the flow holding that port's reply tuple
+    /// toward `orig`'s destination has closed and the caller evicts it right after with
+    /// [`SnatPool::release_reclaimed`] (in that order, so the port never looks free). Accounted
+    /// like a shared port: a user for a new entry (EIM: joined if the endpoint already holds
+    /// one on that port; a secondary entry, `moved`, if the endpoint's mapping is elsewhere),
+    /// the per-host quota applying as to any new mapping.
+    pub fn allocate_reclaimed(
+        &mut self,
+        orig: &FlowKey,
+        addr_idx: u8,
+        port: u16,
+    ) -> Result<Grant, AllocError> {
+        let inside = u32::from(orig.src());
+        let p = orig.proto();
+        let slot = proto_slot(p);
+        let i = usize::from(addr_idx);
+        let Some(&addr) = self.addrs.get(i) else {
+            return Err(AllocError::OutOfPorts);
+        };
+        if self.port_users(i, slot, port) == 0 {
+            // Not the port of a live flow: nothing to take over.
+            return Err(AllocError::OutOfPorts);
+        }
+        let eim = self.mode == MappingMode::EndpointIndependent;
+        let mut g = Grant {
+            addr_idx,
+            addr,
+            port,
+            moved: false,
+        };
+        let h = self.eim_hash(inside, orig.sport(), p);
+        if eim {
+            g.moved = self
+                .eim
+                .find(h, inside, orig.sport(), p)
+                .is_some_and(|m| (m.addr_idx, m.public_port) != (addr_idx, port));
+            if let Some(e) = self
+                .eim
+                .find_exact_mut(h, inside, orig.sport(), p, (addr_idx, port))
+            {
+                e.refs += 1;
+                e.primary |= !g.moved;
+                return Ok(g);
+            }
+        }
+        if let Some(q) = self.quota {
+            if self.held_by(orig.src()) >= q {
+                return Err(AllocError::HostQuota);
+            }
+        }
+        self.add_user(addr_idx, slot, port);
+        *self.held.entry(inside).or_insert(0) += 1;
+        if eim {
+            let mut m = Mapping::new(inside, orig.sport(), p, addr_idx, port);
+            if g.moved {
+                m = m.secondary();
+            }
+            if !self.eim.insert(h, m) {
+                // Unreachable with the table sized for the flow limit (see `allocate`). The
+                // closed flow still holds the port, so this is never its last user.
+                self.give_back(inside, addr_idx, port, slot, 0);
+                return Err(AllocError::OutOfPorts);
+            }
+        }
+        Ok(g)
+    }
+
+    /// [`SnatPool::release`] for a closed flow whose port [`SnatPool::allocate_reclaimed`] has
+    /// just handed to a new flow. The reply tuple it frees is taken again at once by the new
+    /// flow, so a failed reuse scan stays valid: the reuse count does not move (otherwise
+    /// every takeover would make the next SYN toward a saturated destination rescan the
+    /// whole slice).
+    pub fn release_reclaimed(&mut self, orig: &FlowKey, addr_idx: u8, port: u16, now: Nanos) {
+        let slot = proto_slot(orig.proto());
+        let epoch = self.reuse_epoch[slot];
+        self.release(orig, addr_idx, port, now);
+        self.reuse_epoch[slot] = epoch;
     }
 
     /// Releases the mapping of a removed flow whose original tuple was `orig` and whose public
@@ -779,6 +905,116 @@ mod tests {
         f.close(&mut pool, 1, 11, ya);
         assert_eq!(pool.utilisation(0, 6), (2, 2));
         assert_eq!(f.open(&mut pool, 3, 11).unwrap().port, ya.port);
+    }
+
+    #[test]
+    fn a_taken_over_port_changes_hands_without_looking_free_and_a_failed_scan_stands() {
+        let mut pool = shared_pool(2);
+        let f = Flows::new();
+        let a = f.open(&mut pool, 1, 11).unwrap();
+        let _b = f.open(&mut pool, 2, 11).unwrap();
+        let probes = Cell::new(0);
+        let taken = |_: Ipv4Addr, p: u16| {
+            probes.set(probes.get() + 1);
+            f.0.borrow()
+                .contains(&(p, u32::from(Ipv4Addr::new(203, 0, 113, 11))))
+        };
+        // Both ports are taken toward .11: endpoint 3 is refused after one scan.
+        assert_eq!(
+            pool.allocate(&flow(3, 11), 0, taken),
+            Err(AllocError::OutOfPorts)
+        );
+        let scanned = probes.get();
+        // Endpoint 1's flow has closed: endpoint 3 takes its port over, then it is evicted.
+        let g = pool.allocate_reclaimed(&flow(3, 11), a.addr_idx, a.port);
+        assert_eq!(g.map(|g| (g.port, g.moved)), Ok((a.port, false)));
+        assert_eq!(pool.slices[0][0].users(a.port), 2, "both, for a moment");
+        pool.release_reclaimed(&flow(1, 11), a.addr_idx, a.port, 0);
+        assert_eq!(pool.slices[0][0].users(a.port), 1);
+        assert_eq!(pool.utilisation(0, 6), (2, 2), "the port never went free");
+        assert_eq!(pool.mappings(), 2);
+        assert_eq!(pool.held_by(Ipv4Addr::new(198, 18, 0, 1)), 0);
+        assert_eq!(pool.held_by(Ipv4Addr::new(198, 18, 0, 3)), 1);
+        // Endpoint 3's mapping is that port, toward any destination.
+        assert_eq!(pool.mapping_of(&flow(3, 12)), Some((0, a.port)));
+        // The tuple toward .11 changed hands, nothing else: still no port toward .11, and
+        // no rescan to find that out.
+        assert_eq!(
+            pool.allocate(&flow(4, 11), 0, taken),
+            Err(AllocError::OutOfPorts)
+        );
+        assert_eq!(probes.get(), scanned, "no rescan");
+    }
+
+    #[test]
+    fn a_takeover_joins_the_endpoints_own_entry_and_respects_the_quota() {
+        let cfg = NatConfig {
+            public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
+            port_min: 3000,
+            port_max: 3001,
+            reuse_cooldown: 0,
+            per_host_quota: Some(1),
+            ..NatConfig::default()
+        };
+        let mut pool = SnatPool::new(&cfg, 0, 1, 64, 1);
+        let f = Flows::new();
+        let a = f.open(&mut pool, 1, 11).unwrap();
+        let b = f.open(&mut pool, 2, 12).unwrap();
+        // Endpoint 2 (mapping b) takes over a toward .11: a second entry, over its quota.
+        assert_eq!(
+            pool.allocate_reclaimed(&flow(2, 11), a.addr_idx, a.port),
+            Err(AllocError::HostQuota)
+        );
+        // Endpoint 1 holds the entry on a (its mapping): joining it is no new mapping.
+        let g = pool
+            .allocate_reclaimed(&flow(1, 13), a.addr_idx, a.port)
+            .unwrap();
+        assert_eq!((g.port, g.moved), (a.port, false));
+        assert_eq!((pool.mappings(), pool.slices[0][0].users(a.port)), (2, 1));
+        // Toward b, endpoint 1 would be a detour off its mapping: over the quota too.
+        assert_eq!(
+            pool.allocate_reclaimed(&flow(1, 12), b.addr_idx, b.port),
+            Err(AllocError::HostQuota)
+        );
+        // A free port is never taken over.
+        let mut cfg2 = cfg.clone();
+        cfg2.port_max = 3002;
+        let mut pool2 = SnatPool::new(&cfg2, 0, 1, 64, 1);
+        let used: Vec<u16> = (0..2)
+            .map(|i| pool2.allocate(&flow(i, 11), 0, |_, _| false).unwrap().port)
+            .collect();
+        let free = (3000..=3002).find(|p| !used.contains(p)).unwrap();
+        assert_eq!(
+            pool2.allocate_reclaimed(&flow(5, 11), 0, free),
+            Err(AllocError::OutOfPorts)
+        );
+    }
+
+    #[test]
+    fn strict_eim_hands_over_only_a_port_the_closed_flow_holds_alone() {
+        let cfg = NatConfig {
+            public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
+            port_min: 3000,
+            port_max: 3001,
+            reuse_cooldown: 0,
+            port_sharing: false,
+            ..NatConfig::default()
+        };
+        let mut pool = SnatPool::new(&cfg, 0, 1, 64, 1);
+        let f = Flows::new();
+        let a = f.open(&mut pool, 1, 11).unwrap();
+        let a12 = f.open(&mut pool, 1, 12).unwrap();
+        assert_eq!(a12.port, a.port);
+        let b = f.open(&mut pool, 2, 11).unwrap();
+        // Endpoint 1 still talks to .12 from a: handing a over would make two holders.
+        assert!(!pool.reclaimable(&flow(1, 11), a.addr_idx, a.port));
+        assert!(pool.reclaimable(&flow(2, 11), b.addr_idx, b.port));
+        // With sharing (or APDM) any closed flow's port may be handed over.
+        let mut shared = shared_pool(2);
+        let g = Flows::new();
+        let x = g.open(&mut shared, 1, 11).unwrap();
+        g.open(&mut shared, 1, 12).unwrap();
+        assert!(shared.reclaimable(&flow(1, 11), x.addr_idx, x.port));
     }
 
     #[test]

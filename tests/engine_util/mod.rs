@@ -60,6 +60,7 @@ pub fn lab_config() -> EngineConfig {
             port_sharing: true,
             per_host_quota: None,
             reuse_cooldown: 0,
+            time_wait_reuse: true,
             exempt: vec![net("198.51.100.128/25")],
         },
         timeouts: Timeouts::default(),

@@ -129,6 +129,9 @@ pub struct Report {
     /// FIN/RST of connections whose flow had already expired in the engine (a connection
     /// longer than its idle timeout without traffic).
     pub late_close_drops: u64,
+    /// New connections that took over the port of a closed flow (TIME_WAIT or reset) toward
+    /// their destination because no port was left (`time_wait_reuse`).
+    pub time_wait_reused: u64,
     pub peak_engine_flows: u64,
     /// First `out_of_ports` / `max_flows` failure.
     pub first_exhaustion: Option<FirstFailure>,
@@ -181,6 +184,13 @@ impl Report {
             100.0 * self.failures as f64 / (self.offered.max(1)) as f64,
             self.peak_engine_flows
         );
+        if self.time_wait_reused > 0 {
+            let _ = writeln!(
+                o,
+                "ports taken over from closed flows (TIME_WAIT or reset) under pressure: {}",
+                self.time_wait_reused
+            );
+        }
         match &self.first_exhaustion {
             Some(f) => {
                 let _ = writeln!(

@@ -230,6 +230,10 @@ pub struct Scenario {
     /// Seconds a freed port rests before reuse.
     #[serde(default = "default_cooldown")]
     pub reuse_cooldown_s: u32,
+    /// The configuration's `[snat] time_wait_reuse`: under port pressure a new SYN may take
+    /// over a port whose flow to the same destination has closed (TIME_WAIT or reset).
+    #[serde(default = "default_time_wait_reuse")]
+    pub time_wait_reuse: bool,
     /// The engine's flow table size.
     #[serde(default = "default_max_flows")]
     pub max_flows: u32,
@@ -260,6 +264,9 @@ fn default_port_max() -> u16 {
 }
 fn default_cooldown() -> u32 {
     2
+}
+fn default_time_wait_reuse() -> bool {
+    true
 }
 fn default_max_flows() -> u32 {
     1 << 18

@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -77,6 +78,7 @@ pub fn engine_config(s: &Scenario) -> EngineConfig {
             port_sharing: s.mapping.port_sharing(),
             per_host_quota: s.per_host_quota,
             reuse_cooldown: s.reuse_cooldown_s,
+            time_wait_reuse: s.time_wait_reuse,
             exempt: vec![],
         },
         timeouts: Timeouts {
@@ -704,6 +706,7 @@ pub fn run(s: &Scenario, obs: &mut dyn Observer) -> Report {
         failures: failures_total,
         unexpected_verdicts: unexpected,
         late_close_drops,
+        time_wait_reused: worker.counters().snat_time_wait_reused.load(Relaxed),
         peak_engine_flows: samples.iter().map(|x| x.engine_flows).max().unwrap_or(0),
         first_exhaustion,
         first_quota_failure: first_quota,
