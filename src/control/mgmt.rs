@@ -680,11 +680,14 @@ mod tests {
             s.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
             idle.push(s);
         }
+        // The scraper stops before the server does (a request cut by the server's stop would
+        // read as a failed scrape).
+        let scraping = Arc::new(AtomicBool::new(true));
         let scraper = {
-            let stop = stop.clone();
+            let scraping = scraping.clone();
             std::thread::spawn(move || {
                 let mut n = 0;
-                while !stop.load(Relaxed) {
+                while scraping.load(Relaxed) {
                     let (status, _) = get(addr, "/metrics");
                     assert!(status.contains("200"), "{status}");
                     n += 1;
@@ -699,8 +702,9 @@ mod tests {
             worst = worst.max(took);
             std::thread::sleep(Duration::from_millis(20));
         }
-        stop.store(true, Relaxed);
+        scraping.store(false, Relaxed);
         let scrapes = scraper.join().unwrap();
+        stop.store(true, Relaxed);
         beat.join().unwrap();
         h.join().unwrap();
         drop(idle);
