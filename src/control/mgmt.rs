@@ -212,17 +212,22 @@ fn pool_util_ppm(ws: &[Arc<Counters>]) -> u64 {
     }
     (0..n)
         .map(|k| {
-            let sum = |g: fn(&Counters) -> &[std::sync::atomic::AtomicU64]| -> u64 {
-                ws.iter()
-                    .filter_map(|c| g(c).get(k))
-                    .map(|x| x.load(Relaxed))
-                    .sum()
-            };
-            let (used, size) = (sum(|c| &c.snat_used), sum(|c| &c.snat_size));
+            let (used, size) = pool_use(ws, k);
             (used * 1_000_000).checked_div(size).unwrap_or(0)
         })
         .max()
         .unwrap_or(0)
+}
+
+/// (ports in use, ports) of SNAT gauge `k` (public address x protocol), all workers together.
+fn pool_use(ws: &[Arc<Counters>], k: usize) -> (u64, u64) {
+    let sum = |g: fn(&Counters) -> &[std::sync::atomic::AtomicU64]| -> u64 {
+        ws.iter()
+            .filter_map(|c| g(c).get(k))
+            .map(|x| x.load(Relaxed))
+            .sum()
+    };
+    (sum(|c| &c.snat_used), sum(|c| &c.snat_size))
 }
 
 /// Connections served at once; more wait in the kernel's accept queue until one ends.
@@ -557,16 +562,7 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
     for (a, addr) in addrs.iter().enumerate() {
         for (j, &p) in SNAT_PROTOS.iter().enumerate() {
             let k = a * SNAT_PROTOS.len() + j;
-            let used: u64 = ws
-                .iter()
-                .filter_map(|c| c.snat_used.get(k))
-                .map(|x| x.load(Relaxed))
-                .sum();
-            let size: u64 = ws
-                .iter()
-                .filter_map(|c| c.snat_size.get(k))
-                .map(|x| x.load(Relaxed))
-                .sum();
+            let (used, size) = pool_use(ws, k);
             let r = if size == 0 {
                 0.0
             } else {
