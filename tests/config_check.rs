@@ -484,3 +484,50 @@ fn busy_poll_settings() {
         "t.toml:3:16: error: busy_poll_us -1 is out of range (0-10000 microseconds)"
     );
 }
+
+#[test]
+fn host_policy_errors_and_the_unreachable_management_warning() {
+    has(
+        "[host]\npolicy = \"shut\"\n",
+        "t.toml:15:10: error: host.policy \"shut\" is not one of \"closed\", \"open\"",
+    );
+    has(
+        "[host]\nssh_sources = [\"10.0.0.1/8\"]\n",
+        "t.toml:15:16: error: the prefix \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+    );
+    has(
+        "[host]\nping_source = []\n",
+        "t.toml:15:1: error: unknown key \"ping_source\" in [host]; expected one of: policy, management_sources, ssh_sources, ping_sources",
+    );
+    // A management listener on a data address that no source may reach: a warning naming it.
+    let text = HEAD.replace(
+        "inside_prefixes = [\"198.18.0.0/15\"]",
+        "inside_prefixes = [\"198.18.0.0/15\"]\nmanagement = \"198.18.0.1:9090\"",
+    );
+    let l = load_str(&text, "t.toml").expect("loads");
+    let w: Vec<String> = l.warnings.iter().map(|d| d.to_string()).collect();
+    assert!(
+        w.iter().any(|d| d.starts_with("t.toml:3:14: warning: the management listener 198.18.0.1:9090 is on a data address but host.management_sources is empty")),
+        "{w:#?}"
+    );
+    assert!(l.host.closed, "closed is the default");
+    let open = load_str(&format!("{text}[host]\npolicy = \"open\"\n"), "t.toml").expect("loads");
+    assert!(!open.host.closed);
+    assert!(open
+        .warnings
+        .iter()
+        .all(|d| !d.message.contains("management_sources")));
+    let listed = load_str(
+        &format!("{text}[host]\nmanagement_sources = [\"168.63.129.16\"]\n"),
+        "t.toml",
+    )
+    .expect("loads");
+    assert_eq!(
+        listed.host.management_sources,
+        vec!["168.63.129.16/32".parse().unwrap()]
+    );
+    assert!(listed
+        .warnings
+        .iter()
+        .all(|d| !d.message.contains("management_sources")));
+}

@@ -176,6 +176,10 @@ fn print_stats(v: &Value) {
     ] {
         println!("{k:<28} {}", s(v, k));
     }
+    // null when the host is left open ([host] policy = "open")
+    if let Some(n) = v.get("host_closed_drops").and_then(Value::as_u64) {
+        println!("{:<28} {n}", "host_closed_drops");
+    }
     if let Some(d) = v.get("drops").and_then(Value::as_object) {
         for (r, n) in d {
             println!("{:<28} {n}", format!("drop.{r}"));
@@ -239,7 +243,21 @@ fn print_snat(v: &Value) {
     for x in arr("top_hosts") {
         println!("  {:<16} {}", s(&x, "host"), s(&x, "ports"));
     }
-    println!("\nbusiest destinations (SNATed flows):");
+    let c = v.get("destinations_census");
+    let n = |k: &str| {
+        c.and_then(|c| c.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    if c.and_then(|c| c.get("exact")).and_then(Value::as_bool) == Some(false) {
+        println!(
+            "\nbusiest destinations (SNATed flows, estimated from a sample of {} of {} flows):",
+            n("flows_seen"),
+            n("flows")
+        );
+    } else {
+        println!("\nbusiest destinations (SNATed flows):");
+    }
     for x in arr("top_destinations") {
         println!(
             "  {:<22} {:<5} {}",

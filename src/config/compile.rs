@@ -475,6 +475,12 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
     // ---- rules
     let rules = build_rules(ctx, &raw, &groups, &nat.public_addrs);
     let dns = dns_settings(ctx, &raw.dns, &nat, &rules);
+    let host = host_policy(
+        ctx,
+        &raw.host,
+        management.as_ref(),
+        raw.appliance.management.as_ref(),
+    );
     analyze(ctx, &rules, !dns.servers.is_empty());
     let specs: Vec<RuleSpec> = rules.into_iter().map(|r| r.spec).collect();
     if !ctx.errors.is_empty() {
@@ -500,6 +506,7 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         decision_log: raw.appliance.decision_log.unwrap_or(true),
         busy_poll,
         dns,
+        host,
         fqdn_addresses: BTreeMap::new(),
         warnings: Vec::new(),
     })
@@ -537,6 +544,45 @@ fn busy_poll_settings(
         }
     }
     bp
+}
+
+/// `[host]`: `policy` ("closed", the default, or "open") and the sources allowed to reach
+/// the management listener, SSH and ping. Warns when the management listener is on a
+/// non-loopback address that no source may reach (a load balancer's probe would fail).
+fn host_policy(
+    ctx: &mut Ctx,
+    h: &super::schema::RawHost,
+    management: Option<&std::net::SocketAddr>,
+    management_span: Option<&S<String>>,
+) -> super::HostPolicy {
+    let mut out = super::HostPolicy::default();
+    if let Some(p) = &h.policy {
+        match p.get_ref().as_str() {
+            "closed" => out.closed = true,
+            "open" => out.closed = false,
+            other => ctx.err(
+                p.span(),
+                format!("host.policy \"{other}\" is not one of \"closed\", \"open\""),
+            ),
+        }
+    }
+    let nets = |ctx: &mut Ctx, v: &[S<String>]| -> Vec<Ipv4Net> {
+        v.iter().filter_map(|p| ctx.prefix(p, true)).collect()
+    };
+    out.management_sources = nets(ctx, &h.management_sources);
+    out.ssh_sources = nets(ctx, &h.ssh_sources);
+    out.ping_sources = nets(ctx, &h.ping_sources);
+    if let (true, Some(m), Some(span)) = (out.closed, management, management_span) {
+        if !m.ip().is_loopback() && out.management_sources.is_empty() {
+            ctx.warn(
+                span.span(),
+                format!(
+                    "the management listener {m} is on a data address but host.management_sources is empty: the closed host policy drops every health probe and scrape that reaches it over a data interface (in Azure, list the load balancer's probe source 168.63.129.16)"
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// `[dns]`: servers, refresh bounds and the resolver's source port, which must stay clear of

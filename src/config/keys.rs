@@ -15,6 +15,13 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "ip_groups",
             "group",
             "dns",
+            "host",
+        ],
+        "host" => &[
+            "policy",
+            "management_sources",
+            "ssh_sources",
+            "ping_sources",
         ],
         "dns" => &["servers", "min_refresh", "max_refresh", "source_port"],
         "appliance" => &[

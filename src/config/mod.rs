@@ -35,12 +35,41 @@ pub struct Loaded {
     pub busy_poll: crate::io::runtime::BusyPoll,
     /// The resolver of network rules' destination FQDNs (`[dns]`).
     pub dns: DnsSettings,
+    /// What the host's own stack answers on the data interfaces (`[host]`).
+    pub host: HostPolicy,
     /// What each destination FQDN last resolved to, as compiled into `policy` (filled by the
     /// control plane's resolver; a name absent here was never resolved).
     pub fqdn_addresses: std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
     /// Problems that do not stop the load (shadowed rules, overlapping prefixes, unresolved
     /// FQDNs).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// `[host]`: the appliance's own traffic on its data interfaces. A firewall answers nothing
+/// it was not told to: by default (`policy = "closed"`) the kernel behind Tollgate gets only
+/// answers to its own connections, DHCP, IPv6 neighbour discovery and what these lists allow;
+/// everything else addressed to it is dropped without a RST or ICMP error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPolicy {
+    /// false: `policy = "open"`, the kernel answers as it would without Tollgate.
+    pub closed: bool,
+    /// May reach the management listener (health probes, `/metrics`) on a data address.
+    pub management_sources: Vec<ipnet::Ipv4Net>,
+    /// May reach SSH (TCP 22).
+    pub ssh_sources: Vec<ipnet::Ipv4Net>,
+    /// May ping the appliance's addresses.
+    pub ping_sources: Vec<ipnet::Ipv4Net>,
+}
+
+impl Default for HostPolicy {
+    fn default() -> Self {
+        HostPolicy {
+            closed: true,
+            management_sources: Vec::new(),
+            ssh_sources: Vec::new(),
+            ping_sources: Vec::new(),
+        }
+    }
 }
 
 /// `[dns]`: where and how often the control plane resolves network rules' destination FQDNs.

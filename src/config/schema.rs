@@ -29,6 +29,20 @@ pub struct Raw {
     pub group: Vec<RawGroup>,
     #[serde(default)]
     pub dns: RawDns,
+    #[serde(default)]
+    pub host: RawHost,
+}
+
+/// `[host]`: the host's own traffic on the data interfaces.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHost {
+    pub policy: Option<S<String>>,
+    #[serde(default)]
+    pub management_sources: Vec<S<String>>,
+    #[serde(default)]
+    pub ssh_sources: Vec<S<String>>,
+    #[serde(default)]
+    pub ping_sources: Vec<S<String>>,
 }
 
 /// `[dns]`: the resolver of network rules' destination FQDNs.

@@ -276,6 +276,9 @@ pub struct FlowTable {
     lists: [List; TimeoutClass::COUNT],
     timeouts: Timeouts,
     max: u32,
+    /// One past the highest slab index ever used: every live flow lies below it, so a walk of
+    /// the table reads `high_water` slots, not the whole slab of `max`.
+    high_water: u32,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -329,6 +332,7 @@ impl FlowTable {
             }; TimeoutClass::COUNT],
             timeouts,
             max,
+            high_water: 0,
         }
     }
 
@@ -446,6 +450,7 @@ impl FlowTable {
             return Err(InsertError::Full);
         };
         self.flows[idx as usize] = flow;
+        self.high_water = self.high_water.max(idx + 1);
         let (ho, hr) = (self.hash(&orig), self.hash(&reply));
         self.index.insert(ho, idx << 1);
         if reply != orig {
@@ -523,11 +528,44 @@ impl FlowTable {
 
     /// Live flows, for the flow view and tests (not for the packet path).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
-        self.flows
+        self.flows[..self.high_water as usize]
             .iter()
             .enumerate()
-            .filter(|(i, f)| !(f.prev == *i as u32 && f.next == *i as u32))
+            .filter(|(i, f)| !Self::is_dead(*i, f))
             .map(|(i, f)| (i as u32, f))
+    }
+
+    fn is_dead(i: usize, f: &Flow) -> bool {
+        f.prev == i as u32 && f.next == i as u32
+    }
+
+    /// A bounded look at the table for statistics: at most `probes` slots read. When every
+    /// slot that can hold a flow fits in `probes`, all of them (an exact census); otherwise a
+    /// systematic sample: every `high_water / probes`-th slot from a start in `[0, stride)`
+    /// given by `offset`, so the sample spreads over the whole slab and a burst of flows
+    /// admitted together (neighbouring slots) is sampled in proportion. `visit` sees each live
+    /// flow read; the return value is the number of slots read.
+    pub fn census(&self, probes: u32, offset: u64, mut visit: impl FnMut(&Flow)) -> u32 {
+        let hw = u64::from(self.high_water);
+        let probes = u64::from(probes.max(1));
+        if hw <= probes {
+            for (i, f) in self.flows[..hw as usize].iter().enumerate() {
+                if !Self::is_dead(i, f) {
+                    visit(f);
+                }
+            }
+            return hw as u32;
+        }
+        // Slot k * hw / probes + start, k < probes: evenly spaced, never past high_water.
+        let start = offset % (hw / probes);
+        for k in 0..probes {
+            let i = (k * hw / probes + start) as usize;
+            let f = &self.flows[i];
+            if !Self::is_dead(i, f) {
+                visit(f);
+            }
+        }
+        probes as u32
     }
 
     fn push_back(&mut self, idx: u32, class: TimeoutClass) {

@@ -281,6 +281,7 @@ fn stats(st: &AdminState) -> Value {
         "snat_eim_collision_moved": sum(&|c| c.eim_collision_moved.load(Relaxed)),
         "snat_time_wait_reused": sum(&|c| c.snat_time_wait_reused.load(Relaxed)),
         "decision_events_suppressed": sum(&|c| c.events_suppressed.load(Relaxed)),
+        "host_closed_drops": super::host::closed_drops(),
         "drops": drops,
         "io": io_json(&st.registry),
         "workers": workers,
@@ -347,7 +348,9 @@ pub fn merge_snat(reports: &[SnatReport], top: usize) -> SnatReport {
     let mut slices: BTreeMap<(Ipv4Addr, u8), (u32, u32)> = BTreeMap::new();
     let mut hosts: BTreeMap<Ipv4Addr, u32> = BTreeMap::new();
     let mut dests: BTreeMap<(Ipv4Addr, u16, u8), u32> = BTreeMap::new();
+    let mut census = crate::datapath::query::Census::default();
     for r in reports {
+        census = census.plus(r.census);
         for s in &r.slices {
             let e = slices.entry((s.addr, s.proto)).or_default();
             e.0 += s.used;
@@ -373,6 +376,7 @@ pub fn merge_snat(reports: &[SnatReport], top: usize) -> SnatReport {
             .collect(),
         hosts: top_n(hosts.into_iter(), top),
         destinations: top_n(dests.into_iter(), top),
+        census,
     }
 }
 
@@ -434,6 +438,12 @@ fn snat(st: &AdminState, top: usize) -> Value {
         "top_destinations": m.destinations.iter().map(|((a, p, pr), n)| json!({
             "destination": format!("{a}:{p}"), "protocol": proto_str(*pr), "flows": n
         })).collect::<Vec<_>>(),
+        "destinations_census": {
+            "exact": m.census.exact(),
+            "flows_seen": m.census.flows_seen,
+            "flows": m.census.flows,
+            "slots_read": m.census.slots_read,
+        },
         "workers_not_answering": missing,
     })
 }

@@ -28,6 +28,9 @@ pub struct ServeOptions {
     /// The public side of the DNAT rules (filled from the configuration by
     /// [`run_from_file`]): the host tables keep the kernel from answering it.
     pub dnat: Vec<host::DnatClaim>,
+    /// The host's own traffic on the data interfaces: closed except what it names
+    /// (`[host]`, filled by [`run_from_file`]); None leaves the kernel answering as it would.
+    pub host: Option<host::HostFilter>,
     pub af: AfPacketOptions,
     /// Print the startup line and counters to stderr.
     pub verbose: bool,
@@ -53,6 +56,7 @@ impl Default for ServeOptions {
             pcap: None,
             offloads: false,
             dnat: Vec::new(),
+            host: None,
             af: AfPacketOptions::default(),
             verbose: true,
             drop_caps: true,
@@ -91,6 +95,7 @@ pub fn plan_for(cfg: &EngineConfig, opts: &ServeOptions) -> HostPlan {
         port_min: cfg.nat.port_min,
         port_max: cfg.nat.port_max,
         dnat: opts.dnat.clone(),
+        host: opts.host.clone(),
         offloads: opts.offloads,
     }
 }
@@ -314,6 +319,10 @@ pub fn run_from_file(
     let loaded = load_config(path)?;
     let stop = stop_on_signals()?;
     opts.dnat = host::dnat_claims(loaded.policy.rules());
+    opts.host = loaded
+        .host
+        .closed
+        .then(|| host::HostFilter::new(&loaded.host, loaded.management));
     opts.workers = workers_override.unwrap_or(loaded.workers);
     // the command line's busy-poll settings win over the file's
     opts.busy_poll_us = opts

@@ -56,6 +56,152 @@ pub struct HostPlan {
     /// Turn GRO/GSO/TSO/LRO off on the data interfaces with ethtool (restored at exit); false:
     /// leave them as they are (the default).
     pub offloads: bool,
+    /// The closed host policy (`[host]`); None: the kernel answers what reaches it.
+    pub host: Option<HostFilter>,
+}
+
+/// What the host's own stack may receive on the data interfaces when `[host] policy` is
+/// closed: an `input` chain in the `inet` table accepts answers to its own connections
+/// (conntrack), DHCP, IPv6 neighbour discovery, and the listed sources on the management
+/// port, SSH and ping; everything else from a data interface is dropped and counted
+/// (`host_closed`), so a scan of the appliance's addresses gets neither RSTs nor ICMP errors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostFilter {
+    /// Sources, and the listener's address (None: any of the host's) and port.
+    pub management: Option<(Vec<Ipv4Net>, Option<Ipv4Addr>, u16)>,
+    pub ssh_sources: Vec<Ipv4Net>,
+    pub ping_sources: Vec<Ipv4Net>,
+}
+
+impl HostFilter {
+    /// From the configuration's `[host]` and management listener address (a loopback
+    /// listener needs no rule: loopback is not a data interface).
+    pub fn new(p: &crate::config::HostPolicy, management: std::net::SocketAddr) -> HostFilter {
+        let mgmt = match management {
+            std::net::SocketAddr::V4(a) if !a.ip().is_loopback() => Some((
+                p.management_sources.clone(),
+                (!a.ip().is_unspecified()).then_some(*a.ip()),
+                a.port(),
+            )),
+            _ => None,
+        };
+        HostFilter {
+            management: mgmt.filter(|m| !m.0.is_empty()),
+            ssh_sources: p.ssh_sources.clone(),
+            ping_sources: p.ping_sources.clone(),
+        }
+    }
+}
+
+/// Name of the nftables counter of what the closed host policy dropped (`tollgate stats`).
+pub const HOST_CLOSED_COUNTER: &str = "host_closed";
+
+/// Asks the counter reader (see [`closed_drops`]) for a fresh reading; set while this
+/// process's closed host policy is installed (one daemon per process; in-process test
+/// appliances never install it).
+type Reply = std::sync::mpsc::SyncSender<Option<u64>>;
+static COUNTER_READER: std::sync::Mutex<Option<std::sync::mpsc::Sender<Reply>>> =
+    std::sync::Mutex::new(None);
+
+/// Reads the closed host policy's drop counter with `nft`. Control threads keep no
+/// capabilities and nft needs CAP_NET_ADMIN, so one thread keeps it (and only it) and reads on
+/// request: a process per `tollgate stats` or scrape, never on the packet path. Spawned by
+/// [`prepare`] (before capabilities are dropped); it ends when the guard drops.
+fn spawn_counter_reader() {
+    let (tx, rx) = std::sync::mpsc::channel::<Reply>();
+    let spawned = std::thread::Builder::new()
+        .name("tg-host-counter".into())
+        .spawn(move || {
+            let _ = crate::io::caps::retain_on_this_thread(&crate::io::caps::MAIN_THREAD_KEEPS);
+            while let Ok(reply) = rx.recv() {
+                let _ = reply.send(read_counter());
+            }
+        });
+    if spawned.is_ok() {
+        if let Ok(mut g) = COUNTER_READER.lock() {
+            *g = Some(tx);
+        }
+    }
+}
+
+fn read_counter() -> Option<u64> {
+    let out = Command::new("nft")
+        .args([
+            "-j",
+            "list",
+            "counter",
+            "inet",
+            NFT_TABLE,
+            HOST_CLOSED_COUNTER,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|o| o["counter"]["packets"].as_u64())
+}
+
+/// Packets the closed host policy dropped so far; None when the policy is not installed or
+/// the counter cannot be read within 2 s.
+pub fn closed_drops() -> Option<u64> {
+    let tx = COUNTER_READER.lock().ok()?.clone()?;
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    tx.send(reply).ok()?;
+    answer
+        .recv_timeout(std::time::Duration::from_secs(2))
+        .ok()
+        .flatten()
+}
+
+/// `{ a, b }` of prefixes for nft.
+fn nft_set(nets: &[Ipv4Net]) -> String {
+    let v: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+    format!("{{ {} }}", v.join(", "))
+}
+
+/// The `input` chain of the closed host policy (see [`HostFilter`]).
+fn input_chain(s: &mut String, f: &HostFilter, ifs: &str) {
+    let _ = writeln!(s, "  counter {HOST_CLOSED_COUNTER} {{}}");
+    let _ = writeln!(s, "  chain input {{");
+    let _ = writeln!(
+        s,
+        "    type filter hook input priority filter; policy accept;"
+    );
+    // loopback and interfaces Tollgate does not serve (a management NIC) keep the kernel's way
+    let _ = writeln!(s, "    iifname != {{ {ifs} }} accept");
+    let _ = writeln!(s, "    ct state established,related accept");
+    let _ = writeln!(s, "    udp sport 67 udp dport 68 accept");
+    let _ = writeln!(
+        s,
+        "    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept"
+    );
+    if let Some((src, addr, port)) = &f.management {
+        let daddr = addr.map(|a| format!("ip daddr {a} ")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "    ip saddr {} {daddr}tcp dport {port} accept",
+            nft_set(src)
+        );
+    }
+    if !f.ssh_sources.is_empty() {
+        let _ = writeln!(
+            s,
+            "    ip saddr {} tcp dport 22 accept",
+            nft_set(&f.ssh_sources)
+        );
+    }
+    if !f.ping_sources.is_empty() {
+        let _ = writeln!(
+            s,
+            "    ip saddr {} icmp type echo-request accept",
+            nft_set(&f.ping_sources)
+        );
+    }
+    let _ = writeln!(s, "    counter name {HOST_CLOSED_COUNTER} drop");
+    let _ = writeln!(s, "  }}");
 }
 
 /// A DNAT rule's public side, as the host tables drop it before the kernel answers it.
@@ -158,6 +304,8 @@ pub struct HostGuard {
     /// The `netdev` ingress table was created (it is optional).
     pub ingress_table: bool,
     offloads: Vec<(String, String, bool)>,
+    /// The closed host policy's input chain is installed.
+    host_closed: bool,
     /// Things that could not be prepared but do not stop the appliance.
     pub warnings: Vec<String>,
 }
@@ -225,7 +373,18 @@ pub fn nft_ruleset(plan: &HostPlan) -> String {
         .join(", ");
     let iif = (!plan.data_ifaces.is_empty()).then(|| format!("iifname {{ {ifs} }} "));
     claim_lines(&mut s, plan, iif.as_deref());
+    if let (Some(_), Some(iif)) = (&plan.host, &iif) {
+        // The input chain's conntrack must not track transit traffic where the ingress drop
+        // is missing (an interface with a master, an old kernel): the workers forward it.
+        let _ = writeln!(
+            s,
+            "    {iif}meta nfproto ipv4 fib daddr type unicast notrack"
+        );
+    }
     let _ = writeln!(s, "  }}");
+    if let (Some(f), false) = (&plan.host, plan.data_ifaces.is_empty()) {
+        input_chain(&mut s, f, &ifs);
+    }
     let _ = writeln!(s, "}}");
     s
 }
@@ -411,6 +570,12 @@ impl HostGuard {
                 .stderr(Stdio::null())
                 .status();
         }
+        if std::mem::take(&mut self.host_closed) {
+            // dropping the sender ends the reader thread
+            if let Ok(mut g) = COUNTER_READER.lock() {
+                *g = None;
+            }
+        }
         if self.table {
             let _ = Command::new("nft")
                 .args(["delete", "table", "inet", NFT_TABLE])
@@ -463,6 +628,10 @@ pub fn prepare(plan: &HostPlan) -> Result<HostGuard, HostError> {
     }
     nft(&nft_ruleset(plan)).map_err(HostError::Nft)?;
     g.table = true;
+    if plan.host.is_some() {
+        spawn_counter_reader();
+        g.host_closed = true;
+    }
     let stacked: Vec<&String> = plan
         .data_ifaces
         .iter()
@@ -524,6 +693,7 @@ mod tests {
                 ports: vec![(80, 80), (8000, 8010)],
             }],
             offloads: false,
+            host: None,
         };
         let r = nft_ruleset(&plan);
         assert!(r.starts_with("table inet tollgate {"));
@@ -533,6 +703,61 @@ mod tests {
             "iifname { \"tg-in\" } ip saddr { 192.0.2.0/24 } ip daddr { 203.0.113.1/32 } meta l4proto tcp th dport { 80, 8000-8010 } drop"
         ));
         assert!(r.contains("icmp type echo-reply drop"));
+        assert!(
+            !r.contains("chain input"),
+            "no host policy: the kernel answers"
+        );
+    }
+
+    #[test]
+    fn the_closed_host_policy_accepts_what_it_names_and_drops_the_rest() {
+        let net = |s: &str| s.parse::<Ipv4Net>().expect("net");
+        let policy = crate::config::HostPolicy {
+            management_sources: vec![net("168.63.129.16/32")],
+            ssh_sources: vec![net("198.18.0.0/24")],
+            ..Default::default()
+        };
+        let plan = HostPlan {
+            data_ifaces: vec!["eth0".into()],
+            host: Some(HostFilter::new(
+                &policy,
+                "10.42.8.4:9090".parse().expect("addr"),
+            )),
+            ..Default::default()
+        };
+        let r = nft_ruleset(&plan);
+        let input = &r[r.find("chain input").expect("input chain")..];
+        let lines: Vec<&str> = input.lines().map(str::trim).collect();
+        let want = [
+            "iifname != { \"eth0\" } accept",
+            "ct state established,related accept",
+            "udp sport 67 udp dport 68 accept",
+            "ip saddr { 168.63.129.16/32 } ip daddr 10.42.8.4 tcp dport 9090 accept",
+            "ip saddr { 198.18.0.0/24 } tcp dport 22 accept",
+            "counter name host_closed drop",
+        ];
+        let mut at = 0;
+        for w in want {
+            let i = lines[at..]
+                .iter()
+                .position(|l| *l == w)
+                .unwrap_or_else(|| panic!("{w} missing or out of order in\n{input}"));
+            at += i + 1;
+        }
+        assert!(
+            !input.contains("echo-request"),
+            "no ping_sources: no ping rule"
+        );
+        assert!(r.contains("counter host_closed {}"));
+        assert!(r.contains("fib daddr type unicast notrack"));
+        // a loopback listener needs no rule; nor do empty management sources
+        let lo = HostFilter::new(&policy, "127.0.0.1:9090".parse().expect("addr"));
+        assert_eq!(lo.management, None);
+        let none = HostFilter::new(
+            &crate::config::HostPolicy::default(),
+            "0.0.0.0:9090".parse().expect("addr"),
+        );
+        assert_eq!(none.management, None);
     }
 
     #[test]
@@ -572,6 +797,7 @@ mod tests {
                 ports: vec![(443, 443)],
             }],
             offloads: false,
+            host: None,
         };
         let r = nft_ingress_ruleset(&plan);
         assert!(r.starts_with("table netdev tollgate {"));

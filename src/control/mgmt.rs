@@ -417,6 +417,13 @@ pub fn metrics(reg: &Registry) -> String {
         "New TCP flows that found no SNAT port left and took over the port of a closed flow (TIME_WAIT or reset) toward the same remote address and port, evicting it.",
         sum(&|c| c.snat_time_wait_reused.load(Relaxed)),
     );
+    if let Some(n) = super::host::closed_drops() {
+        counter(
+            "tollgate_host_closed_drops_total",
+            "Packets to the appliance's own addresses on a data interface that the closed host policy dropped ([host]): scans, unlisted management or SSH sources.",
+            n,
+        );
+    }
     let _ = writeln!(out, "# HELP tollgate_drops_total Packets dropped, by reason.\n# TYPE tollgate_drops_total counter");
     for r in DropReason::ALL {
         let v = sum(&|c| c.drop_count(*r));
@@ -582,7 +589,7 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
         );
     }
     let (m, _, _) = super::admin::ask_snat(&reg.inboxes, TOP_DESTINATIONS);
-    let _ = writeln!(out, "# HELP tollgate_snat_destination_flows SNATed flows toward the busiest destinations (top {TOP_DESTINATIONS}).\n# TYPE tollgate_snat_destination_flows gauge");
+    let _ = writeln!(out, "# HELP tollgate_snat_destination_flows SNATed flows toward the busiest destinations (top {TOP_DESTINATIONS}; estimated when tollgate_snat_destination_census_flows seen < total).\n# TYPE tollgate_snat_destination_flows gauge");
     for ((a, port, p), n) in m.destinations {
         let _ = writeln!(
             out,
@@ -590,6 +597,18 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
             pname(p)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP tollgate_snat_destination_census_flows Flows the destination counts come from: seen (exact when equal to total; else the counts are scaled up from a sample of at most {} slots per worker).\n# TYPE tollgate_snat_destination_census_flows gauge\ntollgate_snat_destination_census_flows{{of=\"seen\"}} {}\ntollgate_snat_destination_census_flows{{of=\"total\"}} {}",
+        crate::datapath::query::CENSUS_PROBES,
+        m.census.flows_seen,
+        m.census.flows
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tollgate_worker_query_seconds Longest time a worker spent on its packet thread answering the last control-plane question (this scrape's included).\n# TYPE tollgate_worker_query_seconds gauge\ntollgate_worker_query_seconds {:.6}",
+        reg.inboxes.served_ns_max() as f64 / 1e9
+    );
 }
 
 /// Which per-slice SNAT gauge of a worker's counters.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 
 use super::Nanos;
-use crate::conntrack::{Flow, FlowKey, FlowVerdict, TimeoutClass, Timeouts};
+use crate::conntrack::{Flow, FlowKey, FlowTable, FlowVerdict, TimeoutClass, Timeouts};
 use crate::policy::{proto, Policy};
 
 /// Which flows `tollgate flows` lists.
@@ -73,8 +73,46 @@ pub struct SnatReport {
     pub slices: Vec<SnatUse>,
     /// Inside hosts by ports (EIM) or sessions (APDM) held, most first.
     pub hosts: Vec<(Ipv4Addr, u32)>,
-    /// Destinations (address, port, protocol) by SNATed flows toward them, most first.
-    pub destinations: Vec<((Ipv4Addr, u16, u8), u32)>,
+    /// Destinations (address, port, protocol) by SNATed flows toward them, most first: exact
+    /// when `census` saw every flow, else estimated from its sample.
+    pub destinations: Vec<(Destination, u32)>,
+    /// How much of the flow table `destinations` comes from.
+    pub census: Census,
+}
+
+/// A destination of SNATed flows: address, port, protocol.
+pub type Destination = (Ipv4Addr, u16, u8);
+
+/// Flow-table slots one SNAT report reads per worker, at most. A report is answered on the
+/// packet thread, so its cost must not grow with the table: at 1M flows a full walk stalled
+/// the worker for tens of milliseconds per scrape (docs/operability.md has the figures).
+pub const CENSUS_PROBES: u32 = 16_384;
+
+/// What a bounded look at a flow table saw (summed over workers in a merged report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Slots read.
+    pub slots_read: u32,
+    /// Live flows among them.
+    pub flows_seen: u32,
+    /// Live flows in the table(s).
+    pub flows: u32,
+}
+
+impl Census {
+    /// Every flow was seen: the counts are exact.
+    pub fn exact(&self) -> bool {
+        self.flows_seen == self.flows
+    }
+
+    /// Sums two workers' looks.
+    pub fn plus(self, o: Census) -> Census {
+        Census {
+            slots_read: self.slots_read + o.slots_read,
+            flows_seen: self.flows_seen + o.flows_seen,
+            flows: self.flows + o.flows,
+        }
+    }
 }
 
 /// What a worker answers.
@@ -103,6 +141,8 @@ pub struct Inbox {
     asked: AtomicU64,
     /// The ticket of the last question answered.
     answered: AtomicU64,
+    /// How long the worker spent answering the last question (ns): the packet thread's stall.
+    served_ns: AtomicU64,
     slot: Mutex<Slot>,
 }
 
@@ -121,7 +161,10 @@ impl Inbox {
     pub fn serve(&self, f: impl FnOnce(Query) -> Answer) {
         let Ok(mut s) = self.slot.lock() else { return };
         if let Some((ticket, q)) = s.query.take() {
+            let t0 = Instant::now();
             s.answer = Some((ticket, f(q)));
+            self.served_ns
+                .store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             self.answered.store(ticket, Ordering::Release);
         }
     }
@@ -170,6 +213,20 @@ impl Inboxes {
             v.push(b);
         }
     }
+    /// The longest time a worker spent answering its last question (ns): how long the
+    /// control plane last held a packet thread.
+    pub fn served_ns_max(&self) -> u64 {
+        self.boxes
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|b| b.served_ns.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
     /// Asks every worker `q` and waits up to `timeout` for all answers; a worker that does not
     /// answer in time (stalled) is left out, and the count of missing answers is returned.
     pub fn ask(&self, q: &Query, timeout: Duration) -> (Vec<Answer>, usize) {
@@ -258,28 +315,58 @@ pub fn list_flows<'a>(
     }
 }
 
-/// The busiest destinations of SNATed flows (`public` tells a SNAT address), most first.
-pub fn busiest_destinations<'a>(
-    flows: impl Iterator<Item = &'a Flow>,
+/// The busiest destinations of SNATed flows (`public` tells a SNAT address), most first, from
+/// a census of at most [`CENSUS_PROBES`] slots (`offset` picks the sample's start). Sampled
+/// counts are scaled by live flows / flows seen: an estimate whose error shrinks with a
+/// destination's share, which is what matters here (a destination near port exhaustion holds
+/// a large share).
+pub fn busiest_destinations(
+    table: &FlowTable,
     public: impl Fn(Ipv4Addr) -> bool,
     top: usize,
-) -> Vec<((Ipv4Addr, u16, u8), u32)> {
-    let mut by: HashMap<(Ipv4Addr, u16, u8), u32> = HashMap::new();
-    for f in flows {
+    offset: u64,
+) -> (Vec<(Destination, u32)>, Census) {
+    // Sized once for the most keys a census can meet: no growth while counting.
+    let cap = (table.len() as u32).min(CENSUS_PROBES) as usize;
+    let mut by: HashMap<(Ipv4Addr, u16, u8), u32, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(cap, Default::default());
+    let mut seen = 0u32;
+    let slots_read = table.census(CENSUS_PROBES, offset, |f| {
+        seen += 1;
         if f.class() == TimeoutClass::TcpClosed || !public(f.reply.dst()) {
-            continue;
+            return;
         }
         *by.entry((f.orig.dst(), f.orig.dport(), f.orig.proto()))
             .or_default() += 1;
+    });
+    let census = Census {
+        slots_read,
+        flows_seen: seen,
+        flows: table.len() as u32,
+    };
+    if !census.exact() && seen > 0 {
+        let scale = |n: u32| {
+            ((u64::from(n) * u64::from(census.flows) + u64::from(seen) / 2) / u64::from(seen))
+                as u32
+        };
+        by.values_mut().for_each(|n| *n = scale(*n));
     }
-    top_n(by.into_iter(), top)
+    (top_n(by.into_iter(), top), census)
 }
 
 /// The `n` largest by count, ties by key (a stable order for tests and humans).
+/// Linear in the input (a partial selection, then a sort of the `n` kept).
 pub fn top_n<K: Ord + Copy>(it: impl Iterator<Item = (K, u32)>, n: usize) -> Vec<(K, u32)> {
     let mut v: Vec<(K, u32)> = it.collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    v.truncate(n);
+    let order = |a: &(K, u32), b: &(K, u32)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+    if n == 0 {
+        return Vec::new();
+    }
+    if v.len() > n {
+        v.select_nth_unstable_by(n - 1, order);
+        v.truncate(n);
+    }
+    v.sort_by(order);
     v
 }
 
@@ -313,9 +400,85 @@ mod tests {
         assert!(b.pending(), "b still has the question");
     }
 
+    /// A table of `n` UDP flows from the inside, SNATed to 203.0.113.1: flow i goes to
+    /// 198.51.100.1 when i % 10 < 6, to .2 when < 9, else to one of 1,000 others.
+    fn table(n: u32, cap: u32) -> FlowTable {
+        let mut t = FlowTable::new(cap, 1, Timeouts::default());
+        for i in 0..n {
+            let dst = match i % 10 {
+                0..=5 => Ipv4Addr::new(198, 51, 100, 1),
+                6..=8 => Ipv4Addr::new(198, 51, 100, 2),
+                _ => Ipv4Addr::from(0xc000_0200 + (i / 10) % 1000),
+            };
+            let src = Ipv4Addr::from(0xc612_0000 + i / 1000);
+            let port = 1024 + (i % 1000) as u16;
+            let orig = FlowKey::new(src, dst, port, 53, proto::UDP);
+            let reply = FlowKey::new(dst, Ipv4Addr::new(203, 0, 113, 1), 53, port, proto::UDP);
+            t.insert(orig, reply, TimeoutClass::Udp, 0).unwrap();
+        }
+        t
+    }
+
+    fn public(a: Ipv4Addr) -> bool {
+        a == Ipv4Addr::new(203, 0, 113, 1)
+    }
+
+    #[test]
+    fn a_small_table_is_counted_exactly() {
+        let t = table(5_000, 1 << 20);
+        let (top, c) = busiest_destinations(&t, public, 2, 12345);
+        assert!(c.exact());
+        assert_eq!(c.slots_read, 5_000, "only up to the high-water mark");
+        let d = |x| (Ipv4Addr::new(198, 51, 100, x), 53, proto::UDP);
+        assert_eq!(top, vec![(d(1), 3_000), (d(2), 1_500)]);
+    }
+
+    #[test]
+    fn a_large_table_is_sampled_within_bounds() {
+        let n = 400_000;
+        let t = table(n, n);
+        let d = |x| (Ipv4Addr::new(198, 51, 100, x), 53, proto::UDP);
+        for offset in [0u64, 7, 1 << 40] {
+            let (top, c) = busiest_destinations(&t, public, 2, offset);
+            assert!(!c.exact());
+            assert_eq!(c.slots_read, CENSUS_PROBES, "bounded work");
+            assert_eq!(c.flows, n);
+            assert_eq!(top[0].0, d(1));
+            assert_eq!(top[1].0, d(2));
+            // 60% and 30% of the flows, within 5% of the truth.
+            for (got, want) in [(top[0].1, n * 6 / 10), (top[1].1, n * 3 / 10)] {
+                let err = (f64::from(got) - f64::from(want)).abs() / f64::from(want);
+                assert!(err < 0.05, "estimate {got} for {want} (offset {offset})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sparse_table_after_a_peak_stays_bounded() {
+        let mut t = table(200_000, 200_000);
+        // Keep every 50th flow: 4,000 flows spread over 200,000 slots.
+        let idx: Vec<u32> = t.iter().map(|(i, _)| i).filter(|i| i % 50 != 0).collect();
+        for i in idx {
+            t.remove(i);
+        }
+        let (_, c) = busiest_destinations(&t, public, 2, 3);
+        assert_eq!(c.slots_read, CENSUS_PROBES);
+        assert_eq!(c.flows, 4_000);
+        assert!(c.flows_seen > 0 && c.flows_seen < 4_000);
+    }
+
     #[test]
     fn top_n_orders_by_count_then_key() {
         let v = top_n([(3u8, 5), (1, 7), (2, 5), (4, 1)].into_iter(), 3);
         assert_eq!(v, vec![(1, 7), (2, 5), (3, 5)]);
+        assert_eq!(top_n([(1u8, 1)].into_iter(), 0), vec![]);
+        assert_eq!(
+            top_n([(2u8, 1), (1, 1)].into_iter(), 5),
+            vec![(1, 1), (2, 1)]
+        );
+        let many: Vec<(u32, u32)> = (0..1000).map(|i| (i, (i * 7919) % 1000)).collect();
+        let mut sorted = many.clone();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(top_n(many.into_iter(), 10), sorted[..10].to_vec());
     }
 }

@@ -391,7 +391,7 @@ impl Worker {
     }
 
     /// Answers a control-plane question (between batches, never per packet: it may allocate).
-    fn answer(&self, now: Nanos, q: Query) -> Answer {
+    pub fn answer(&self, now: Nanos, q: Query) -> Answer {
         match q {
             Query::Flows(filter) => query::list_flows(
                 self.index,
@@ -416,14 +416,15 @@ impl Worker {
                     }
                 }
                 let public = |a: Ipv4Addr| self.cfg.nat.public_addrs.contains(&a);
+                // A different sample start each time: successive scrapes see other slots.
+                let offset = now.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17;
+                let (destinations, census) =
+                    query::busiest_destinations(&self.flows, public, top, offset);
                 Answer::Snat(SnatReport {
                     slices,
                     hosts: query::top_n(self.snat.holders(), top),
-                    destinations: query::busiest_destinations(
-                        self.flows.iter().map(|(_, f)| f),
-                        public,
-                        top,
-                    ),
+                    destinations,
+                    census,
                 })
             }
         }

@@ -1,8 +1,9 @@
 //! Dropping Linux capabilities once the dataplane is up. Capabilities belong to threads, so each
 //! thread drops its own: workers after opening their rings keep none; control threads (metrics,
 //! admin, reload, logs, neighbours) keep none; the main thread keeps only CAP_NET_ADMIN, which
-//! undoing the host preparation at exit needs (nft, ethtool, sysctls). The bounding set is cut
-//! too, so a program the main thread runs (nft) can never regain more.
+//! undoing the host preparation at exit needs (nft, ethtool, sysctls), and so does the one
+//! thread that reads the closed host policy's nftables counter on request (`tg-host-counter`).
+//! The bounding set is cut too, so a program these threads run (nft) can never regain more.
 
 use caps::{CapSet, Capability, CapsHashSet};
 
