@@ -16,7 +16,13 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "group",
             "dns",
         ],
-        "dns" => &["servers", "min_refresh", "max_refresh", "source_port"],
+        "dns" => &[
+            "servers",
+            "min_refresh",
+            "max_refresh",
+            "source_ports",
+            "source_port",
+        ],
         "appliance" => &[
             "inside_prefixes",
             "icmp_source",
