@@ -302,7 +302,7 @@ fn unresolved_destination_fqdns_warn() {
         l.dns.servers,
         ["203.0.113.53".parse::<std::net::Ipv4Addr>().unwrap()]
     );
-    assert_eq!(l.dns.source_port, 1023);
+    assert_eq!(l.dns.source_ports, 768..=1023);
     assert_eq!(l.dns.min_refresh, std::time::Duration::from_secs(5));
     assert_eq!(l.dns.max_refresh, std::time::Duration::from_secs(300));
     assert_eq!(l.policy.destination_names(), ["ntp.ubuntu.com"]);
@@ -318,7 +318,7 @@ fn dns_settings_errors() {
         "t.toml:16:15: error: dns.min_refresh 0 is out of range (1-86400 seconds)",
         "t.toml:17:15: error: dns.max_refresh 90000 is out of range (1-86400 seconds)",
         "t.toml:18:15: error: dns.source_port 2000 is inside the SNAT port range 1024-65535: a SNAT mapping could take it and the resolver's answers would not reach the kernel; pick a port outside the range",
-        "t.toml:19:1: error: unknown key \"retries\" in [dns]; expected one of: servers, min_refresh, max_refresh, source_port",
+        "t.toml:19:1: error: unknown key \"retries\" in [dns]; expected one of: servers, min_refresh, max_refresh, source_ports, source_port",
     ] {
         assert!(d.iter().any(|x| x == want), "want {want}\n got {d:#?}");
     }
@@ -332,7 +332,7 @@ fn dns_settings_errors() {
     let text = format!("{head}[dns]\nservers = [\"203.0.113.53\"]\n");
     let e = load_str(&text, "t.toml").unwrap_err();
     assert!(
-        e.errors().iter().any(|d| d.message.starts_with("dns.source_port 1023 (the default; set dns.source_port) is inside the SNAT port range 1000-65535")),
+        e.errors().iter().any(|d| d.message.starts_with("dns.source_ports 768-1023 (the default; set dns.source_ports) overlaps the SNAT port range 1000-65535")),
         "{e:?}"
     );
 }
@@ -344,6 +344,88 @@ fn dns_source_port_clear_of_udp_dnat() {
         net_rule("    sources = [\"*\"]\n    destinations = [\"203.0.113.1\"]\n    protocols = [\"udp\"]\n    destination_ports = [\"990-1000\"]\n    translated_address = \"198.18.0.20\"\n").replace("kind = \"network\"", "kind = \"dnat\"")
     );
     has(&t, "t.toml:16:15: error: dns.source_port 999 is a UDP port of the DNAT rule \"r\": its answers would be translated inside");
+}
+
+#[test]
+fn dns_source_ports_range() {
+    // [dns] starts on line 14; the key on line 16.
+    let ok = "[dns]\nservers = [\"203.0.113.53\"]\nsource_ports = \"900-1023\"\n";
+    let l = load_str(&format!("{HEAD}{ok}"), "t.toml").unwrap();
+    assert_eq!(l.dns.source_ports, 900..=1023);
+    assert!(
+        l.warnings.iter().all(|w| !w.message.contains("dns.")),
+        "{:?}",
+        l.warnings
+    );
+    let with = |v: &str| format!("[dns]\nservers = [\"203.0.113.53\"]\nsource_ports = {v}\n");
+    has(
+        &with("\"1000-1100\""),
+        "t.toml:16:16: error: dns.source_ports 1000-1100 overlaps the SNAT port range 1024-65535: a SNAT mapping could take those ports and the resolver's answers would not reach the kernel; pick ports outside the range",
+    );
+    has(
+        &with("\"1-2000\""),
+        "t.toml:16:16: error: dns.source_ports \"1-2000\" names 2000 ports: at most 1024 (the resolver holds a socket open on each)",
+    );
+    has(
+        &with("\"x\""),
+        "t.toml:16:16: error: dns.source_ports: \"x\" is not a port, a port range like \"9000-9010\", or \"*\"",
+    );
+    has(
+        &with("\"1023-900\""),
+        "t.toml:16:16: error: dns.source_ports: the port range \"1023-900\" is inverted: 1023 is greater than 900",
+    );
+    has(
+        &with("\"1000-1010\""),
+        "t.toml:16:16: warning: dns.source_ports \"1000-1010\" names only 11 port(s): an off-path spoofer has that few ports to guess besides the query id and the name's case; 64 or more are advised (the default is 768-1023)",
+    );
+    // Both keys: an error on the old one.
+    has(
+        &format!("{}source_port = 1023\n", with("\"900-1023\"")),
+        "t.toml:17:15: error: dns.source_port and dns.source_ports are both set: keep dns.source_ports (source_port is the older single-port form)",
+    );
+    // The older single-port form still loads, with a warning.
+    let old = "[dns]\nservers = [\"203.0.113.53\"]\nsource_port = 1023\n";
+    let l = load_str(&format!("{HEAD}{old}"), "t.toml").unwrap();
+    assert_eq!(l.dns.source_ports, 1023..=1023);
+    let w: Vec<String> = l.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        w,
+        ["t.toml:16:15: warning: dns.source_port 1023 fixes the resolver's source port: an off-path spoofer then has only the query id and the name's case to guess; prefer dns.source_ports = \"A-B\" (one port picked at random per query; the default is 768-1023)"]
+    );
+    // Without servers no resolver runs: the ports are not checked against SNAT.
+    let idle = "[dns]\nsource_ports = \"1000-1100\"\n";
+    assert!(load_str(&format!("{HEAD}{idle}"), "t.toml").is_ok());
+}
+
+#[test]
+fn dns_source_ports_clear_of_udp_and_tcp_dnat() {
+    let dnat = |proto: &str, ports: &str| {
+        net_rule(&format!("    sources = [\"*\"]\n    destinations = [\"203.0.113.1\"]\n    protocols = [\"{proto}\"]\n    destination_ports = [\"{ports}\"]\n    translated_address = \"198.18.0.20\"\n")).replace("kind = \"network\"", "kind = \"dnat\"")
+    };
+    let range = "[dns]\nservers = [\"203.0.113.53\"]\nsource_ports = \"900-1023\"\n";
+    has(
+        &format!("{range}{}", dnat("udp", "990-1100")),
+        "t.toml:16:16: error: dns.source_ports 900-1023 includes UDP ports 990-1023 of the DNAT rule \"r\": the resolver's answers there would be translated inside",
+    );
+    // TCP too: truncated answers are retried over TCP from the same range.
+    has(
+        &format!("{range}{}", dnat("tcp", "1000")),
+        "t.toml:16:16: error: dns.source_ports 900-1023 includes TCP port 1000 of the DNAT rule \"r\": the resolver's answers there would be translated inside",
+    );
+    let single = "[dns]\nservers = [\"203.0.113.53\"]\nsource_port = 999\n";
+    has(
+        &format!("{single}{}", dnat("tcp", "999")),
+        "t.toml:16:15: error: dns.source_port 999 is a TCP port of the DNAT rule \"r\": its answers would be translated inside",
+    );
+    // The default range, against a DNAT rule on a privileged port in it.
+    let default = "[dns]\nservers = [\"203.0.113.53\"]\n";
+    has(
+        &format!("{default}{}", dnat("udp", "800")),
+        "t.toml:1:1: error: dns.source_ports 768-1023 (the default; set dns.source_ports) includes UDP port 800 of the DNAT rule \"r\": the resolver's answers there would be translated inside",
+    );
+    // Outside the range: fine.
+    let d = diags(&format!("{range}{}", dnat("udp", "53")));
+    assert!(d.iter().all(|x| !x.contains("dns.")), "{d:#?}");
 }
 
 #[test]

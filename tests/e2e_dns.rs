@@ -1,7 +1,9 @@
 //! Network rules on destination FQDNs with the real binary: `tollgate run` resolves
 //! `api.example` at the lab's DNS server (203.0.113.53, in `inet`) from its SNAT address on
-//! its fixed resolver port, compiles the answer into the rule, and follows the zone when it
-//! changes and the TTL runs out. Needs root.
+//! random ports of its resolver range (768-1023 by default), with the name in random case,
+//! compiles the answer into the rule, and follows the zone when it changes and the TTL runs
+//! out. `big.example` is answered truncated over UDP and resolved over TCP, through the
+//! appliance like the UDP answers. Needs root.
 
 mod common;
 
@@ -52,7 +54,17 @@ priority = 100
     destination_fqdns = ["api.example"]
     protocols = ["tcp"]
     destination_ports = ["80"]
+
+    [[group.collection.rule]]
+    name = "big-by-name"
+    sources = ["198.18.0.0/24"]
+    destination_fqdns = ["big.example"]
+    protocols = ["tcp"]
+    destination_ports = ["8080"]
 "#;
+
+/// A name whose UDP answer is truncated (TC): the resolver must retry over TCP.
+const BIG: &str = "big.example 198.51.100.77 60 tc\n";
 
 /// Holds an HTTP request to 203.0.113.10 open for 4 s, then finishes it.
 const HALF_REQUEST_PY: &str = r#"
@@ -95,7 +107,7 @@ fn network_rule_follows_the_names_resolution() {
     let zone = lab.dns_zone_path();
     std::fs::write(
         &zone,
-        "api.example 203.0.113.10 2\nother.example 198.51.100.66 2\n",
+        format!("api.example 203.0.113.10 2\nother.example 198.51.100.66 2\n{BIG}"),
     )
     .expect("zone");
     // The DNS server answers in the lab (sanity check of the server itself, from inet).
@@ -125,6 +137,15 @@ fn network_rule_follows_the_names_resolution() {
     assert!(
         !text.contains("not resolved") && !text.contains("no [dns] servers"),
         "no unresolved warning with [dns] servers: {text}"
+    );
+    // The truncated answer was completed over TCP, through the appliance.
+    assert!(
+        text.contains("tollgate: dns: big.example -> 198.51.100.77"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tollgate: dns: queries leave from 256 random UDP source ports of 768-1023"),
+        "{text}"
     );
 
     // Resolved: the allowed name's address passes (SNATed), another name's address does not.
@@ -160,7 +181,7 @@ fn network_rule_follows_the_names_resolution() {
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(
         &zone,
-        "api.example 203.0.113.10 2\napi.example 198.51.100.66 2\n",
+        format!("api.example 203.0.113.10 2\napi.example 198.51.100.66 2\n{BIG}"),
     )
     .expect("zone");
     let both = "tollgate: dns: api.example -> 198.51.100.66, 203.0.113.10";
@@ -182,7 +203,7 @@ fn network_rule_follows_the_names_resolution() {
     );
 
     // The zone moves api.example; after its TTL the rule follows.
-    std::fs::write(&zone, "api.example 198.51.100.66 2\n").expect("zone");
+    std::fs::write(&zone, format!("api.example 198.51.100.66 2\n{BIG}")).expect("zone");
     let moved = "tollgate: dns: api.example -> 198.51.100.66 (refresh";
     let text = wait_log(&log, moved, Duration::from_secs(10));
     assert!(text.contains(moved), "{text}");
@@ -196,7 +217,7 @@ fn network_rule_follows_the_names_resolution() {
     assert!(!ok, "the old address no longer is: {body}");
 
     // A name that stops resolving keeps its last addresses.
-    std::fs::write(&zone, "").expect("zone");
+    std::fs::write(&zone, BIG).expect("zone");
     let text = wait_log(&log, "did not resolve (NXDOMAIN)", Duration::from_secs(10));
     assert!(
         text.contains(
@@ -211,16 +232,41 @@ fn network_rule_follows_the_names_resolution() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let dns_log = std::fs::read_to_string(lab.dir.join("dns.log")).unwrap_or_default();
     eprintln!("{text}\n--- dns server:\n{dns_log}");
-    // The queries left from the SNAT address on the resolver's fixed port (outside the SNAT
-    // range), and their answers reached the kernel socket (the recompiles above).
+    // The queries left from the SNAT address on ports of the resolver's range (outside the
+    // SNAT range), several of them, with the name in random case; their answers reached the
+    // kernel sockets (the recompiles above), the truncated one's over TCP.
+    let ours: Vec<(u16, &str, &str, &str)> = dns_log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("dns peer=203.0.113.1:")?;
+            let port = rest.split(' ').next()?.parse().ok()?;
+            let field = |k: &str| {
+                rest.split(' ')
+                    .find_map(|f| f.strip_prefix(k))
+                    .unwrap_or("")
+            };
+            Some((port, field("name="), field("asked="), field("proto=")))
+        })
+        .collect();
+    assert!(ours.len() >= 5, "{dns_log}");
     assert!(
-        dns_log.contains("dns peer=203.0.113.1:1023 name=api.example"),
+        ours.iter().all(|q| (768..=1023).contains(&q.0)),
+        "every query from 768-1023: {dns_log}"
+    );
+    let udp_ports: std::collections::BTreeSet<u16> =
+        ours.iter().filter(|q| q.3 == "udp").map(|q| q.0).collect();
+    assert!(udp_ports.len() >= 2, "the source port varies: {dns_log}");
+    assert!(
+        ours.iter().all(|q| q.2.eq_ignore_ascii_case(q.1)),
         "{dns_log}"
     );
     assert!(
-        !dns_log
-            .lines()
-            .any(|l| l.contains("peer=203.0.113.1:") && !l.contains("peer=203.0.113.1:1023")),
-        "every query used port 1023: {dns_log}"
+        ours.iter().any(|q| q.2 != q.1),
+        "names sent in mixed case (DNS 0x20): {dns_log}"
+    );
+    assert!(
+        ours.iter().any(|q| q.1 == "big.example" && q.3 == "udp")
+            && ours.iter().any(|q| q.1 == "big.example" && q.3 == "tcp"),
+        "big.example asked over UDP, then TCP: {dns_log}"
     );
 }

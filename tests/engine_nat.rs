@@ -842,9 +842,11 @@ fn workers_own_disjoint_port_slices_and_steer_returns() {
 
 #[test]
 fn resolver_answers_on_its_port_are_left_to_the_kernel() {
-    // The control plane's resolver queries from the SNAT address on a fixed port outside the
-    // SNAT range (1023 by default): its answers are the kernel's on every worker, even with
-    // SNAT flows open toward the same DNS server.
+    // The control plane's resolver queries from the SNAT address on random ports of a range
+    // outside the SNAT range (768-1023 by default), over UDP and, for truncated answers, TCP:
+    // its answers are the kernel's on every worker and every port of the range, even with SNAT
+    // flows open toward the same DNS server.
+    let ports = tollgate::config::DEFAULT_DNS_SOURCE_PORTS;
     for n in [1usize, 2, 4] {
         for i in 0..n {
             let mut w = Worker::new(
@@ -867,15 +869,28 @@ fn resolver_answers_on_its_port_are_left_to_the_kernel() {
             );
             let (_, sport, _, _) = tuple(&out);
             assert!((1024..=65535).contains(&sport));
-            let (v, _) = run(
-                &mut w,
-                NS,
-                OUTSIDE_IF,
-                &udp(SERVER, 53, PUBLIC, 1023, b"answer"),
-            );
-            assert_eq!(v, Verdict::Local, "worker {i}/{n}");
-            assert_eq!(w.flow_count(), 1, "no flow for the resolver's answer");
+            for port in ports.clone() {
+                let (v, _) = run(
+                    &mut w,
+                    NS,
+                    OUTSIDE_IF,
+                    &udp(SERVER, 53, PUBLIC, port, b"answer"),
+                );
+                assert_eq!(v, Verdict::Local, "worker {i}/{n} port {port}");
+                // The TCP retry's segments from the server: SYN-ACK, data, FIN, RST.
+                for flags in ["SA", "AP", "FA", "R"] {
+                    let (v, _) = run(
+                        &mut w,
+                        NS,
+                        OUTSIDE_IF,
+                        &tcp(SERVER, 53, PUBLIC, port, flags, b"\x00\x02ok"),
+                    );
+                    assert_eq!(v, Verdict::Local, "worker {i}/{n} tcp {flags} port {port}");
+                }
+            }
+            assert_eq!(w.flow_count(), 1, "no flow for the resolver's answers");
             assert_eq!(w.counters().drop_count(DropReason::Unsolicited), 0);
+            assert_eq!(w.counters().drop_count(DropReason::TcpNonSyn), 0);
         }
     }
 }

@@ -585,8 +585,9 @@ fn host_policy(
     out
 }
 
-/// `[dns]`: servers, refresh bounds and the resolver's source port, which must stay clear of
-/// the SNAT port range and of every UDP DNAT port (either would take the resolver's answers).
+/// `[dns]`: servers, refresh bounds and the resolver's source ports, which must stay clear of
+/// the SNAT port range and of every UDP and TCP DNAT port (either would take the resolver's
+/// answers; TCP carries the retries of truncated answers).
 fn dns_settings(
     ctx: &mut Ctx,
     d: &super::schema::RawDns,
@@ -639,51 +640,147 @@ fn dns_settings(
     }
     out.min_refresh = std::time::Duration::from_secs(min);
     out.max_refresh = std::time::Duration::from_secs(max.max(min));
-    let span = d.source_port.as_ref().map_or(0..0, |p| p.span());
-    match &d.source_port {
-        Some(p) if !(1..=65535).contains(p.get_ref()) => {
-            ctx.err(
-                p.span(),
-                format!("dns.source_port {} is out of range (1-65535)", p.get_ref()),
-            );
-            return out;
+    // The source ports: `source_ports = "A-B"`, or the older `source_port = N` (the range
+    // N-N, with a warning), or the default.
+    let (lo, hi, span, what) = match (&d.source_ports, &d.source_port) {
+        (Some(r), old) => {
+            if let Some(p) = old {
+                ctx.err(
+                    p.span(),
+                    "dns.source_port and dns.source_ports are both set: keep dns.source_ports (source_port is the older single-port form)",
+                );
+            }
+            match parse_port_range(r.get_ref(), false) {
+                Ok((lo, hi)) => {
+                    let n = usize::from(hi - lo) + 1;
+                    if n > super::MAX_DNS_SOURCE_PORTS {
+                        ctx.err(
+                            r.span(),
+                            format!(
+                                "dns.source_ports \"{}\" names {n} ports: at most {} (the resolver holds a socket open on each)",
+                                r.get_ref(),
+                                super::MAX_DNS_SOURCE_PORTS
+                            ),
+                        );
+                        return out;
+                    }
+                    if n < super::FEW_DNS_SOURCE_PORTS && !d.servers.is_empty() {
+                        ctx.warn(
+                            r.span(),
+                            format!(
+                                "dns.source_ports \"{}\" names only {n} port(s): an off-path spoofer has that few ports to guess besides the query id and the name's case; {} or more are advised (the default is {}-{})",
+                                r.get_ref(),
+                                super::FEW_DNS_SOURCE_PORTS,
+                                super::DEFAULT_DNS_SOURCE_PORTS.start(),
+                                super::DEFAULT_DNS_SOURCE_PORTS.end()
+                            ),
+                        );
+                    }
+                    let what = if lo == hi {
+                        format!("dns.source_ports {lo}")
+                    } else {
+                        format!("dns.source_ports {lo}-{hi}")
+                    };
+                    (lo, hi, r.span(), what)
+                }
+                Err(m) => {
+                    ctx.err(r.span(), format!("dns.source_ports: {m}"));
+                    return out;
+                }
+            }
         }
-        Some(p) => out.source_port = *p.get_ref() as u16,
-        None => {}
-    }
+        (None, Some(p)) => {
+            if !(1..=65535).contains(p.get_ref()) {
+                ctx.err(
+                    p.span(),
+                    format!("dns.source_port {} is out of range (1-65535)", p.get_ref()),
+                );
+                return out;
+            }
+            let port = *p.get_ref() as u16;
+            if !d.servers.is_empty() {
+                ctx.warn(
+                    p.span(),
+                    format!(
+                        "dns.source_port {port} fixes the resolver's source port: an off-path spoofer then has only the query id and the name's case to guess; prefer dns.source_ports = \"A-B\" (one port picked at random per query; the default is {}-{})",
+                        super::DEFAULT_DNS_SOURCE_PORTS.start(),
+                        super::DEFAULT_DNS_SOURCE_PORTS.end()
+                    ),
+                );
+            }
+            (port, port, p.span(), format!("dns.source_port {port}"))
+        }
+        (None, None) => {
+            let (lo, hi) = (
+                *super::DEFAULT_DNS_SOURCE_PORTS.start(),
+                *super::DEFAULT_DNS_SOURCE_PORTS.end(),
+            );
+            (
+                lo,
+                hi,
+                0..0,
+                format!("dns.source_ports {lo}-{hi} (the default; set dns.source_ports)"),
+            )
+        }
+    };
+    out.source_ports = lo..=hi;
     if out.servers.is_empty() {
-        // No resolver runs: the port is not used.
+        // No resolver runs: the ports are not used.
         return out;
     }
-    let port = out.source_port;
-    let named = if d.source_port.is_some() {
-        ""
-    } else {
-        " (the default; set dns.source_port)"
-    };
-    if (nat.port_min..=nat.port_max).contains(&port) {
-        ctx.err(
-            span.clone(),
+    let single = lo == hi;
+    if lo <= nat.port_max && nat.port_min <= hi {
+        let m = if single {
             format!(
-                "dns.source_port {port}{named} is inside the SNAT port range {}-{}: a SNAT mapping could take it and the resolver's answers would not reach the kernel; pick a port outside the range",
+                "{what} is inside the SNAT port range {}-{}: a SNAT mapping could take it and the resolver's answers would not reach the kernel; pick a port outside the range",
                 nat.port_min, nat.port_max
-            ),
-        );
+            )
+        } else {
+            format!(
+                "{what} overlaps the SNAT port range {}-{}: a SNAT mapping could take those ports and the resolver's answers would not reach the kernel; pick ports outside the range",
+                nat.port_min, nat.port_max
+            )
+        };
+        ctx.err(span.clone(), m);
     }
+    // The DNAT rules' ports: UDP for the queries, TCP for the retries of truncated answers.
     for r in rules {
         let s = &r.spec;
-        if s.kind == RuleKind::Dnat
-            && s.protocols.udp
-            && s.ports.iter().any(|&(lo, hi)| lo <= port && port <= hi)
-        {
-            ctx.err(
-                span.clone(),
-                format!(
-                    "dns.source_port {port}{named} is a UDP port of the DNAT rule \"{}\": its answers would be translated inside",
-                    s.name
-                ),
-            );
+        if s.kind != RuleKind::Dnat {
+            continue;
         }
+        let Some((a, b)) = s
+            .ports
+            .iter()
+            .filter(|&&(a, b)| a <= hi && lo <= b)
+            .map(|&(a, b)| (a.max(lo), b.min(hi)))
+            .next()
+        else {
+            continue;
+        };
+        let proto = match (s.protocols.udp, s.protocols.tcp) {
+            (true, true) => "UDP and TCP",
+            (true, false) => "UDP",
+            (false, true) => "TCP",
+            (false, false) => continue,
+        };
+        let m = if single {
+            format!(
+                "{what} is a {proto} port of the DNAT rule \"{}\": its answers would be translated inside",
+                s.name
+            )
+        } else {
+            let ports = if a == b {
+                format!("port {a}")
+            } else {
+                format!("ports {a}-{b}")
+            };
+            format!(
+                "{what} includes {proto} {ports} of the DNAT rule \"{}\": the resolver's answers there would be translated inside",
+                s.name
+            )
+        };
+        ctx.err(span.clone(), m);
     }
     out
 }

@@ -23,7 +23,13 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "ssh_sources",
             "ping_sources",
         ],
-        "dns" => &["servers", "min_refresh", "max_refresh", "source_port"],
+        "dns" => &[
+            "servers",
+            "min_refresh",
+            "max_refresh",
+            "source_ports",
+            "source_port",
+        ],
         "appliance" => &[
             "inside_prefixes",
             "icmp_source",

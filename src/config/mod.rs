@@ -80,13 +80,25 @@ pub struct DnsSettings {
     /// Bounds on the refresh interval; an answer's TTL is clamped into them.
     pub min_refresh: std::time::Duration,
     pub max_refresh: std::time::Duration,
-    /// The resolver's fixed UDP source port: outside the SNAT port range, so answers reach the
-    /// kernel socket (the nftables table and the workers leave such ports to the kernel).
-    pub source_port: u16,
+    /// The resolver's source ports (UDP queries, and TCP when an answer comes back truncated):
+    /// outside the SNAT port range and off every DNAT port, so answers reach the kernel's
+    /// sockets (the nftables table and the workers leave such ports to the kernel). One socket
+    /// is bound per port at start, before capabilities are dropped; each query picks one at
+    /// random.
+    pub source_ports: std::ops::RangeInclusive<u16>,
 }
 
-/// Default resolver source port: just below the default SNAT range (1024-65535).
-pub const DEFAULT_DNS_SOURCE_PORT: u16 = 1023;
+/// Default resolver source ports: the top quarter of the privileged ports, just below the
+/// default SNAT range (1024-65535); 256 ports, 8 bits an off-path spoofer must guess on top of
+/// the query id and the name's case.
+pub const DEFAULT_DNS_SOURCE_PORTS: std::ops::RangeInclusive<u16> = 768..=1023;
+
+/// The most source ports `[dns] source_ports` may name: the resolver holds a socket open on
+/// each (1024 is every privileged port).
+pub const MAX_DNS_SOURCE_PORTS: usize = 1024;
+
+/// Fewer source ports than this draw a warning: little for an off-path spoofer to guess.
+pub const FEW_DNS_SOURCE_PORTS: usize = 64;
 
 impl Default for DnsSettings {
     fn default() -> Self {
@@ -94,7 +106,7 @@ impl Default for DnsSettings {
             servers: Vec::new(),
             min_refresh: std::time::Duration::from_secs(5),
             max_refresh: std::time::Duration::from_secs(300),
-            source_port: DEFAULT_DNS_SOURCE_PORT,
+            source_ports: DEFAULT_DNS_SOURCE_PORTS,
         }
     }
 }

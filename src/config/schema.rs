@@ -52,6 +52,9 @@ pub struct RawDns {
     pub servers: Vec<S<String>>,
     pub min_refresh: Option<S<i64>>,
     pub max_refresh: Option<S<i64>>,
+    /// The resolver's source ports, "A-B" (or "N"): one is picked at random per query.
+    pub source_ports: Option<S<String>>,
+    /// The older single-port form, still accepted (with a warning): the range N-N.
     pub source_port: Option<S<i64>>,
 }
 

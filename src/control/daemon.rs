@@ -361,15 +361,20 @@ pub fn run_from_file(
     );
     let mgmt_stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    // The resolver's port may be below 1024: bind it while capabilities are held.
+    // The resolver's ports may be below 1024 (the default ones are): bind them while
+    // capabilities are held.
     let dns = loaded.dns.clone();
     let resolver = if !dns.servers.is_empty() {
         match super::dns::Resolver::bind(&dns) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                log_resolver_ports(&dns, &r);
+                Some(r)
+            }
             Err(e) => {
                 eprintln!(
-                    "tollgate: warning: no resolver on UDP port {}: {e}; destination FQDNs stay unresolved",
-                    dns.source_port
+                    "tollgate: warning: no resolver on source ports {}-{}: {e}; destination FQDNs stay unresolved",
+                    dns.source_ports.start(),
+                    dns.source_ports.end()
                 );
                 None
             }
@@ -487,6 +492,31 @@ pub fn run_from_file(
         eprint!("{}", format_counters(&totals));
     }
     Ok(totals)
+}
+
+/// Says which source ports the resolver got: the range less the ports other sockets held.
+fn log_resolver_ports(dns: &crate::config::DnsSettings, r: &super::dns::Resolver) {
+    let udp = r.udp_ports();
+    let (lo, hi) = (*dns.source_ports.start(), *dns.source_ports.end());
+    let skipped: Vec<String> = dns
+        .source_ports
+        .clone()
+        .filter(|p| !udp.contains(p))
+        .map(|p| p.to_string())
+        .collect();
+    let tcp: Vec<String> = r.tcp_ports().iter().map(|p| p.to_string()).collect();
+    eprintln!(
+        "tollgate: dns: queries leave from {} random UDP source ports of {lo}-{hi}; truncated answers are retried over TCP from port(s) {}",
+        udp.len(),
+        if tcp.is_empty() { "none".to_string() } else { tcp.join(", ") }
+    );
+    if !skipped.is_empty() {
+        eprintln!(
+            "tollgate: dns: warning: {} port(s) of {lo}-{hi} are held by other sockets and not used: {}",
+            skipped.len(),
+            skipped.join(", ")
+        );
+    }
 }
 
 #[cfg(test)]

@@ -839,30 +839,36 @@ pub fn operator_checks(lab: &Lab, exe: &Path) -> Vec<Check> {
 /// The lab's initial DNS zone.
 pub const DNS_ZONE: &str = "api.example 203.0.113.10 5\nother.example 198.51.100.66 5\n";
 
-/// The lab's DNS server: UDP 203.0.113.53:53, A/IN queries answered from the zone file given
-/// as argument (re-read per query), NXDOMAIN for other names, NOTIMP for anything else.
+/// The lab's DNS server: UDP and TCP (RFC 7766 framing) on 203.0.113.53:53, A/IN queries
+/// answered from the zone file given as argument (re-read per query; lines `name address ttl`,
+/// and a fourth field `tc` makes the UDP answer for that name truncated, TC set and no records,
+/// so that the client must ask again over TCP), NXDOMAIN for other names, NOTIMP for anything
+/// else. The question is echoed as sent (the case of the name kept). Logs one line per query:
+/// `dns peer=IP:PORT name=NAME asked=NAME-AS-SENT rcode=N answers=N proto=udp|tcp`.
 pub const DNS_PY: &str = r#"
-import socket, struct, sys
+import socket, struct, sys, threading
 
 zone_path = sys.argv[1]
 
 def zone():
-    z = {}
+    z, tc = {}, set()
     try:
         for line in open(zone_path):
             f = line.split()
-            if len(f) == 3:
-                z.setdefault(f[0].lower().rstrip("."), []).append((socket.inet_aton(f[1]), int(f[2])))
+            if len(f) in (3, 4):
+                n = f[0].lower().rstrip(".")
+                z.setdefault(n, []).append((socket.inet_aton(f[1]), int(f[2])))
+                if len(f) == 4 and f[3] == "tc":
+                    tc.add(n)
     except OSError:
         pass
-    return z
+    return z, tc
 
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("203.0.113.53", 53))
-while True:
-    q, peer = s.recvfrom(512)
+lock = threading.Lock()
+
+def answer(q, peer, proto):
     if len(q) < 12:
-        continue
+        return None
     qid, flags, qd = struct.unpack("!HHH", q[:6])
     at, labels = 12, []
     try:
@@ -871,26 +877,69 @@ while True:
             at += 1 + q[at]
         qtype, qclass = struct.unpack("!HH", q[at + 1:at + 5])
     except (IndexError, struct.error, UnicodeDecodeError):
-        continue
+        return None
     question = q[12:at + 5]
-    name = ".".join(labels).lower()
+    asked = ".".join(labels)
+    name = asked.lower()
     rd = flags & 0x0100
     answers = b""
+    tc = 0
     if qd != 1 or qclass != 1:
         rcode, n = 4, 0
     else:
-        recs = zone().get(name)
+        z, truncated = zone()
+        recs = z.get(name)
         if recs is None:
             rcode, n = 3, 0
+        elif proto == "udp" and name in truncated:
+            rcode, n, tc = 0, 0, 0x0200
         else:
             rcode, n = 0, 0
             if qtype == 1:
                 for addr, ttl in recs:
                     answers += struct.pack("!HHHIH", 0xC00C, 1, 1, ttl, 4) + addr
                     n += 1
-    hdr = struct.pack("!HHHHHH", qid, 0x8400 | rd | 0x0080 | rcode, 1, n, 0, 0)
-    s.sendto(hdr + question + answers, peer)
-    sys.stderr.write("dns peer=%s:%d name=%s rcode=%d answers=%d\n" % (peer[0], peer[1], name, rcode, n))
+    hdr = struct.pack("!HHHHHH", qid, 0x8400 | tc | rd | 0x0080 | rcode, 1, n, 0, 0)
+    with lock:
+        sys.stderr.write("dns peer=%s:%d name=%s asked=%s rcode=%d answers=%d proto=%s\n" % (peer[0], peer[1], name, asked, rcode, n, proto))
+    return hdr + question + answers
+
+def serve_tcp():
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind(("203.0.113.53", 53))
+    t.listen(16)
+    while True:
+        c, peer = t.accept()
+        try:
+            c.settimeout(3)
+            buf = b""
+            while True:
+                while len(buf) < 2 or len(buf) < 2 + struct.unpack("!H", buf[:2])[0]:
+                    more = c.recv(4096)
+                    if not more:
+                        raise EOFError
+                    buf += more
+                n = struct.unpack("!H", buf[:2])[0]
+                q, buf = buf[2:2 + n], buf[2 + n:]
+                r = answer(q, peer, "tcp")
+                if r is None:
+                    break
+                c.sendall(struct.pack("!H", len(r)) + r)
+        except (OSError, EOFError, struct.error):
+            pass
+        finally:
+            c.close()
+
+threading.Thread(target=serve_tcp, daemon=True).start()
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("203.0.113.53", 53))
+while True:
+    q, peer = s.recvfrom(512)
+    r = answer(q, peer, "udp")
+    if r is not None:
+        s.sendto(r, peer)
 "#;
 
 /// Servers for the lab: HTTP on :80 and :8080 answering `peer=<ip>:<port>` (the address the

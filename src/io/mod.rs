@@ -11,7 +11,9 @@
 //! cache hint the batched lookups use.
 //! - [`pcap`]: a wrapper that writes every received and transmitted frame to a classic pcap file.
 //!
-//! [`tcpprobe`] holds the real TCP clients and servers of the live SNAT benchmark.
+//! [`tcpprobe`] holds the real TCP clients and servers of the live SNAT benchmark; [`dnssock`]
+//! the socket calls of the control plane's resolver (a bound TCP socket reused across
+//! connections).
 //!
 //! [`neigh`] keeps a lock-free snapshot of the kernel's neighbour table; [`runtime`] runs the
 //! worker threads (one `Worker` each), with SPSC hand-off of return traffic between workers.
@@ -20,6 +22,7 @@
 pub mod afpacket;
 pub mod caps;
 mod csum;
+pub mod dnssock;
 pub mod mem;
 pub mod memio;
 pub mod neigh;

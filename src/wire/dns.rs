@@ -3,6 +3,11 @@
 //! any input: every read is bounds-checked, compression pointers must point backwards and are
 //! followed at most [`MAX_JUMPS`] times, and a name is at most 255 bytes on the wire.
 //!
+//! An answer is taken only when it echoes the query's id and its question byte for byte: the
+//! caller writes the name in a random mix of upper and lower case (DNS 0x20,
+//! draft-vixie-dnsext-dns0x20) and [`Response::parse`] tells a case difference apart
+//! ([`DnsError::CaseMismatch`]).
+//!
 //! The answer reader follows CNAME chains inside the answer section: an A record counts when its
 //! owner is the question name or the target of a CNAME already accepted, and its TTL is capped
 //! by the TTLs of the CNAMEs that led to it.
@@ -37,6 +42,10 @@ pub enum DnsError {
     IdMismatch,
     #[error("the response is for another question")]
     QuestionMismatch,
+    /// The question is the query's but its name's letters are in another case: the query
+    /// name's case is random (DNS 0x20) and a genuine server echoes it byte for byte.
+    #[error("the response echoes the question name in another case")]
+    CaseMismatch,
     #[error("the response was truncated (TC bit)")]
     Truncated,
 }
@@ -228,8 +237,11 @@ pub struct Response<'a> {
 }
 
 impl<'a> Response<'a> {
-    /// Checks that `m` answers `query` (the bytes [`write_query`] wrote): same id, QR set, not
-    /// truncated, the same single question (case-insensitive).
+    /// Checks that `m` answers `query` (the bytes [`write_query`] wrote): same id, QR set, the
+    /// same single question, its name byte for byte ([`DnsError::CaseMismatch`] when only the
+    /// case of letters differs: the caller randomises it, DNS 0x20), and then not truncated
+    /// ([`DnsError::Truncated`] only for an answer that passed every other check, so a forged
+    /// TC answer cannot send the caller to TCP).
     pub fn parse(m: &'a [u8], query: &[u8]) -> Result<Response<'a>, DnsError> {
         if m.len() < 12 || query.len() < 12 {
             return Err(DnsError::Malformed);
@@ -239,9 +251,6 @@ impl<'a> Response<'a> {
         }
         if m[2] & 0x80 == 0 {
             return Err(DnsError::NotResponse);
-        }
-        if m[2] & 0x02 != 0 {
-            return Err(DnsError::Truncated);
         }
         let qd = u16_at(m, 4).ok_or(DnsError::Malformed)?;
         let an = u16_at(m, 6).ok_or(DnsError::Malformed)?;
@@ -253,8 +262,14 @@ impl<'a> Response<'a> {
         let want_end = skip_name(query, 12).ok_or(DnsError::Malformed)?;
         let want = query.get(12..want_end).ok_or(DnsError::Malformed)?;
         let got = m.get(12..qend).ok_or(DnsError::Malformed)?;
-        if !want.eq_ignore_ascii_case(got) || query.get(want_end..want_end + 4) != Some(qtail) {
+        if query.get(want_end..want_end + 4) != Some(qtail) || !want.eq_ignore_ascii_case(got) {
             return Err(DnsError::QuestionMismatch);
+        }
+        if want != got {
+            return Err(DnsError::CaseMismatch);
+        }
+        if m[2] & 0x02 != 0 {
+            return Err(DnsError::Truncated);
         }
         Ok(Response {
             m,
@@ -450,11 +465,41 @@ mod tests {
             Response::parse(&response(&other, 0, &[]), &q).err(),
             Some(DnsError::QuestionMismatch)
         );
-        // Same name in other case: accepted (0x20 randomisation tolerant).
+        // Same name in another case: rejected (the query's case is random, DNS 0x20, and a
+        // genuine server echoes it byte for byte).
         let upper = query("NOPE.EXAMPLE");
         let mut m2 = response(&upper, 0, &[]);
         m2[0..2].copy_from_slice(&q[0..2]);
-        assert!(Response::parse(&m2, &q).is_ok());
+        assert_eq!(Response::parse(&m2, &q).err(), Some(DnsError::CaseMismatch));
+        let mixed = query("nOpE.eXaMpLe");
+        let mut m3 = response(&mixed, 0, &[]);
+        assert!(Response::parse(&m3, &mixed).is_ok(), "the same mixed case");
+        m3[13] ^= 0x20; // 'n' -> 'N' in the echoed question
+        assert_eq!(
+            Response::parse(&m3, &mixed).err(),
+            Some(DnsError::CaseMismatch),
+            "one letter's case differs"
+        );
+        // Another type or class in the echoed question: another question.
+        let mut bad = m.clone();
+        let t = q.len() - 3;
+        bad[t] = 28; // AAAA
+        assert_eq!(
+            Response::parse(&bad, &q).err(),
+            Some(DnsError::QuestionMismatch)
+        );
+        // TC is reported only for an answer that is otherwise ours: a forged TC answer with
+        // another id or question is just that mismatch.
+        let mut bad = m.clone();
+        bad[2] |= 0x02;
+        bad[0] ^= 1;
+        assert_eq!(Response::parse(&bad, &q).err(), Some(DnsError::IdMismatch));
+        let mut bad = m2.clone();
+        bad[2] |= 0x02;
+        assert_eq!(
+            Response::parse(&bad, &q).err(),
+            Some(DnsError::CaseMismatch)
+        );
     }
 
     #[test]
