@@ -93,7 +93,21 @@ fn state(w: &Worker, src: &str, sport: u16, dst: &str, dport: u16) -> Option<Tcp
     Some(w.flows().get(i).tcp.state)
 }
 
+/// Every flow taken out of the table is counted, whatever took it (a takeover here): created -
+/// removed = tracked, and expiries are a part of the removals.
+fn assert_accounting(w: &Worker) {
+    let c = w.counters();
+    let (created, removed) = (c.flows_created.load(Relaxed), c.flows_removed.load(Relaxed));
+    assert_eq!(
+        created - removed,
+        w.flow_count() as u64,
+        "created {created} removed {removed}"
+    );
+    assert!(c.flows_expired.load(Relaxed) <= removed);
+}
+
 fn assert_unique_outside_tuples(w: &Worker) {
+    assert_accounting(w);
     let mut seen = HashSet::new();
     for (_, f) in w.flows().iter() {
         let r = f.reply;
@@ -108,6 +122,7 @@ fn assert_unique_outside_tuples(w: &Worker) {
 fn assert_pool_whole_after_expiry(w: &mut Worker, now: u64, ports: u32) {
     w.housekeeping(now + 100_000 * NS, 100_000);
     assert_eq!(w.flow_count(), 0);
+    assert_accounting(w);
     assert_eq!(w.snat().utilisation(0, TCP), (0, ports));
     assert_eq!(w.snat().mappings(), 0);
     assert_eq!(w.snat().holders().count(), 0);

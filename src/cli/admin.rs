@@ -170,6 +170,7 @@ fn print_stats(v: &Value) {
         "flows",
         "flows_created",
         "flows_expired",
+        "flows_removed",
         "snat_eim_collision_moved",
         "snat_time_wait_reused",
         "decision_events_suppressed",

@@ -278,6 +278,7 @@ fn stats(st: &AdminState) -> Value {
         "flows": sum(&|c| c.flows.load(Relaxed)),
         "flows_created": sum(&|c| c.flows_created.load(Relaxed)),
         "flows_expired": sum(&|c| c.flows_expired.load(Relaxed)),
+        "flows_removed": sum(&|c| c.flows_removed.load(Relaxed)),
         "snat_eim_collision_moved": sum(&|c| c.eim_collision_moved.load(Relaxed)),
         "snat_time_wait_reused": sum(&|c| c.snat_time_wait_reused.load(Relaxed)),
         "decision_events_suppressed": sum(&|c| c.events_suppressed.load(Relaxed)),

@@ -408,6 +408,11 @@ pub fn metrics(reg: &Registry) -> String {
         sum(&|c| c.flows_expired.load(Relaxed)),
     );
     counter(
+        "tollgate_flows_removed_total",
+        "Flows taken out of the table for any reason (expiry, takeover, reset, revocation, inspection budget): created - removed = tracked.",
+        sum(&|c| c.flows_removed.load(Relaxed)),
+    );
+    counter(
         "tollgate_snat_eim_collision_moved_total",
         "SNAT flows given another public port than their endpoint's mapping: another holder of the shared port already talks to that destination.",
         sum(&|c| c.eim_collision_moved.load(Relaxed)),

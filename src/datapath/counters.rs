@@ -66,7 +66,11 @@ pub struct Counters {
     /// ICMP errors and resets the appliance originated.
     pub replies: AtomicU64,
     pub flows_created: AtomicU64,
+    /// Flows reclaimed after their timeout (a subset of `flows_removed`).
     pub flows_expired: AtomicU64,
+    /// Flows taken out of the table for any reason: expiry, a takeover of a closed flow's
+    /// port, a reset or revocation, the inspection budget. created - removed = tracked.
+    pub flows_removed: AtomicU64,
     /// SNAT flows of an inside endpoint that has an endpoint-independent mapping but got
     /// another public port, because another holder of the shared port already talks to the
     /// flow's destination (the mapping itself is kept).
@@ -117,6 +121,7 @@ impl Counters {
             replies: AtomicU64::new(0),
             flows_created: AtomicU64::new(0),
             flows_expired: AtomicU64::new(0),
+            flows_removed: AtomicU64::new(0),
             eim_collision_moved: AtomicU64::new(0),
             snat_time_wait_reused: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),

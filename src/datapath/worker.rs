@@ -438,6 +438,7 @@ impl Worker {
     /// port a new flow has just been granted (see [`SnatPool::release_reclaimed`]).
     fn drop_flow(&mut self, idx: u32, now: Nanos, taken_over: bool) {
         let f = self.flows.remove(idx);
+        bump(&self.counters.flows_removed, 1);
         if is_closed_class(f.class()) {
             self.closed_epoch += 1;
         }
@@ -1068,6 +1069,8 @@ impl Worker {
                 return Verdict::Drop(DropReason::MaxFlows);
             }
         };
+        // Counted once in the table, so created - removed is what the table holds.
+        bump(&self.counters.flows_created, 1);
         let f = self.flows.get_mut(idx);
         f.set_verdict(FlowVerdict::Allowed { rule: rule as u16 });
         f.snat_idx = snat_idx;
@@ -1083,7 +1086,6 @@ impl Worker {
                 .get_mut(idx)
                 .set_verdict(FlowVerdict::Inspecting { kind, slot });
         }
-        bump(&self.counters.flows_created, 1);
         if inspect_kind.is_none() {
             let dnat = reply_src != p.dst
                 || reply_sport != if p.proto == proto::ICMP { 0 } else { p.dport };
