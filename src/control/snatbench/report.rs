@@ -371,6 +371,8 @@ pub struct CompareRow {
     pub peak_engine_flows: u64,
     pub offered: u64,
     pub failures: u64,
+    /// Connections that took over a closed flow's port (TIME_WAIT or reset) for want of one.
+    pub time_wait_reused: u64,
     pub hosts_starved: u32,
     pub hosts: u32,
 }
@@ -385,6 +387,7 @@ impl CompareRow {
             peak_engine_flows: r.peak_engine_flows,
             offered: r.offered,
             failures: r.failures,
+            time_wait_reused: r.time_wait_reused,
             hosts_starved: r.hosts_starved,
             hosts: r.hosts,
         }
@@ -396,7 +399,7 @@ pub fn compare_table(scenario: &str, rows: &[CompareRow]) -> String {
     let mut o = format!("== {scenario}: what each allocation policy buys\n");
     let _ = writeln!(
         o,
-        "{:<10} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>14}",
+        "{:<10} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>12} {:>14}",
         "mode",
         "IPs",
         "ports",
@@ -404,12 +407,13 @@ pub fn compare_table(scenario: &str, rows: &[CompareRow]) -> String {
         "peak flows",
         "offered",
         "refused",
+        "taken over",
         "hosts starved"
     );
     for r in rows {
         let _ = writeln!(
             o,
-            "{:<10} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>9}/{:<4}",
+            "{:<10} {:>4} {:>8} {:>18} {:>11} {:>10} {:>10} {:>12} {:>9}/{:<4}",
             r.mapping,
             r.public_ips,
             r.ports_total,
@@ -418,6 +422,7 @@ pub fn compare_table(scenario: &str, rows: &[CompareRow]) -> String {
             r.peak_engine_flows,
             r.offered,
             r.failures,
+            r.time_wait_reused,
             r.hosts_starved,
             r.hosts
         );
