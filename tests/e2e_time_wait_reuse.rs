@@ -105,6 +105,7 @@ out = {"opened": len(first), "open_s": open_s, "open_attempts": open_attempts,
 if len(first) == n:
     for s in first:
         s.sendall(b"x")
+    c0 = time.monotonic()
     for s in first:
         s.shutdown(socket.SHUT_WR)
     for s in first:
@@ -112,6 +113,7 @@ if len(first) == n:
         while s.recv(64):
             pass
         s.close()
+    out["close_s"] = time.monotonic() - c0
     second, rec_s, attempts, failures, first_s = fill(1.0, deadline)
     out.update({"recovered": len(second), "recovery_s": rec_s, "first_s": first_s,
                 "attempts": attempts, "failures": failures})
@@ -197,9 +199,10 @@ impl Outcome {
     }
     fn summary(&self) -> String {
         format!(
-            "{}: {} of {POOL} opened; after closing all, the first new connection in {:.2} s, {} of {POOL} in {:.2} s ({} attempts, failures {})",
+            "{}: {} of {POOL} opened, closed in {:.2} s; after closing all, the first new connection in {:.2} s, {} of {POOL} in {:.2} s ({} attempts, failures {})",
             self.through,
             self.n("opened"),
+            self.f("close_s"),
             self.f("first_s"),
             self.n("recovered"),
             self.f("recovery_s"),
