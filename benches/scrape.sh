@@ -118,7 +118,7 @@ priority = 100
     destination_ports = ["*"]
 EOF
 
-nsx "$A" "$TG" run --config "$TMP/tollgate.toml" >"$TMP/tollgate.log" 2>&1 & PIDS+=($!)
+ip netns exec "$A" "$TG" run --config "$TMP/tollgate.toml" >"$TMP/tollgate.log" 2>&1 & PIDS+=($!)
 for i in $(seq 100); do
   grep -q 'ready: every worker runs' "$TMP/tollgate.log" && break
   [ "$i" = 100 ] && { echo "tollgate did not start:" >&2; cat "$TMP/tollgate.log" >&2; exit 1; }
