@@ -574,8 +574,8 @@ fn host_policy_errors_and_the_unreachable_management_warning() {
         "t.toml:15:10: error: host.policy \"shut\" is not one of \"closed\", \"open\"",
     );
     has(
-        "[host]\nssh_sources = [\"10.0.0.1/8\"]\n",
-        "t.toml:15:16: error: the prefix \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+        "[host]\nssh_sources = [\"198.18.0.1/15\"]\n",
+        "t.toml:15:16: error: the prefix \"198.18.0.1/15\" has host bits set; did you mean \"198.18.0.0/15\"?",
     );
     has(
         "[host]\nping_source = []\n",
@@ -600,13 +600,13 @@ fn host_policy_errors_and_the_unreachable_management_warning() {
         .iter()
         .all(|d| !d.message.contains("management_sources")));
     let listed = load_str(
-        &format!("{text}[host]\nmanagement_sources = [\"168.63.129.16\"]\n"),
+        &format!("{text}[host]\nmanagement_sources = [\"192.0.2.16\"]\n"),
         "t.toml",
     )
     .expect("loads");
     assert_eq!(
         listed.host.management_sources,
-        vec!["168.63.129.16/32".parse().unwrap()]
+        vec!["192.0.2.16/32".parse().unwrap()]
     );
     assert!(listed
         .warnings
