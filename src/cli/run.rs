@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::control::daemon::{self, ServeOptions};
+use crate::control::logging::{self, Filter, FormatChoice};
 use crate::io::runtime::SpinMode;
 
 /// Arguments of `tollgate run`.
@@ -47,6 +48,38 @@ pub struct RunArgs {
     /// (overrides `appliance.busy_poll_mode`).
     #[arg(long, value_parser = ["yield", "pause"])]
     pub busy_poll_mode: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How `tollgate run` logs (its messages on stderr; the decision log on stdout is apart).
+#[derive(Clone, Debug, Default, Args)]
+pub struct LogArgs {
+    /// Messages at this level and above: off, error, warn, info (the default), debug, trace.
+    /// Short for --log-filter LEVEL.
+    #[arg(long, value_name = "LEVEL", value_parser = logging::parse_level, conflicts_with = "log_filter")]
+    pub log_level: Option<log::LevelFilter>,
+    /// Levels per target, RUST_LOG style: `warn,tollgate::control::dns=debug`. Overrides
+    /// $TOLLGATE_LOG, which overrides $RUST_LOG.
+    #[arg(long, value_name = "FILTER", value_parser = Filter::parse)]
+    pub log_filter: Option<Filter>,
+    /// auto: journald (`<N>` priorities, no time) when stderr is the journal, else text.
+    /// Overrides $TOLLGATE_LOG_FORMAT.
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<FormatChoice>,
+}
+
+impl LogArgs {
+    /// The command line's part of the log settings (the environment fills the rest).
+    pub fn settings(&self) -> logging::Settings {
+        logging::Settings {
+            filter: self
+                .log_filter
+                .clone()
+                .or_else(|| self.log_level.map(Filter::level)),
+            format: self.log_format,
+        }
+    }
 }
 
 /// The daemon's options from the command line (the configuration file aside).
@@ -72,14 +105,15 @@ fn serve_options(a: &RunArgs) -> ServeOptions {
 
 /// Runs the daemon until SIGTERM/SIGINT; exit code 0 on a clean stop, 1 on an error.
 pub fn main(a: RunArgs) -> ExitCode {
+    logging::init(&a.log.settings());
     let opts = serve_options(&a);
     match daemon::run_from_file(&a.config, opts, a.workers) {
         Ok(_) => {
-            eprintln!("tollgate: stopped cleanly");
+            log::info!("stopped cleanly");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tollgate: {e}");
+            log::error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -113,6 +147,52 @@ mod tests {
         let a = parse(&["--offloads-off"]).expect("--offloads-off");
         assert!(serve_options(&a).offloads, "--offloads-off turns them off");
         assert!(parse(&["--offloads-off", "--keep-offloads"]).is_err());
+    }
+
+    #[test]
+    fn the_log_options_make_the_command_lines_settings() {
+        let s = parse(&[]).expect("plain").log.settings();
+        assert_eq!(
+            (s.filter, s.format),
+            (None, None),
+            "the environment decides"
+        );
+        let s = parse(&["--log-level", "debug"])
+            .expect("level")
+            .log
+            .settings();
+        assert_eq!(s.filter, Some(Filter::level(log::LevelFilter::Debug)));
+        let s = parse(&[
+            "--log-filter",
+            "warn,tollgate::control::dns=trace",
+            "--log-format",
+            "json",
+        ])
+        .expect("filter")
+        .log
+        .settings();
+        let f = s.filter.expect("a filter");
+        assert_eq!(
+            f.level_for("tollgate::control::dns"),
+            log::LevelFilter::Trace
+        );
+        assert_eq!(
+            f.level_for("tollgate::control::reload"),
+            log::LevelFilter::Warn
+        );
+        assert_eq!(s.format, Some(FormatChoice::Json));
+        assert_eq!(
+            parse(&["--log-format", "journald"])
+                .expect("journald")
+                .log
+                .log_format,
+            Some(FormatChoice::Journald)
+        );
+        // refused at parse time: a bad level, a bad filter, both forms at once, a bad format
+        assert!(parse(&["--log-level", "loud"]).is_err());
+        assert!(parse(&["--log-filter", "tollgate=loud"]).is_err());
+        assert!(parse(&["--log-level", "info", "--log-filter", "warn"]).is_err());
+        assert!(parse(&["--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -135,8 +135,17 @@ fn handle(s: UnixStream, st: &AdminState) -> io::Result<()> {
     // One request line of at most 64 KiB.
     BufReader::new(io::Read::take(&s, 64 * 1024)).read_line(&mut line)?;
     let reply = match serde_json::from_str::<Value>(&line) {
-        Ok(req) => answer(&req, st).unwrap_or_else(|e| json!({ "error": e })),
-        Err(e) => json!({ "error": format!("the request is not JSON: {e}") }),
+        Ok(req) => {
+            log::debug!("admin: request {req}");
+            answer(&req, st).unwrap_or_else(|e| {
+                log::debug!("admin: refused: {e}");
+                json!({ "error": e })
+            })
+        }
+        Err(e) => {
+            log::debug!("admin: a request that is not JSON: {e}");
+            json!({ "error": format!("the request is not JSON: {e}") })
+        }
     };
     let mut w = &s;
     serde_json::to_writer(&mut w, &reply)?;
@@ -215,9 +224,8 @@ pub fn answer(req: &Value, st: &AdminState) -> Result<Value, String> {
         }
         "reload" => {
             let r = st.live.reload();
-            let (Ok(m) | Err(m)) = &r;
-            eprintln!("{m} (asked over the admin socket)");
-            Ok(json!({ "ok": r.is_ok(), "message": m }))
+            r.log(" (asked over the admin socket)");
+            Ok(json!({ "ok": r.applied, "message": r.text() }))
         }
         "" => Err("the request names no \"cmd\"".into()),
         o => Err(format!(

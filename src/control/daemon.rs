@@ -32,7 +32,7 @@ pub struct ServeOptions {
     /// (`[host]`, filled by [`run_from_file`]); None leaves the kernel answering as it would.
     pub host: Option<host::HostFilter>,
     pub af: AfPacketOptions,
-    /// Print the startup line and counters to stderr.
+    /// Log the startup line and the counters at exit.
     pub verbose: bool,
     /// Drop capabilities once the rings are open (workers keep none, main keeps NET_ADMIN).
     pub drop_caps: bool,
@@ -100,8 +100,14 @@ pub fn plan_for(cfg: &EngineConfig, opts: &ServeOptions) -> HostPlan {
     }
 }
 
-/// The one-line startup summary.
+/// The one-line startup summary, as systemd's `STATUS=` shows it (the log has it without
+/// `tollgate: `, which the text format adds: [`summary`]).
 pub fn summary_line(cfg: &EngineConfig, workers: usize, backend: &str) -> String {
+    format!("tollgate: {}", summary(cfg, workers, backend))
+}
+
+/// The startup summary: `running interfaces=... snat=... ports=... workers=... backend=...`.
+pub fn summary(cfg: &EngineConfig, workers: usize, backend: &str) -> String {
     let ifs = cfg
         .interfaces
         .iter()
@@ -116,38 +122,49 @@ pub fn summary_line(cfg: &EngineConfig, workers: usize, backend: &str) -> String
         .collect::<Vec<_>>()
         .join(",");
     format!(
-        "tollgate: running interfaces={ifs} snat={snat} ports={}-{} workers={workers} backend={backend}",
+        "running interfaces={ifs} snat={snat} ports={}-{} workers={workers} backend={backend}",
         cfg.nat.port_min, cfg.nat.port_max
     )
 }
 
-/// Counters at exit, one per line: rx/tx, every I/O counter ([`crate::io::IoStats::FIELDS`]),
-/// then every non-zero drop reason.
-pub fn format_counters(t: &Totals) -> String {
-    let mut s = String::new();
+/// The counters at exit, in order: rx/tx, every I/O counter ([`crate::io::IoStats::FIELDS`]),
+/// then every non-zero drop reason (`drop.REASON`).
+pub fn counters(t: &Totals) -> Vec<(String, u64)> {
     let r = &t.rt;
-    let _ = writeln!(
-        s,
-        "rx_packets {}\nrx_bytes {}\ntx_packets {}\ntx_bytes {}",
-        r.rx_packets, r.rx_bytes, r.tx_packets, r.tx_bytes
-    );
-    let _ = writeln!(
-        s,
-        "forwarded {}\nreplies {}\nlocal {}\nheld {}\ndropped {}\nflows {}",
-        r.forwarded, r.replies, r.local, r.held, r.dropped, t.flows
-    );
-    let _ = writeln!(
-        s,
-        "neighbour_queued {}\nneighbour_miss {}\nhandoff_out {}\nhandoff_in {}\nhandoff_full {}",
-        r.neighbour_queued, r.neighbour_miss, r.handoff_out, r.handoff_in, r.handoff_full
-    );
-    for (name, v) in t.io.named() {
-        let _ = writeln!(s, "{name} {v}");
-    }
+    let mut v: Vec<(String, u64)> = [
+        ("rx_packets", r.rx_packets),
+        ("rx_bytes", r.rx_bytes),
+        ("tx_packets", r.tx_packets),
+        ("tx_bytes", r.tx_bytes),
+        ("forwarded", r.forwarded),
+        ("replies", r.replies),
+        ("local", r.local),
+        ("held", r.held),
+        ("dropped", r.dropped),
+        ("flows", t.flows as u64),
+        ("neighbour_queued", r.neighbour_queued),
+        ("neighbour_miss", r.neighbour_miss),
+        ("handoff_out", r.handoff_out),
+        ("handoff_in", r.handoff_in),
+        ("handoff_full", r.handoff_full),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    v.extend(t.io.named().map(|(name, n)| (name.to_string(), n)));
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         if t.drops[i] > 0 {
-            let _ = writeln!(s, "drop.{} {}", reason.as_str(), t.drops[i]);
+            v.push((format!("drop.{}", reason.as_str()), t.drops[i]));
         }
+    }
+    v
+}
+
+/// The counters at exit, one `NAME VALUE` per line (as the text log shows them).
+pub fn format_counters(t: &Totals) -> String {
+    let mut s = String::new();
+    for (name, v) in counters(t) {
+        let _ = writeln!(s, "{name} {v}");
     }
     s
 }
@@ -188,9 +205,9 @@ where
         if opts.pcap.is_some() { "+pcap" } else { "" }
     );
     if opts.verbose {
-        eprintln!("{}", summary_line(cfg, workers, &backend));
+        log::info!("{}", summary(cfg, workers, &backend));
         for w in &guard.warnings {
-            eprintln!("tollgate: warning: {w}");
+            log::warn!("{w}");
         }
     }
     // The engine forwards up to the configured MTU (and answers DF frames above it with
@@ -198,8 +215,8 @@ where
     for i in &cfg.interfaces {
         if let Ok(dev) = crate::io::afpacket::mtu(&i.name) {
             if u32::from(i.mtu) > dev {
-                eprintln!(
-                    "tollgate: warning: interface {}: configured mtu {} is above the device's {dev}; frames between are dropped (tx_errors): set mtu = {dev}",
+                log::warn!(
+                    "interface {}: configured mtu {} is above the device's {dev}; frames between are dropped (tx_errors): set mtu = {dev}",
                     i.name, i.mtu
                 );
             }
@@ -218,6 +235,7 @@ where
             mode: opts.busy_poll_mode.unwrap_or(BusyPoll::default().mode),
         },
         live_io: opts.live_io.clone(),
+        notices: opts.af.notices.clone(),
         ..RuntimeConfig::default()
     };
     // Return traffic straight to the worker owning its SNAT port, an inside host's flows to
@@ -287,13 +305,13 @@ pub fn steering_program(
     .program()
 }
 
-/// Loads the TOML configuration (`tollgate::config::load_file`); warnings go to stderr, and an
+/// Loads the TOML configuration (`tollgate::config::load_file`); warnings are logged, and an
 /// invalid file yields every error with FILE:LINE:COL.
 pub fn load_config(path: &std::path::Path) -> Result<crate::config::Loaded, DaemonError> {
     match crate::config::load_file(path) {
         Ok(l) => {
             for w in &l.warnings {
-                eprintln!("tollgate: {w}");
+                super::logging::config_warning(w);
             }
             Ok(l)
         }
@@ -371,8 +389,8 @@ pub fn run_from_file(
                 Some(r)
             }
             Err(e) => {
-                eprintln!(
-                    "tollgate: warning: no resolver on source ports {}-{}: {e}; destination FQDNs stay unresolved",
+                log::warn!(
+                    "no resolver on source ports {}-{}: {e}; destination FQDNs stay unresolved",
                     dns.source_ports.start(),
                     dns.source_ports.end()
                 );
@@ -387,10 +405,7 @@ pub fn run_from_file(
     match super::mgmt::spawn(loaded.management, registry.clone(), mgmt_stop.clone()) {
         Ok(h) => threads.push(h),
         Err(e) => {
-            eprintln!(
-                "tollgate: warning: no management endpoint on {}: {e}",
-                loaded.management
-            );
+            log::warn!("no management endpoint on {}: {e}", loaded.management);
         }
     }
     let cell = crate::datapath::updates::PolicyCell::new(policy.clone());
@@ -411,7 +426,7 @@ pub fn run_from_file(
             });
             threads.push(super::admin::spawn(sock, st, mgmt_stop.clone())?);
         }
-        Err(e) => eprintln!("tollgate: warning: no admin socket: {e}"),
+        Err(e) => log::warn!("no admin socket: {e}"),
     }
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
@@ -419,7 +434,11 @@ pub fn run_from_file(
         threads.push(super::dns::spawn(live.clone(), r, dns, mgmt_stop.clone())?);
     }
     threads.push(super::reload::spawn(live, hup, mgmt_stop.clone())?);
-    threads.push(super::iowatch::spawn(registry.clone(), mgmt_stop.clone())?);
+    threads.push(super::iowatch::spawn(
+        registry.clone(),
+        opts.af.notices.clone(),
+        mgmt_stop.clone(),
+    )?);
     let rings: super::decision_log::Rings = Arc::default();
     if decision_log {
         threads.push(super::decision_log::spawn(
@@ -433,7 +452,7 @@ pub fn run_from_file(
     let notifier = match super::notify::Notifier::from_env() {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("tollgate: warning: cannot reach $NOTIFY_SOCKET: {e}");
+            log::warn!("cannot reach $NOTIFY_SOCKET: {e}");
             None
         }
     };
@@ -489,7 +508,12 @@ pub fn run_from_file(
     }
     let totals = totals?;
     if opts.verbose {
-        eprint!("{}", format_counters(&totals));
+        super::logging::log_with_fields(
+            log::Level::Info,
+            module_path!(),
+            format_args!("counters at exit"),
+            &counters(&totals),
+        );
     }
     Ok(totals)
 }
@@ -505,14 +529,16 @@ fn log_resolver_ports(dns: &crate::config::DnsSettings, r: &super::dns::Resolver
         .map(|p| p.to_string())
         .collect();
     let tcp: Vec<String> = r.tcp_ports().iter().map(|p| p.to_string()).collect();
-    eprintln!(
-        "tollgate: dns: queries leave from {} random UDP source ports of {lo}-{hi}; truncated answers are retried over TCP from port(s) {}",
+    log::info!(
+        target: "tollgate::control::dns",
+        "dns: queries leave from {} random UDP source ports of {lo}-{hi}; truncated answers are retried over TCP from port(s) {}",
         udp.len(),
         if tcp.is_empty() { "none".to_string() } else { tcp.join(", ") }
     );
     if !skipped.is_empty() {
-        eprintln!(
-            "tollgate: dns: warning: {} port(s) of {lo}-{hi} are held by other sockets and not used: {}",
+        log::warn!(
+            target: "tollgate::control::dns",
+            "dns: {} port(s) of {lo}-{hi} are held by other sockets and not used: {}",
             skipped.len(),
             skipped.join(", ")
         );

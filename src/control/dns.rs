@@ -463,8 +463,8 @@ fn refresh(
                 let addrs: Vec<Ipv4Addr> = v.into_iter().map(|x| x.0).collect();
                 e.due = now + ttl;
                 if e.addrs.as_ref() != Some(&addrs) {
-                    eprintln!(
-                        "tollgate: dns: {n} -> {} (refresh in {} s)",
+                    log::info!(
+                        "dns: {n} -> {} (refresh in {} s)",
                         list(&addrs),
                         ttl.as_secs()
                     );
@@ -475,12 +475,12 @@ fn refresh(
             Err(err) => {
                 e.due = now + settings.min_refresh;
                 match &e.addrs {
-                    Some(a) => eprintln!(
-                        "tollgate: dns: warning: {n} did not resolve ({err}); keeping its last addresses {}",
+                    Some(a) => log::warn!(
+                        "dns: {n} did not resolve ({err}); keeping its last addresses {}",
                         list(a)
                     ),
-                    None => eprintln!(
-                        "tollgate: dns: warning: {n} did not resolve ({err}); never resolved, its rules match nothing for it"
+                    None => log::warn!(
+                        "dns: {n} did not resolve ({err}); never resolved, its rules match nothing for it"
                     ),
                 }
             }
@@ -525,7 +525,9 @@ pub fn spawn(
                     names_seen = names;
                     if !changed.is_empty() {
                         let g = live.apply_resolved(&changed);
-                        eprintln!("tollgate: dns: policy recompiled with the new addresses (policy generation {g})");
+                        log::info!(
+                            "dns: policy recompiled with the new addresses (policy generation {g})"
+                        );
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));

@@ -1,8 +1,10 @@
-//! Warnings about frames the I/O layer loses: when an interface's `rx_oversize` grows (frames
-//! too large for the receive buffers, dropped before the engine sees them), a line on stderr
-//! says so, what causes it and what to do, at most once per interface per [`WARN_EVERY`]; the
-//! frames of the quiet time are counted in the next line. Reads the counters the workers
-//! publish ([`Registry::io_stats`]); never touches the packet path.
+//! Warnings from the I/O layer. When an interface's `rx_oversize` grows (frames too large for
+//! the receive buffers, dropped before the engine sees them), a warning says so, what causes
+//! it and what to do, at most once per interface per [`WARN_EVERY`]; the frames of the quiet
+//! time are counted in the next one. Reads the counters the workers publish
+//! ([`Registry::io_stats`]), and logs what the workers posted to [`IoNotices`] (a link going
+//! down, capabilities not dropped): the workers never log themselves. Never touches the packet
+//! path.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -11,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::mgmt::Registry;
-use crate::io::IoStats;
+use crate::io::{IoNotices, IoStats};
 
 /// At most one warning per interface this often.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -66,28 +68,40 @@ pub fn oversize_warning(iface: &str, new: u64, total: u64) -> String {
         ("frames", "were")
     };
     format!(
-        "tollgate: warning: {iface}: {new} received {frames} larger than the receive buffers {were} dropped (rx_oversize, {total} since start): a host on this link sends jumbo frames (give the link's hosts the mtu configured for {iface}), or GRO built super-frames above 64 KiB (BIG TCP: keep gro_max_size at 65536, see ip -d link show {iface})"
+        "{iface}: {new} received {frames} larger than the receive buffers {were} dropped (rx_oversize, {total} since start): a host on this link sends jumbo frames (give the link's hosts the mtu configured for {iface}), or GRO built super-frames above 64 KiB (BIG TCP: keep gro_max_size at 65536, see ip -d link show {iface})"
     )
 }
 
-/// Checks the registry's I/O counters every second until `stop`, printing the warnings.
-pub fn spawn(reg: Arc<Registry>, stop: Arc<AtomicBool>) -> io::Result<JoinHandle<()>> {
+/// Until `stop`: logs the workers' notices every 100 ms (and once more at the end) and checks
+/// the registry's I/O counters every second, logging the warnings.
+pub fn spawn(
+    reg: Arc<Registry>,
+    notices: IoNotices,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("tollgate-iowatch".into())
         .spawn(move || {
             crate::io::caps::enter_control_thread();
             let mut watch = OversizeWatch::default();
             let mut last = Instant::now();
+            let tell = |notices: &IoNotices| {
+                for n in notices.take() {
+                    log::warn!("{n}");
+                }
+            };
             while !stop.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
+                tell(&notices);
                 if last.elapsed() < CHECK_EVERY {
                     continue;
                 }
                 last = Instant::now();
                 for line in watch.check(&reg.io_stats(), last) {
-                    eprintln!("{line}");
+                    log::warn!("{line}");
                 }
             }
+            tell(&notices);
         })
 }
 
@@ -113,7 +127,7 @@ mod tests {
         let l = w.check(&io(12, 0), at(1));
         assert_eq!(l.len(), 1, "{l:?}");
         assert!(
-            l[0].starts_with("tollgate: warning: tg-in: 12 received frames larger than the receive buffers were dropped (rx_oversize, 12 since start): "),
+            l[0].starts_with("tg-in: 12 received frames larger than the receive buffers were dropped (rx_oversize, 12 since start): "),
             "{}",
             l[0]
         );
@@ -122,7 +136,7 @@ mod tests {
         let l = w.check(&io(20, 1), at(5));
         assert_eq!(l.len(), 1, "{l:?}");
         assert!(
-            l[0].starts_with("tollgate: warning: tg-out: 1 received frame larger than the receive buffers was dropped (rx_oversize, 1 since start)"),
+            l[0].starts_with("tg-out: 1 received frame larger than the receive buffers was dropped (rx_oversize, 1 since start)"),
             "{}",
             l[0]
         );
@@ -131,7 +145,7 @@ mod tests {
         let l = w.check(&io(30, 1), at(11));
         assert_eq!(l.len(), 1, "{l:?}");
         assert!(
-            l[0].starts_with("tollgate: warning: tg-in: 18 received frames larger than the receive buffers were dropped (rx_oversize, 30 since start)"),
+            l[0].starts_with("tg-in: 18 received frames larger than the receive buffers were dropped (rx_oversize, 30 since start)"),
             "{}",
             l[0]
         );

@@ -205,7 +205,10 @@ impl Lab {
             .output()
     }
 
-    /// Starts a long-running process in a namespace, output to `log`; returns its PID.
+    /// Starts a long-running process in a namespace, output to `log`; returns its PID. The
+    /// log settings of the caller's environment are not passed on: an appliance started here
+    /// logs at the default level and format (its log is read for the ready line), unless its
+    /// arguments say otherwise.
     pub fn spawn(
         &mut self,
         label: &str,
@@ -217,6 +220,9 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(short)])
             .args(args)
+            .env_remove(super::logging::ENV_FILTER)
+            .env_remove("RUST_LOG")
+            .env_remove(super::logging::ENV_FORMAT)
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
@@ -392,7 +398,7 @@ impl Lab {
     }
 
     /// For an appliance process the lab spawned (label `appliance`): waits until it says every
-    /// worker runs ([`super::notify::READY_LINE`] in its log: rings open, tables built), so
+    /// worker runs ([`super::notify::READY_MESSAGE`] in its log: rings open, tables built), so
     /// no test frame arrives before a ring can take it. Gives up as soon as the process exits.
     pub fn wait_spawned_appliance(&mut self, timeout: Duration) -> bool {
         let log = self
@@ -409,7 +415,7 @@ impl Lab {
             }
             let ready = match &log {
                 Some(p) => fs::read_to_string(p)
-                    .map(|t| t.contains(super::notify::READY_LINE))
+                    .map(|t| t.contains(super::notify::READY_MESSAGE))
                     .unwrap_or(false),
                 None => self.wait_appliance_ready(Duration::from_millis(200)),
             };

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod host;
 pub mod iowatch;
 pub mod lab;
+pub mod logging;
 pub mod mgmt;
 pub mod notify;
 pub mod reload;

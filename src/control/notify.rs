@@ -62,11 +62,15 @@ pub fn watchdog_interval() -> Option<Duration> {
     (us > 0).then(|| Duration::from_micros(us))
 }
 
-/// The line printed on stderr once every worker runs (rings open, tables built): what the lab
-/// and the tests wait for before they send traffic, with or without systemd.
+/// The message logged (at info) once every worker runs (rings open, tables built): what the
+/// lab and the tests wait for before they send traffic, with or without systemd. In every log
+/// format.
+pub const READY_MESSAGE: &str = "ready: every worker runs";
+
+/// [`READY_MESSAGE`] as the text log format writes it.
 pub const READY_LINE: &str = "tollgate: ready: every worker runs";
 
-/// Prints [`READY_LINE`] once the dataplane is up and, under systemd (`n`), sends READY=1,
+/// Logs [`READY_MESSAGE`] once the dataplane is up and, under systemd (`n`), sends READY=1,
 /// keeps its watchdog fed while it is healthy, and sends STOPPING=1 when `stop` is set.
 pub fn spawn(
     n: Option<Notifier>,
@@ -96,7 +100,7 @@ pub fn spawn(
                 let h = beats.health(&reg, Instant::now());
                 if !ready && reg.ready() {
                     ready = true;
-                    eprintln!("{READY_LINE}");
+                    log::info!("{READY_MESSAGE}");
                     send(&format!("READY=1\nSTATUS={status}"));
                 }
                 if let Some(every) = wd {

@@ -110,8 +110,9 @@ impl LiveConfig {
     }
 
     /// Reads, validates and compiles the file; if valid, publishes its policy to the workers.
-    /// Ok or Err carries the message to log (with every file:line:col on error).
-    pub fn reload(&self) -> Result<String, String> {
+    /// The outcome says what happened (with every file:line:col on error), for the log and
+    /// for `tollgate reload`.
+    pub fn reload(&self) -> ReloadOutcome {
         let _one = self.one_at_a_time.lock();
         let path = &self.path;
         match crate::config::load_file(path) {
@@ -136,32 +137,87 @@ impl LiveConfig {
                     );
                 }
                 self.cell.publish(l.policy.clone());
-                let mut msg = format!(
-                    "tollgate: reload: {} applied (policy generation {}); flows the new rules deny are cut at their next packet",
+                let summary = format!(
+                    "reload: {} applied (policy generation {}); flows the new rules deny are cut at their next packet",
                     path.display(),
                     self.cell.generation()
                 );
-                for n in notes {
-                    msg.push_str(&format!("\ntollgate: reload: warning: {n}"));
-                }
-                for w in &l.warnings {
-                    msg.push_str(&format!("\ntollgate: {w}"));
-                }
+                let warnings = l.warnings.clone();
                 if let Ok(mut cur) = self.loaded.lock() {
                     *cur = Arc::new(l);
                 }
-                Ok(msg)
+                ReloadOutcome {
+                    applied: true,
+                    summary,
+                    notes,
+                    warnings,
+                }
             }
             Err(err) => {
-                let mut msg = format!(
-                    "tollgate: reload: {} rejected, the running configuration stays: {err}",
+                let mut summary = format!(
+                    "reload: {} rejected, the running configuration stays: {err}",
                     path.display()
                 );
                 for d in err.errors() {
-                    msg.push_str(&format!("\n  {d}"));
+                    summary.push_str(&format!("\n  {d}"));
                 }
-                Err(msg)
+                ReloadOutcome {
+                    applied: false,
+                    summary,
+                    notes: Vec::new(),
+                    warnings: Vec::new(),
+                }
             }
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// Whether the file was applied (else it was rejected and the running configuration stays).
+    pub applied: bool,
+    /// `reload: PATH applied (policy generation N); ...`, or `reload: PATH rejected, ...: WHY`
+    /// followed by each error (`\n  FILE:LINE:COL: error: ...`).
+    pub summary: String,
+    /// Changed settings that need a restart and were left as they run.
+    pub notes: Vec<&'static str>,
+    /// The applied file's warnings.
+    pub warnings: Vec<crate::config::Diagnostic>,
+}
+
+impl ReloadOutcome {
+    /// What `tollgate reload` prints: `tollgate: ` and the summary, then a line per note and
+    /// warning.
+    pub fn text(&self) -> String {
+        let mut msg = format!("tollgate: {}", self.summary);
+        for n in &self.notes {
+            msg.push_str(&format!("\ntollgate: reload: warning: {n}"));
+        }
+        for w in &self.warnings {
+            msg.push_str(&format!("\ntollgate: {w}"));
+        }
+        msg
+    }
+
+    /// Logs the outcome: the summary at info when applied, at error when rejected (`how`, e.g.
+    /// ` (asked over the admin socket)`, ends its first line), then each note and warning at
+    /// warning level.
+    pub fn log(&self, how: &str) {
+        let (first, rest) = match self.summary.split_once('\n') {
+            Some((f, r)) => (f, format!("\n{r}")),
+            None => (self.summary.as_str(), String::new()),
+        };
+        if self.applied {
+            log::info!("{first}{how}{rest}");
+        } else {
+            log::error!("{first}{how}{rest}");
+        }
+        for n in &self.notes {
+            log::warn!("reload: {n}");
+        }
+        for w in &self.warnings {
+            super::logging::config_warning(w);
         }
     }
 }
@@ -194,10 +250,14 @@ pub fn spawn(
                     }
                     c
                 };
-                if hup.swap(false, Relaxed) || changed {
-                    match live.reload() {
-                        Ok(m) | Err(m) => eprintln!("{m}"),
-                    }
+                let hupped = hup.swap(false, Relaxed);
+                if hupped || changed {
+                    log::debug!(
+                        "reload: {} ({})",
+                        path.display(),
+                        if hupped { "SIGHUP" } else { "the file changed" }
+                    );
+                    live.reload().log("");
                 }
             }
         })
@@ -219,7 +279,9 @@ mod tests {
         let cell = PolicyCell::new(loaded.policy.clone());
         let live = LiveConfig::new(path.clone(), loaded, cell);
         // the same file again: nothing to say about DNAT
-        let same = live.reload().expect("same file reloads");
+        let same = live.reload();
+        assert!(same.applied, "same file reloads: {}", same.text());
+        let same = same.text();
         assert!(!same.contains("DNAT rules"), "{same}");
         // the DNAT rule moves from 8080 to 8443
         assert!(text.contains("destination_ports = [\"8080\"]"));
@@ -231,7 +293,9 @@ mod tests {
             ),
         )
         .expect("write");
-        let moved = live.reload().expect("changed file reloads");
+        let moved = live.reload();
+        assert!(moved.applied, "changed file reloads: {}", moved.text());
+        let moved = moved.text();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             moved.contains("warning: DNAT rules' public addresses or ports changed"),

@@ -46,6 +46,8 @@ pub struct AfPacketOptions {
     /// A classic BPF program choosing each frame's worker (PACKET_FANOUT_CBPF, see
     /// [`super::steer`]); None: PACKET_FANOUT_HASH. Workers must join in index order.
     pub steering: Option<Vec<super::steer::Insn>>,
+    /// Where link events are told (for the control plane to log; a worker never logs).
+    pub notices: super::IoNotices,
 }
 
 impl Default for AfPacketOptions {
@@ -60,6 +62,7 @@ impl Default for AfPacketOptions {
             fanout_base: (std::process::id() as u16).wrapping_mul(61),
             rx_version: RxRingVersion::V2,
             steering: None,
+            notices: super::IoNotices::default(),
         }
     }
 }
@@ -1158,6 +1161,7 @@ pub struct AfPacketIo {
     kernel_drops: Vec<Cell<u64>>,
     pollfds: Vec<libc::pollfd>,
     next_rx: usize,
+    notices: super::IoNotices,
 }
 
 // SAFETY: the ring mappings are owned exclusively by this value (no other alias to them exists
@@ -1203,6 +1207,7 @@ impl AfPacketIo {
             kernel_drops: vec![Cell::new(0); ifaces.len()],
             pollfds,
             next_rx: 0,
+            notices: o.notices.clone(),
         })
     }
 
@@ -1245,14 +1250,14 @@ impl AfPacketIo {
     }
 
     /// Interface `i` had a link error (seen on its RX socket or when sending): say so once per
-    /// event, count it, and watch it for removal.
+    /// event (posted for the control plane to log), count it, and watch it for removal.
     fn link_event(&mut self, i: usize, what: &str) {
         self.stats[i].link_errors += 1;
         if !self.suspect[i] {
-            eprintln!(
-                "tollgate: warning: interface {}: {what} (counted in link_errors)",
+            self.notices.post(format!(
+                "interface {}: {what} (counted in link_errors)",
                 self.names[i]
-            );
+            ));
         }
         self.suspect[i] = true;
     }

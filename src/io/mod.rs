@@ -17,6 +17,9 @@
 //!
 //! [`neigh`] keeps a lock-free snapshot of the kernel's neighbour table; [`runtime`] runs the
 //! worker threads (one `Worker` each), with SPSC hand-off of return traffic between workers.
+//!
+//! Nothing here writes to stderr or logs: what the operator must hear of goes to
+//! [`IoNotices`], which the control plane logs.
 #![allow(unsafe_code)]
 
 pub mod afpacket;
@@ -27,6 +30,7 @@ pub mod mem;
 pub mod memio;
 pub mod neigh;
 pub mod netns;
+mod notices;
 pub mod pcap;
 pub mod prefetch;
 pub mod runtime;
@@ -34,6 +38,8 @@ pub mod steer;
 pub mod tcpprobe;
 
 use std::io;
+
+pub use notices::IoNotices;
 
 use crate::datapath::IfaceId;
 use crate::wire::gso::Offload;

@@ -96,6 +96,9 @@ pub struct RuntimeConfig {
     /// Where the workers publish their backends' per-interface counters while they run
     /// (every [`IO_PUBLISH_EVERY_NS`]); None: only in the reports at exit.
     pub live_io: Option<Arc<LiveIoStats>>,
+    /// Where the main thread tells of capabilities it could not drop (for the control plane
+    /// to log: nothing here logs).
+    pub notices: super::IoNotices,
 }
 
 /// How a worker waits between checks of its rings while it busy-polls.
@@ -159,6 +162,7 @@ impl Default for RuntimeConfig {
             drop_caps: false,
             busy_poll: BusyPoll::default(),
             live_io: None,
+            notices: super::IoNotices::default(),
         }
     }
 }
@@ -913,7 +917,7 @@ where
                 }
                 if let Ok(v) = caps_errors.lock() {
                     for e in v.iter() {
-                        eprintln!("tollgate: warning: capabilities not dropped on {e}");
+                        cfg.notices.post(format!("capabilities not dropped on {e}"));
                     }
                 }
             }
