@@ -477,6 +477,55 @@ fn dnat_reaches_the_inside_server_and_its_answer_leaves_from_the_public_port() {
     assert_checksums(&out);
 }
 
+/// Found by fuzzing (fuzz/fuzz_targets/worker.rs, one-arm APDM with a DNAT port inside the
+/// SNAT range): once the free ports were gone, the reuse of a busy port handed out the DNAT
+/// rule's public port (in use, with no flow on it); a connection from that flow's server to the
+/// DNAT rule then reached the SNAT flow's inside host instead of the DNAT target.
+#[test]
+fn a_dnat_rules_public_port_is_never_a_snat_source_port() {
+    for mapping in [
+        MappingMode::AddressAndPortDependent,
+        MappingMode::EndpointIndependent,
+    ] {
+        let mut cfg = lab_config();
+        cfg.nat.mapping = mapping;
+        cfg.nat.port_min = 8078;
+        cfg.nat.port_max = 8081; // 8080 is the DNAT rule's (PermissiveTestPolicy)
+        let mut w = worker(cfg);
+        assert_eq!(w.snat().utilisation(0, 6), (1, 4), "the DNAT port is kept");
+        // Four inside hosts toward each of two servers: three ports each time.
+        for dst in [SERVER, SERVER2] {
+            for (i, node) in ["198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.14"]
+                .into_iter()
+                .enumerate()
+            {
+                let (v, out) = run(&mut w, 0, INSIDE_IF, &tcp(node, 443, dst, 443, "S", b""));
+                if i < 3 {
+                    assert!(
+                        matches!(v, Verdict::Forward { .. }),
+                        "{mapping:?} {node}: {v:?}"
+                    );
+                    assert_ne!(tuple(&out).1, 8080, "{mapping:?} {node} -> {dst}");
+                } else {
+                    assert_eq!(v, Verdict::Drop(DropReason::OutOfPorts), "{mapping:?}");
+                }
+            }
+        }
+        assert_eq!(w.snat().utilisation(0, 6), (4, 4));
+        // Either server reaches the DNAT target from the port its flows use.
+        for dst in [SERVER, SERVER2] {
+            let (v, inb) = run(
+                &mut w,
+                0,
+                OUTSIDE_IF,
+                &tcp(dst, 443, PUBLIC, 8080, "S", b""),
+            );
+            assert!(matches!(v, Verdict::Forward { .. }), "{mapping:?}: {v:?}");
+            assert_eq!(tuple(&inb), (ip(dst), 443, ip(DNAT_TARGET), 80));
+        }
+    }
+}
+
 #[test]
 fn hairpin_through_a_dnat_rule() {
     let mut w = worker(lab_config());

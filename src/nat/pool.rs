@@ -6,7 +6,8 @@
 //! flows using it. Per inside host, `held` is its sessions (APDM) or its entries (EIM). A
 //! flow's release drops exactly what its allocation took: one `refs` of the entry named by the
 //! flow's own (endpoint, public address, port), and the port user and the host's count only
-//! when that entry goes.
+//! when that entry goes. A port kept for a DNAT rule ([`SnatPool::reserve`]) is in use for
+//! good and joined by no flow.
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -507,7 +508,8 @@ impl SnatPool {
             if size == 0 {
                 continue;
             }
-            let usable = |s: &PortSlice, port: u16| s.users(port) > 0 && !taken(addr, port);
+            // Never a DNAT rule's port: it is in use, but by no flow to share it with.
+            let usable = |s: &PortSlice, port: u16| s.shareable(port) && !taken(addr, port);
             let mut found = None;
             for _ in 0..APDM_PROBES {
                 let port = base + self.rng.below(size) as u16;
@@ -598,7 +600,7 @@ impl SnatPool {
         let Some(&addr) = self.addrs.get(i) else {
             return Err(AllocError::OutOfPorts);
         };
-        if self.port_users(i, slot, port) == 0 {
+        if self.port_users(i, slot, port) == 0 || self.slices[i][slot].is_reserved(port) {
             // Not the port of a live flow: nothing to take over.
             return Err(AllocError::OutOfPorts);
         }
@@ -770,6 +772,50 @@ mod tests {
             .allocate(&key(13), 0, |_, p| used.borrow().contains(&p))
             .unwrap();
         assert_eq!(g.port, freed);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/worker.rs): a port kept for a DNAT rule counts as
+    /// in use, and the reuse of busy ports took it like a port with flows on it.
+    #[test]
+    fn reuse_never_takes_a_port_kept_for_a_dnat_rule() {
+        for (mapping, port_sharing) in [
+            (MappingMode::AddressAndPortDependent, true),
+            (MappingMode::EndpointIndependent, true),
+        ] {
+            let cfg = NatConfig {
+                public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
+                port_min: 3000,
+                port_max: 3003,
+                mapping,
+                port_sharing,
+                reuse_cooldown: 0,
+                ..NatConfig::default()
+            };
+            let mut pool = SnatPool::new(&cfg, 0, 1, 64, 1);
+            pool.reserve(0, proto::TCP, 3002, 3002);
+            assert_eq!(pool.utilisation(0, proto::TCP), (1, 4));
+            let flows = Flows::new();
+            let mut got = Vec::new();
+            // Three inside hosts (distinct endpoints) toward each of two destinations: the
+            // three free ports, then each of them again toward the second destination.
+            for dst in [10, 20] {
+                for inside in 1..=4 {
+                    match flows.open(&mut pool, inside, dst) {
+                        Ok(g) => got.push(g.port),
+                        Err(e) => assert_eq!((inside, e), (4, AllocError::OutOfPorts)),
+                    }
+                }
+            }
+            assert_eq!(got.len(), 6, "{mapping:?}");
+            assert!(!got.contains(&3002), "{mapping:?}: {got:?}");
+            assert_eq!(pool.utilisation(0, proto::TCP), (4, 4));
+            // Nor may a takeover claim it.
+            let k = flow(5, 30);
+            assert_eq!(
+                pool.allocate_reclaimed(&k, 0, 3002),
+                Err(AllocError::OutOfPorts)
+            );
+        }
     }
 
     /// A fake flow table for the allocator: the (public port, destination) pairs in use.

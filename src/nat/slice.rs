@@ -8,6 +8,9 @@ use crate::datapath::Nanos;
 const PICK_WINDOW: u32 = 64;
 /// Free time of a port that was never handed out: it needs no rest.
 const NEVER_FREED: Nanos = Nanos::MAX;
+/// `users` of a port kept for a DNAT rule ([`PortSlice::reserve`]): in use for good, never
+/// shared with a flow, never released.
+const RESERVED: u32 = u32::MAX;
 
 /// Free ports wait in a FIFO in the order they were freed (first in a random permutation), so
 /// a freed port rests as long as possible before reuse; allocation picks at random among the
@@ -69,7 +72,8 @@ impl PortSlice {
     pub fn contains(&self, port: u16) -> bool {
         port >= self.base && u32::from(port - self.base) < self.size()
     }
-    /// Users of `port` (0 if free or outside the slice).
+    /// Users of `port` (0 if free or outside the slice; a reserved port has no flow but is
+    /// never free: see [`PortSlice::shareable`]).
     #[inline]
     pub fn users(&self, port: u16) -> u32 {
         if self.contains(port) {
@@ -77,6 +81,18 @@ impl PortSlice {
         } else {
             0
         }
+    }
+    /// Whether `port` is held by flows (or mappings) that another may join: in use, and not
+    /// kept for a DNAT rule.
+    #[inline]
+    pub fn shareable(&self, port: u16) -> bool {
+        let u = self.users(port);
+        u != 0 && u != RESERVED
+    }
+    /// Whether `port` is kept for a DNAT rule.
+    #[inline]
+    pub fn is_reserved(&self, port: u16) -> bool {
+        self.users(port) == RESERVED
     }
 
     #[inline]
@@ -127,14 +143,19 @@ impl PortSlice {
         self.ring_freed.swap(h, j);
         self.head = (self.head + 1) % self.size();
         self.free -= 1;
-        self.users[usize::from(port - self.base)] = 1;
+        self.users[usize::from(port - self.base)] = RESERVED;
         true
     }
 
-    /// Adds a user to a port already in use (APDM reuse toward another destination).
+    /// Adds a user to a port already in use (APDM reuse toward another destination); never
+    /// to a reserved one.
     #[inline]
     pub fn add_user(&mut self, port: u16) {
-        self.users[usize::from(port - self.base)] += 1;
+        let u = &mut self.users[usize::from(port - self.base)];
+        debug_assert!(*u != RESERVED, "port {port} is kept for a DNAT rule");
+        if *u != RESERVED {
+            *u += 1;
+        }
     }
 
     /// Drops one user; the port returns to the free FIFO when it has none left.
@@ -145,7 +166,7 @@ impl PortSlice {
         }
         let i = usize::from(port - self.base);
         match self.users[i] {
-            0 => {}
+            0 | RESERVED => {}
             1 => {
                 self.users[i] = 0;
                 let tail = self.ring_at(self.free);
@@ -195,6 +216,23 @@ mod tests {
             s.take_free(0, 2_000_000_000, &mut rng).is_some(),
             "at the clock's start"
         );
+    }
+
+    #[test]
+    fn a_reserved_port_is_in_use_for_good_and_never_shareable() {
+        let mut rng = Rng::new(1);
+        let mut s = PortSlice::new(1000, 2, &mut rng);
+        assert!(s.reserve(1001));
+        assert!(!s.reserve(1001), "once");
+        let p = s.take_free(0, 0, &mut rng).unwrap();
+        assert_eq!(p, 1000);
+        assert_eq!(s.take_free(0, 0, &mut rng), None);
+        assert!(s.shareable(1000));
+        assert!(!s.shareable(1001) && s.is_reserved(1001));
+        s.release(1001, 1);
+        assert_eq!(s.in_use(), 2, "a release does not free a reserved port");
+        s.release(1000, 1);
+        assert_eq!(s.in_use(), 1);
     }
 
     #[test]
