@@ -47,14 +47,14 @@ install_py_deps() {
 case "${1:-}" in
   lab)
     install_deps
-    cargo build --release --quiet
+    cargo build --release --workspace --quiet
     exec ./target/release/tollgate lab run "${@:2}"
     ;;
   test)
     install_deps
-    cargo build --release --quiet
+    cargo build --release --workspace --quiet
     # --release: the end-to-end tests push real traffic through the appliance.
-    exec cargo test --release -- --test-threads=2
+    exec cargo test --release --workspace -- --test-threads=2
     ;;
   *)
     echo "usage: $0 lab|test" >&2

@@ -3,7 +3,7 @@
 # topology, in one run, in the same appliance namespace:
 #   client 198.18.0.11 -- tg-in 198.18.0.1 [appliance] tg-out 203.0.113.1 -- server 203.0.113.10
 # Metrics: 64-byte UDP packets/s (1 flow and FLOWS streams of iperf3, MANY flows of
-# examples/udpflood), iperf3 TCP Gb/s (1 stream client to server, STREAMS streams, 1 stream
+# lab/examples/udpflood), iperf3 TCP Gb/s (1 stream client to server, STREAMS streams, 1 stream
 # server to client), new TCP connections/s.
 # Offloads: every row runs with the kernel's default offloads on every interface (TSO/GSO on
 # the client's, server's and appliance's veths; nothing runs ethtool), for the kernel and for
@@ -25,7 +25,7 @@
 #   noise and order effects hit both alike; SCRAPE=0: on = decision log only
 #   ONLY="udp1 cps": a subset of the metrics (udp1 udpN udpM tcp tcpN tcpR cps cps1)
 #   TG_RUN=path: an alternative appliance binary taking the same `run --config F --workers N`
-#   arguments (e.g. target/release/examples/bench_appliance, a built-in allow-from-inside policy)
+#   arguments (an older build, for a before/after comparison)
 # Only namespaces this script creates (prefix tgb<pid>-), only 198.18.0.0/15 and 203.0.113.0/24;
 # everything is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -97,7 +97,7 @@ table ip tgbsink {
 }
 NFT
   ip netns exec "$S" iperf3 -s -p 5201 >/dev/null 2>&1 & PIDS+=($!)
-  # the connections/s load's server (examples/tcpcps): accepts and closes at once, 2 threads
+  # the connections/s load's server (lab/examples/tcpcps): accepts and closes at once, 2 threads
   if [[ " ${METRICS[*]} " == *" cps"* ]]; then ip netns exec "$S" "$CPS" serve 0.0.0.0:80 2 & PIDS+=($!); fi
   sleep 0.5
   nsx "$A" ping -c1 -W1 198.18.0.11 >/dev/null 2>&1 || true
@@ -127,7 +127,7 @@ tollgate_on() {
   ip netns exec "$A" "$TG" run --config "$cfg" --workers "$WORKERS" --rx-ring "$RX_RING" ${BUSY_POLL_US:+--busy-poll-us "$BUSY_POLL_US"} >"$TMP/tollgate.log" 2>&1 & TGPID=$!
   PIDS+=($TGPID)
   # ready = every worker has its rings open and its tables built (the daemon says so)
-  # (examples/bench_appliance and binaries older than the ready line print none: after 3 s
+  # (binaries older than the ready line print none: after 3 s
   # with the host table in place, go on)
   for i in $(seq 100); do
     grep -q 'ready: every worker runs' "$TMP/tollgate.log" && return 0
@@ -246,14 +246,14 @@ PY
 }
 
 read -r -a METRICS <<<"${ONLY:-udp1 udpN udpM tcp tcpN tcpR cps cps1}"
-# the load generators the chosen metrics need, built from examples/ when missing
+# the load generators the chosen metrics need, built from lab/examples/ when missing
 need=()
 [[ " ${METRICS[*]} " == *" udpM "* ]] && need+=("$FLOOD:udpflood")
 [[ " ${METRICS[*]} " == *" cps"* ]] && need+=("$CPS:tcpcps")
 for e in "${need[@]}"; do
   path=${e%:*}
-  [ -x "$path" ] || cargo build --release --example "${e#*:}" >&2 || true
-  [ -x "$path" ] || { echo "missing $path (cargo build --release --example ${e#*:})" >&2; exit 1; }
+  [ -x "$path" ] || cargo build --release -p tollgate-lab --example "${e#*:}" >&2 || true
+  [ -x "$path" ] || { echo "missing $path (cargo build --release -p tollgate-lab --example ${e#*:})" >&2; exit 1; }
 done
 declare -A NAME=([udp1]="UDP 64 B, 1 flow (packets/s at the server)" [udpN]="UDP 64 B, $FLOWS flows (packets/s at the server)" [udpM]="UDP 64 B, $MANY flows, udpflood (packets/s at the server)" [tcp]="TCP, 1 stream (Gb/s)" [tcpN]="TCP, $STREAMS streams (Gb/s)" [tcpR]="TCP, 1 stream, server to client (Gb/s)" [cps]="new TCP connections/s, $CONC in flight ($CPS_THREADS client threads)" [cps1]="new TCP connections/s, 1 at a time")
 declare -A K T

@@ -7,7 +7,13 @@
 //! - [`datapath`]: `Worker::process(now, packet) -> Verdict`, the whole per-packet decision.
 //! - [`io`]: packet I/O backends (AF_PACKET rings, in-memory, pcap). The only layer with `unsafe`.
 //! - [`config`]: the TOML schema, validation with file:line:col, compilation into the layers above.
-//! - [`control`]: daemon, reload, metrics, lab; never on the packet path.
+//! - [`tools`]: offline tools over a configuration (`explain`); no daemon, no packets.
+//! - [`control`]: the daemon's services (serving the workers, reload, resolver, host policy,
+//!   management and admin endpoints, logs); never on the packet path.
+//! - [`cli`]: argument parsing only.
+//!
+//! The namespace lab and the benchmarks are another crate, `tollgate-lab` (`lab/`), so the
+//! appliance binary carries neither them nor their dependencies.
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -18,4 +24,5 @@ pub mod datapath;
 pub mod io;
 pub mod nat;
 pub mod policy;
+pub mod tools;
 pub mod wire;

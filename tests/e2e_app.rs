@@ -134,7 +134,7 @@ fn names_decide_tls_and_http_with_real_clients() {
 }
 
 /// Writes `body` into the lab's scratch folder; returns its path.
-fn lab_file(lab: &tollgate::control::lab::Lab, name: &str, body: &str) -> String {
+fn lab_file(lab: &tollgate_lab::lab::Lab, name: &str, body: &str) -> String {
     let p = std::env::temp_dir().join(format!("{}-{name}", lab.ns("x")));
     std::fs::write(&p, body).expect("write script");
     p.to_string_lossy().into_owned()

@@ -93,7 +93,7 @@ fn wait_log(path: &std::path::Path, needle: &str, timeout: Duration) -> String {
     }
 }
 
-fn curl(lab: &tollgate::control::lab::Lab, dst: &str) -> (bool, String) {
+fn curl(lab: &tollgate_lab::lab::Lab, dst: &str) -> (bool, String) {
     sh(lab, "node1", &format!("curl -s -m 3 http://{dst}/"))
 }
 

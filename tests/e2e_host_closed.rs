@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tollgate::control::lab::Lab;
+use tollgate_lab::lab::Lab;
 
 /// Scans `dst` from `src`: TCP connects to `ports` (open / refused / silent after 3 s), UDP
 /// datagrams to the same ports (ICMP port unreachable or not, after 2 s), and one ping.

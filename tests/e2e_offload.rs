@@ -244,7 +244,7 @@ fn stop_child(c: &mut Child, grace: Duration) -> bool {
     if let Ok(Some(_)) = c.try_wait() {
         return true;
     }
-    tollgate::control::lab::term_pid(c.id());
+    tollgate_lab::lab::term_pid(c.id());
     let t0 = Instant::now();
     while t0.elapsed() < grace {
         if let Ok(Some(_)) = c.try_wait() {

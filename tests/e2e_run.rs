@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 
 /// `tollgate run` on tests/lab.toml with `workers` workers: (pid, log path).
-fn run_lab_toml(lab: &mut tollgate::control::lab::Lab, workers: &str) -> (u32, std::path::PathBuf) {
+fn run_lab_toml(lab: &mut tollgate_lab::lab::Lab, workers: &str) -> (u32, std::path::PathBuf) {
     let exe = env!("CARGO_BIN_EXE_tollgate");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
     start_appliance(lab, &[exe, "run", "--config", config, "--workers", workers])
@@ -124,11 +124,7 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
 /// `/healthz` reports `degraded` once a SNAT pool is more than 95% used (as Azure Firewall
 /// does), while the appliance keeps forwarding.
 /// tests/lab.toml with `snat.ports` set to `ports`, written into the lab's directory as `name`.
-fn lab_config_with_snat_ports(
-    lab: &tollgate::control::lab::Lab,
-    ports: &str,
-    name: &str,
-) -> String {
+fn lab_config_with_snat_ports(lab: &tollgate_lab::lab::Lab, ports: &str, name: &str) -> String {
     let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml"))
         .expect("lab config");
     let line = format!("ports = \"{ports}\"");
@@ -256,8 +252,7 @@ fn a_link_flap_is_survived_and_a_removed_interface_stops_the_daemon() {
     }
     let mut lab = lab();
     let (pid, log) = run_lab_toml(&mut lab, "2");
-    let curl =
-        |lab: &tollgate::control::lab::Lab| sh(lab, "node1", "curl -s -m 3 http://203.0.113.10/");
+    let curl = |lab: &tollgate_lab::lab::Lab| sh(lab, "node1", "curl -s -m 3 http://203.0.113.10/");
     let (before_ok, before) = curl(&lab);
     let (down_ok, why) = sh(&lab, "app", "ip link set tg-in down");
     assert!(down_ok, "{why}");
@@ -348,7 +343,7 @@ fn the_first_syn_to_an_unresolved_next_hop_is_held_not_lost() {
     }
     let mut lab = lab();
     let (_pid, log) = run_lab_toml(&mut lab, "1");
-    let connect = |lab: &tollgate::control::lab::Lab| {
+    let connect = |lab: &tollgate_lab::lab::Lab| {
         sh(
             lab,
             "node1",

@@ -28,9 +28,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use common::*;
-use tollgate::control::lab::Lab;
 use tollgate::datapath::Worker;
 use tollgate::io::steer::{run, InsideKey, Insn, Steering};
+use tollgate_lab::lab::Lab;
 
 const WORKERS: usize = 2;
 
@@ -218,11 +218,11 @@ fn flows_spread_over_two_workers_as_the_steering_program_says() {
     }
     let mut lab = lab();
     let lab_traffic = |lab: &Lab| {
-        let checks = tollgate::control::lab::traffic_checks(lab);
+        let checks = tollgate_lab::lab::traffic_checks(lab);
         assert!(
             checks.iter().all(|c| c.pass),
             "{}",
-            tollgate::control::lab::format_report(&checks)
+            tollgate_lab::lab::format_report(&checks)
         );
         for node in ["node1", "node2", "srv"] {
             sh(

@@ -41,8 +41,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tollgate::control::lab::{new_prefix, Lab};
-use tollgate::io::tcpprobe::{self, Connecting, NetnsHandle};
+use tollgate_lab::io::tcpprobe::{self, Connecting, NetnsHandle};
+use tollgate_lab::lab::{new_prefix, Lab};
 
 /// One test at a time: each runs an appliance and coturn, and the second one's connects are
 /// timed; two at once on a loaded 2-core machine only add noise.

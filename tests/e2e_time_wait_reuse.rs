@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tollgate::control::lab::{new_prefix, Lab};
+use tollgate_lab::lab::{new_prefix, Lab};
 
 const POOL_MIN: u16 = 20000;
 const POOL: usize = 64;

@@ -1,7 +1,7 @@
 //! The SNAT simulator's accounting, checked against small scenarios computed by hand.
 //! Exactness only: nothing here is timed.
 
-use tollgate::control::snatbench::{run, Report, Scenario, Silent};
+use tollgate_lab::snatbench::{run, Report, Scenario, Silent};
 
 /// 1 s relink granularity plus one 2^26 ns tick: the bounded lateness of expiry documented in
 /// src/conntrack/table.rs (`RELINK_GRANULARITY`, `TICK`, `deadline`).

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::root_or_skip;
-use tollgate::control::snatbench::live::{self, FailKind, LiveOptions};
-use tollgate::control::snatbench::Mapping;
+use tollgate_lab::snatbench::live::{self, FailKind, LiveOptions};
+use tollgate_lab::snatbench::Mapping;
 
 const POOL: usize = 64;
 const FLOWS: usize = 80;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::config::load_file;
-pub use crate::control::explain::explain;
-use crate::control::explain::parse_query;
 use crate::policy::FlowQuery;
+pub use crate::tools::explain::explain;
+use crate::tools::explain::parse_query;
 
 /// Arguments of `tollgate explain`.
 #[derive(Debug, Args)]

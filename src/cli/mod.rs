@@ -5,10 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod admin;
-pub mod bench;
 pub mod check;
 pub mod explain;
-pub mod lab;
+pub mod external;
 pub mod run;
 
 /// Tollgate: a userspace firewall and SNAT router for egress behind a user-defined route.
@@ -30,8 +29,9 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Run the appliance in the foreground until SIGTERM/SIGINT.
     Run(run::RunArgs),
-    /// The network-namespace lab: up, down, status, run.
-    Lab(lab::LabArgs),
+    /// The network-namespace lab: up, down, status, run (runs the `tollgate-lab` binary).
+    #[command(disable_help_flag = true)]
+    Lab(external::Passthrough),
     /// The running daemon's flows (like `conntrack -L`), over its admin socket.
     Flows(admin::FlowsArgs),
     /// The running daemon's counters (packets, flows, drops by reason).
@@ -40,9 +40,10 @@ pub enum Command {
     Snat(admin::SnatArgs),
     /// Makes the running daemon reload its configuration file now and prints the outcome.
     Reload(admin::SocketArg),
-    /// Benchmarks (`bench snat`: the SNAT simulator).
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// Benchmarks: `bench snat` (the SNAT simulator), `bench snat-live` (real connections)
+    /// (runs the `tollgate-lab` binary).
+    #[command(disable_help_flag = true)]
+    Bench(external::Passthrough),
 }
 
 /// Runs the command line; the exit code is documented in the README.
@@ -58,8 +59,8 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(&a),
         Command::Explain(a) => explain::run(&a),
         Command::Run(a) => run::main(a),
-        Command::Lab(a) => lab::main(a),
-        Command::Bench(b) => bench::main(&b),
+        Command::Lab(a) => external::run("lab", a),
+        Command::Bench(a) => external::run("bench", a),
         Command::Flows(a) => admin::flows(&a),
         Command::Stats(a) => admin::stats(&a),
         Command::Snat(a) => admin::snat(&a),

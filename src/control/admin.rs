@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
-use super::mgmt::Registry;
+use super::registry::{ask_snat, Registry, ASK_TIMEOUT};
 use super::reload::LiveConfig;
-use crate::datapath::query::{Answer, FlowFilter, FlowInfo, Inboxes, Query, SnatReport};
+use crate::datapath::query::{Answer, FlowFilter, FlowInfo, Inboxes, Query};
 use crate::datapath::DropReason;
 use crate::policy::proto;
 
@@ -40,9 +40,6 @@ pub fn default_socket_path() -> PathBuf {
     }
     PathBuf::from(crate::config::DEFAULT_ADMIN_SOCKET)
 }
-
-/// How long a question waits for the workers (an idle worker answers within its poll timeout).
-pub const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the admin socket serves from.
 #[derive(Debug)]
@@ -213,13 +210,13 @@ pub fn answer(req: &Value, st: &AdminState) -> Result<Value, String> {
             Ok(snat(st, top))
         }
         "explain" => {
-            let q = super::explain::parse_query(
+            let q = crate::tools::explain::parse_query(
                 str_arg(req, "src").unwrap_or(""),
                 str_arg(req, "dst").unwrap_or(""),
                 str_arg(req, "proto").unwrap_or(""),
             )?;
             let l = st.live.loaded();
-            let text = super::explain::explain(&l, &q, str_arg(req, "sni"));
+            let text = crate::tools::explain::explain(&l, &q, str_arg(req, "sni"));
             Ok(json!({ "text": text, "generation": st.live.cell.generation() }))
         }
         "reload" => {
@@ -350,61 +347,6 @@ fn flows(st: &AdminState, filter: FlowFilter) -> Value {
         "total": total,
         "workers_not_answering": missing,
     })
-}
-
-/// The workers' SNAT reports merged: per address and protocol, hosts and destinations summed.
-pub fn merge_snat(reports: &[SnatReport], top: usize) -> SnatReport {
-    let mut slices: BTreeMap<(Ipv4Addr, u8), (u32, u32)> = BTreeMap::new();
-    let mut hosts: BTreeMap<Ipv4Addr, u32> = BTreeMap::new();
-    let mut dests: BTreeMap<(Ipv4Addr, u16, u8), u32> = BTreeMap::new();
-    let mut census = crate::datapath::query::Census::default();
-    for r in reports {
-        census = census.plus(r.census);
-        for s in &r.slices {
-            let e = slices.entry((s.addr, s.proto)).or_default();
-            e.0 += s.used;
-            e.1 += s.size;
-        }
-        for &(h, n) in &r.hosts {
-            *hosts.entry(h).or_default() += n;
-        }
-        for &(d, n) in &r.destinations {
-            *dests.entry(d).or_default() += n;
-        }
-    }
-    use crate::datapath::query::{top_n, SnatUse};
-    SnatReport {
-        slices: slices
-            .into_iter()
-            .map(|((addr, proto), (used, size))| SnatUse {
-                addr,
-                proto,
-                used,
-                size,
-            })
-            .collect(),
-        hosts: top_n(hosts.into_iter(), top),
-        destinations: top_n(dests.into_iter(), top),
-        census,
-    }
-}
-
-/// Asks every worker for its SNAT report and merges them.
-pub fn ask_snat(inboxes: &Inboxes, top: usize) -> (SnatReport, Vec<SnatReport>, usize) {
-    let (answers, missing) = inboxes.ask(
-        &Query::Snat {
-            top: top.max(1) * 4,
-        },
-        ASK_TIMEOUT,
-    );
-    let per: Vec<SnatReport> = answers
-        .into_iter()
-        .filter_map(|a| match a {
-            Answer::Snat(r) => Some(r),
-            _ => None,
-        })
-        .collect();
-    (merge_snat(&per, top), per, missing)
 }
 
 fn snat(st: &AdminState, top: usize) -> Value {

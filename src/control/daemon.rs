@@ -363,7 +363,7 @@ pub fn run_from_file(
         let targets = crate::policy::Policy::dnat_targets(&*policy);
         opts.af.steering = steering_program(&loaded.engine, targets, workers);
     }
-    let registry = super::mgmt::Registry::new(workers);
+    let registry = super::registry::Registry::new(workers);
     // The workers publish their I/O counters here; the control threads read them.
     let live_io = Arc::new(LiveIoStats::new(workers, loaded.engine.interfaces.len()));
     opts.live_io = Some(live_io.clone());

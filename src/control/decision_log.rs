@@ -168,7 +168,7 @@ pub const ASYMMETRIC_HINT: &str = "mid-stream TCP from inside with no tracked fl
 /// suppressed since the last report.
 pub fn spawn(
     rings: Rings,
-    counters: Arc<super::mgmt::Registry>,
+    counters: Arc<super::registry::Registry>,
     policy: Arc<PolicyCell>,
     mut out: Box<dyn Write + Send>,
     stop: Arc<AtomicBool>,

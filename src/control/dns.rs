@@ -89,8 +89,8 @@ impl Resolver {
     pub fn bind(settings: &DnsSettings) -> io::Result<Resolver> {
         let ports: Vec<u16> = settings.source_ports.clone().collect();
         // One descriptor per port, and the TCP ones: make room under the soft limit.
-        if let Ok(cur) = crate::io::tcpprobe::raise_nofile(0) {
-            let _ = crate::io::tcpprobe::raise_nofile(cur + ports.len() as u64 + 64);
+        if let Ok(cur) = crate::io::raise_nofile(0) {
+            let _ = crate::io::raise_nofile(cur + ports.len() as u64 + 64);
         }
         let mut udp = Vec::with_capacity(ports.len());
         for &p in &ports {

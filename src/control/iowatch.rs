@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::mgmt::Registry;
+use super::registry::Registry;
 use crate::io::{IoNotices, IoStats};
 
 /// At most one warning per interface this often.

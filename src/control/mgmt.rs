@@ -12,21 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
-
-use crate::datapath::query::Inboxes;
-use crate::datapath::{Counters, DropReason, RuleHits, SNAT_PROTOS};
-use crate::io::runtime::LiveIoStats;
+use super::registry::Registry;
+use crate::datapath::{Counters, DropReason, SNAT_PROTOS};
 use crate::io::IoStats;
-
-fn kind_str(k: &str) -> &'static str {
-    match k {
-        "dnat" => "dnat",
-        "network" => "network",
-        "application" => "application",
-        _ => "other",
-    }
-}
 
 /// Prometheus label value escaping (backslash, quote, newline).
 fn esc(s: &str) -> String {
@@ -39,124 +27,6 @@ fn esc(s: &str) -> String {
 pub const DEGRADED_PPM: u64 = 950_000;
 /// A worker whose heartbeat has not moved for this long is stalled.
 pub const STALLED_AFTER: Duration = Duration::from_secs(5);
-
-/// Rule names as exported: group, collection, rule, kind.
-type RuleName = (String, String, String, &'static str);
-
-/// The workers' counters, registered once each as they start, and what the control plane
-/// needs to export them.
-#[derive(Debug, Default)]
-pub struct Registry {
-    workers: Mutex<Vec<Arc<Counters>>>,
-    expected: std::sync::atomic::AtomicUsize,
-    /// The workers' inboxes (flow and SNAT questions).
-    pub inboxes: Arc<Inboxes>,
-    /// Data interface names by interface id.
-    ifaces: Mutex<Vec<String>>,
-    /// Public SNAT addresses, in the pool's order.
-    snat_addrs: Mutex<Vec<std::net::Ipv4Addr>>,
-    /// Hits of rules under policies the workers have left behind (reloads), by name.
-    retired_hits: Mutex<BTreeMap<RuleName, u64>>,
-    /// The I/O counters the workers publish while they run, per worker and interface.
-    live_io: std::sync::OnceLock<Arc<LiveIoStats>>,
-}
-
-impl Registry {
-    /// A registry that is ready once `workers` have registered.
-    pub fn new(workers: usize) -> Arc<Self> {
-        let r = Registry::default();
-        r.expected.store(workers, Relaxed);
-        Arc::new(r)
-    }
-    /// Names the data interfaces and SNAT addresses for the per-interface and per-address
-    /// metrics.
-    pub fn describe(&self, ifaces: Vec<String>, snat_addrs: Vec<std::net::Ipv4Addr>) {
-        if let Ok(mut i) = self.ifaces.lock() {
-            *i = ifaces;
-        }
-        if let Ok(mut a) = self.snat_addrs.lock() {
-            *a = snat_addrs;
-        }
-    }
-    /// Where the workers publish their I/O counters (set once, before they start).
-    pub fn set_live_io(&self, live: Arc<LiveIoStats>) {
-        let _ = self.live_io.set(live);
-    }
-    /// Each data interface's I/O counters, summed over the workers, by name (the described
-    /// interfaces, in order); empty when no worker publishes them.
-    pub fn io_stats(&self) -> Vec<(String, IoStats)> {
-        let Some(live) = self.live_io.get() else {
-            return Vec::new();
-        };
-        let ifaces = self.ifaces.lock().map(|v| v.clone()).unwrap_or_default();
-        ifaces
-            .into_iter()
-            .enumerate()
-            .take(usize::from(crate::datapath::IfaceId::MAX) + 1)
-            .map(|(i, name)| (name, live.iface(i as crate::datapath::IfaceId)))
-            .collect()
-    }
-    /// Per-rule hit totals across workers and reloads, by name (rules with hits only).
-    pub fn rule_hits(&self) -> BTreeMap<RuleName, u64> {
-        let ws = self.snapshot();
-        let Ok(mut retired) = self.retired_hits.lock() else {
-            return BTreeMap::new();
-        };
-        let add = |m: &mut BTreeMap<RuleName, u64>, h: &RuleHits| {
-            for (i, c) in h.counts.iter().enumerate() {
-                let v = c.load(Relaxed);
-                if v == 0 {
-                    continue;
-                }
-                if let Some(r) = h.policy.describe(i as u32) {
-                    let k = (
-                        r.group.to_string(),
-                        r.collection.to_string(),
-                        r.rule.to_string(),
-                        kind_str(r.kind),
-                    );
-                    *m.entry(k).or_default() += v;
-                }
-            }
-        };
-        for c in &ws {
-            let old: Vec<Arc<RuleHits>> = c
-                .retired_hits
-                .lock()
-                .map(|mut v| std::mem::take(&mut *v))
-                .unwrap_or_default();
-            for h in old {
-                add(&mut retired, &h);
-            }
-        }
-        let mut total = retired.clone();
-        for c in &ws {
-            if let Some(h) = c.rule_hits.load_full() {
-                add(&mut total, &h);
-            }
-        }
-        total
-    }
-    /// Called once per worker at startup (not on the packet path).
-    pub fn register(&self, c: Arc<Counters>) {
-        if let Ok(mut w) = self.workers.lock() {
-            w.push(c);
-        }
-    }
-    fn snapshot(&self) -> Vec<Arc<Counters>> {
-        self.workers.lock().map(|w| w.clone()).unwrap_or_default()
-    }
-    /// Every registered worker's counters.
-    pub fn all(&self) -> Vec<Arc<Counters>> {
-        self.snapshot()
-    }
-    /// Every worker has registered and published a heartbeat.
-    pub fn ready(&self) -> bool {
-        let ws = self.snapshot();
-        ws.len() >= self.expected.load(Relaxed)
-            && ws.iter().all(|c| c.heartbeat_ns.load(Relaxed) != 0)
-    }
-}
 
 /// What `/healthz` answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -593,7 +463,7 @@ fn extended_metrics(reg: &Registry, ws: &[Arc<Counters>], out: &mut String) {
             esc(&r)
         );
     }
-    let (m, _, _) = super::admin::ask_snat(&reg.inboxes, TOP_DESTINATIONS);
+    let (m, _, _) = super::registry::ask_snat(&reg.inboxes, TOP_DESTINATIONS);
     let _ = writeln!(out, "# HELP tollgate_snat_destination_flows SNATed flows toward the busiest destinations (top {TOP_DESTINATIONS}; estimated when tollgate_snat_destination_census_flows seen < total).\n# TYPE tollgate_snat_destination_flows gauge");
     for ((a, port, p), n) in m.destinations {
         let _ = writeln!(
@@ -625,6 +495,7 @@ pub const TOP_DESTINATIONS: usize = 10;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::runtime::LiveIoStats;
 
     #[test]
     fn health_follows_heartbeats_and_snat_use() {

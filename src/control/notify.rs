@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::mgmt::{Beats, Health, Registry};
+use super::mgmt::{Beats, Health};
+use super::registry::Registry;
 
 /// A connection to systemd's notification socket.
 #[derive(Debug)]

@@ -11,9 +11,9 @@
 //! cache hint the batched lookups use.
 //! - [`pcap`]: a wrapper that writes every received and transmitted frame to a classic pcap file.
 //!
-//! [`tcpprobe`] holds the real TCP clients and servers of the live SNAT benchmark; [`dnssock`]
-//! the socket calls of the control plane's resolver (a bound TCP socket reused across
-//! connections).
+//! [`dnssock`] holds the socket calls of the control plane's resolver (a bound TCP socket reused
+//! across connections). The live benchmark's TCP clients and servers are in the `tollgate-lab`
+//! crate (`lab/`), not in the appliance.
 //!
 //! [`neigh`] keeps a lock-free snapshot of the kernel's neighbour table; [`runtime`] runs the
 //! worker threads (one `Worker` each), with SPSC hand-off of return traffic between workers.
@@ -35,7 +35,6 @@ pub mod pcap;
 pub mod prefetch;
 pub mod runtime;
 pub mod steer;
-pub mod tcpprobe;
 
 use std::io;
 
@@ -336,8 +335,30 @@ impl IoStats {
     }
 }
 
+/// Raises the soft limit on open descriptors to at least `want` (up to the hard limit);
+/// returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> io::Result<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a live rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r.rlim_cur >= want {
+        return Ok(r.rlim_cur);
+    }
+    r.rlim_cur = want.min(r.rlim_max);
+    // SAFETY: `r` is a valid rlimit with rlim_cur <= rlim_max.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r.rlim_cur)
+}
+
 /// Reads and clears a socket's pending error (SO_ERROR): 0 when there is none.
-fn take_socket_error(fd: std::os::fd::RawFd) -> io::Result<libc::c_int> {
+pub fn take_socket_error(fd: std::os::fd::RawFd) -> io::Result<libc::c_int> {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `err` and `len` are live and `len` holds err's size.

@@ -11,11 +11,11 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use tollgate::conntrack::Timeouts;
 use tollgate::control::daemon::{self, DaemonError, ServeOptions};
-use tollgate::control::lab::Lab;
 use tollgate::datapath::{DropReason, EngineConfig, Iface, IfaceRole, Worker};
 use tollgate::io::runtime::Totals;
 use tollgate::nat::{MappingMode, NatConfig};
 use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
+use tollgate_lab::lab::Lab;
 
 /// True when the test may run; prints why it is skipped otherwise.
 pub fn root_or_skip(test: &str) -> bool {
@@ -192,7 +192,7 @@ impl Drop for Appliance {
 
 /// A lab with servers up and neighbours warm.
 pub fn lab() -> Lab {
-    let mut lab = Lab::up(&tollgate::control::lab::new_prefix()).expect("lab up");
+    let mut lab = Lab::up(&tollgate_lab::lab::new_prefix()).expect("lab up");
     lab.start_servers().expect("lab servers");
     lab.warm_neighbours();
     lab

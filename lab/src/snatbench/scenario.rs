@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use serde::Deserialize;
 
-use crate::nat::MappingMode;
+use tollgate::nat::MappingMode;
 
 /// Why a scenario could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ pub struct TimeoutSpec {
 
 impl Default for TimeoutSpec {
     fn default() -> Self {
-        let t = crate::conntrack::Timeouts::default();
+        let t = tollgate::conntrack::Timeouts::default();
         TimeoutSpec {
             tcp_syn: t.tcp_syn,
             tcp_established: t.tcp_established,

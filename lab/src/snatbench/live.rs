@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Mapping;
-use crate::control::lab::{new_prefix, Lab, LabError};
 use crate::io::tcpprobe::{self, Connecting, NetnsHandle};
+use crate::lab::{new_prefix, Lab, LabError};
 
 /// A connect that took longer than this needed a SYN retransmission (Linux retransmits an
 /// unanswered SYN after 1 s): its first SYN was dropped or refused on the way.
@@ -1359,7 +1359,7 @@ priority = 100
         tag: &str,
     ) -> Result<PathBuf, LiveError> {
         let text = self.tollgate_config(ports, mapping);
-        crate::config::load_str(&text, "snat-live.toml")
+        tollgate::config::load_str(&text, "snat-live.toml")
             .map_err(|e| LiveError::Config(e.to_string()))?;
         let cfg = self.lab.dir.join(format!("tollgate-{tag}.toml"));
         std::fs::write(&cfg, text)?;

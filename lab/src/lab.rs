@@ -88,7 +88,7 @@ impl Lab {
 
     /// Checks the tools and creates the topology (no processes yet).
     pub fn up(prefix: &str) -> Result<Lab, LabError> {
-        if !super::host::is_root() {
+        if !tollgate::control::host::is_root() {
             return Err(LabError::NotRoot);
         }
         for tool in ["ip", "nft", "python3", "curl", "ping"] {
@@ -220,9 +220,9 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(short)])
             .args(args)
-            .env_remove(super::logging::ENV_FILTER)
+            .env_remove(tollgate::control::logging::ENV_FILTER)
             .env_remove("RUST_LOG")
-            .env_remove(super::logging::ENV_FORMAT)
+            .env_remove(tollgate::control::logging::ENV_FORMAT)
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
@@ -398,7 +398,7 @@ impl Lab {
     }
 
     /// For an appliance process the lab spawned (label `appliance`): waits until it says every
-    /// worker runs ([`super::notify::READY_MESSAGE`] in its log: rings open, tables built), so
+    /// worker runs ([`tollgate::control::notify::READY_MESSAGE`] in its log: rings open, tables built), so
     /// no test frame arrives before a ring can take it. Gives up as soon as the process exits.
     pub fn wait_spawned_appliance(&mut self, timeout: Duration) -> bool {
         let log = self
@@ -415,7 +415,7 @@ impl Lab {
             }
             let ready = match &log {
                 Some(p) => fs::read_to_string(p)
-                    .map(|t| t.contains(super::notify::READY_MESSAGE))
+                    .map(|t| t.contains(tollgate::control::notify::READY_MESSAGE))
                     .unwrap_or(false),
                 None => self.wait_appliance_ready(Duration::from_millis(200)),
             };

@@ -138,7 +138,7 @@ impl Connecting {
     /// connection is established, else the error the kernel recorded (ECONNREFUSED for a
     /// reset, EHOSTUNREACH / ENETUNREACH for ICMP unreachable, ETIMEDOUT...).
     pub fn result(&self) -> io::Result<()> {
-        let err = super::take_socket_error(self.fd.as_raw_fd())?;
+        let err = tollgate::io::take_socket_error(self.fd.as_raw_fd())?;
         if err != 0 {
             return Err(io::Error::from_raw_os_error(err));
         }
@@ -232,24 +232,4 @@ pub fn listen(addr: SocketAddrV4, backlog: i32) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// Raises the soft limit on open descriptors to at least `want` (up to the hard limit);
-/// returns the soft limit now in force.
-pub fn raise_nofile(want: u64) -> io::Result<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is a live rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if r.rlim_cur >= want {
-        return Ok(r.rlim_cur);
-    }
-    r.rlim_cur = want.min(r.rlim_max);
-    // SAFETY: `r` is a valid rlimit with rlim_cur <= rlim_max.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r.rlim_cur)
-}
+pub use tollgate::io::raise_nofile;

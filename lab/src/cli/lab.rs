@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::control::lab;
+use crate::lab;
 
 /// Arguments of `tollgate lab`.
 #[derive(Debug, Args)]
@@ -60,10 +60,10 @@ fn abs(p: PathBuf) -> PathBuf {
 
 /// Runs a lab action.
 pub fn main(a: LabArgs) -> ExitCode {
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tollgate"));
+    let exe = crate::appliance_binary();
     match a.action {
         LabAction::Run { config, workers } => {
-            let stop = match crate::control::daemon::stop_on_signals() {
+            let stop = match tollgate::control::daemon::stop_on_signals() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("tollgate lab: {e}");

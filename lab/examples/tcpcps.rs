@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use tollgate::io::tcpprobe::{self, Connecting};
+use tollgate_lab::io::tcpprobe::{self, Connecting};
 
 const UNANSWERED: Duration = Duration::from_secs(1);
 

@@ -13,11 +13,11 @@ use ipnet::Ipv4Net;
 use super::report::{DestReport, FirstFailure, GroupReport, LatencyBucket, Outage, Report, Sample};
 use super::scenario::{Arrival, CloseMix, DurationDist, Scenario};
 use super::AllowAllPolicy;
-use crate::conntrack::Timeouts;
-use crate::datapath::{DropReason, EngineConfig, Iface, IfaceRole, Packet, Verdict, Worker};
-use crate::nat::{NatConfig, Rng};
-use crate::policy::proto;
-use crate::wire::checksum;
+use tollgate::conntrack::Timeouts;
+use tollgate::datapath::{DropReason, EngineConfig, Iface, IfaceRole, Packet, Verdict, Worker};
+use tollgate::nat::{NatConfig, Rng};
+use tollgate::policy::proto;
+use tollgate::wire::checksum;
 
 const NS: u64 = 1_000_000_000;
 const INSIDE_IF: u8 = 0;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::control::snatbench::{
+use crate::snatbench::{
     self, CloseMix, DestSpec, Group, Mapping, Observer, Report, Sample, Scenario, TimeoutSpec,
 };
 
@@ -400,7 +400,7 @@ fn snat_live(a: &SnatLiveArgs) -> Result<(), String> {
     if !a.connect_timeout.is_finite() || a.connect_timeout <= 0.0 || a.connect_timeout > 60.0 {
         return Err("--connect-timeout takes 0 to 60 seconds".into());
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    let exe = crate::appliance_binary();
     let mut o = snatbench::live::LiveOptions::new(exe);
     o.port_min = lo;
     o.port_max = hi;

@@ -1,6 +1,6 @@
 //! `tollgate bench snat`: an engine-level SNAT simulator.
 //!
-//! It drives the real [`Worker::process`](crate::datapath::Worker::process) with synthetic TCP
+//! It drives the real [`Worker::process`](tollgate::datapath::Worker::process) with synthetic TCP
 //! connections (SYN from the inside, SYN-ACK back on the translated tuple, optional data, then
 //! a FIN, RST or idle close) in virtual time: the simulator advances `now`, so an hour of
 //! traffic runs in seconds. It calls `housekeeping` between batches as the daemon does, and
@@ -31,7 +31,7 @@ pub use scenario::{
 };
 pub use sim::{engine_config, public_addr, run, Observer, Silent, CLOCK_ORIGIN, LATENCY_BUCKETS};
 
-use crate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
+use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
 
 /// Allows every flow, so the benchmark measures NAT, not rules: the allocator, the flow table
 /// and expiry are the real engine's; the rule classifier is out of the picture.
