@@ -21,8 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Short names of the lab's namespaces (the full name is prefix + short name).
+pub use crate::fabric::Topology;
+
+/// Short names of the two-arm lab's namespaces (the full name is prefix + short name); see
+/// [`Topology::namespaces`] for every shape's.
 pub const NAMESPACES: &[&str] = &["sw", "node1", "node2", "srv", "app", "inet"];
+
+/// Every short name any shape uses, for `lab down` of labs recorded before states named them.
+const ALL_NAMESPACES: &[&str] = &["sw", "fab", "node1", "node2", "srv", "pod1", "app", "inet"];
 
 /// Where `lab up` records what `lab down` must remove.
 pub const STATE_DIR: &str = "/run/tollgate-lab";
@@ -71,6 +77,8 @@ fn run_cmd(args: &[&str]) -> Result<Output, LabError> {
 #[derive(Debug)]
 pub struct Lab {
     pub prefix: String,
+    /// The shape: two-arm, or Azure's one-arm NVA in an emulated fabric.
+    pub topology: Topology,
     /// Scratch directory: server logs, certificate, appliance log.
     pub dir: PathBuf,
     children: Vec<(String, Child)>,
@@ -86,8 +94,13 @@ impl Lab {
         format!("{}{}", self.prefix, short)
     }
 
-    /// Checks the tools and creates the topology (no processes yet).
+    /// Checks the tools and creates the two-arm topology (no processes yet).
     pub fn up(prefix: &str) -> Result<Lab, LabError> {
+        Lab::up_with(prefix, Topology::TwoArm)
+    }
+
+    /// Checks the tools and creates `topology` (no processes yet).
+    pub fn up_with(prefix: &str, topology: Topology) -> Result<Lab, LabError> {
         if !tollgate::control::host::is_root() {
             return Err(LabError::NotRoot);
         }
@@ -107,6 +120,7 @@ impl Lab {
         fs::create_dir_all(&dir)?;
         let mut lab = Lab {
             prefix: prefix.to_string(),
+            topology,
             dir,
             children: Vec::new(),
             logs: Vec::new(),
@@ -118,7 +132,7 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<(), LabError> {
-        for s in NAMESPACES {
+        for s in self.topology.namespaces() {
             let n = self.ns(s);
             run_cmd(&["ip", "netns", "add", &n])?;
             self.created.push(n.clone());
@@ -128,6 +142,9 @@ impl Lab {
                 s,
                 "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
             );
+        }
+        if self.topology == Topology::OneArm {
+            return crate::fabric::build_one_arm(self);
         }
         // The host may have br_netfilter: keep the lab's bridge a plain L2 switch (it would
         // otherwise validate and drop malformed IPv4 before the appliance sees it).
@@ -195,6 +212,41 @@ impl Lab {
         let mut v = vec!["ip", "-n", n.as_str()];
         v.extend_from_slice(args);
         run_cmd(&v)
+    }
+
+    /// Runs a shell command in a namespace; an error unless it succeeds.
+    pub fn sh_ok(&self, short: &str, cmd: &str) -> Result<Output, LabError> {
+        let out = self.sh(short, cmd)?;
+        if !out.status.success() {
+            return Err(LabError::Setup {
+                cmd: format!("{}: {cmd}", self.ns(short)),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Loads an nftables ruleset into a namespace (`nft -f -`).
+    pub fn nft(&self, short: &str, ruleset: &str) -> Result<(), LabError> {
+        use std::io::Write as _;
+        let n = self.ns(short);
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &n, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut i) = c.stdin.take() {
+            i.write_all(ruleset.as_bytes())?;
+        }
+        let out = c.wait_with_output()?;
+        if !out.status.success() {
+            return Err(LabError::Setup {
+                cmd: format!("{n}: nft -f -"),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Runs a shell command in a namespace and returns its output (whatever the exit status).
@@ -370,6 +422,19 @@ impl Lab {
 
     /// Lets the kernels resolve each other's MACs before the appliance starts.
     pub fn warm_neighbours(&self) {
+        if self.topology == Topology::OneArm {
+            let _ = self.sh("app", "ping -c1 -W1 198.18.1.1 >/dev/null 2>&1");
+            for s in ["node1", "node2", "srv"] {
+                let _ = self.sh(s, "ping -c1 -W1 198.18.0.1 >/dev/null 2>&1");
+            }
+            let _ = self.sh("pod1", "ping -c1 -W1 198.18.64.1 >/dev/null 2>&1");
+            let _ = self.sh("inet", "ping -c1 -W1 203.0.113.254 >/dev/null 2>&1");
+            let _ = self.sh(
+                "fab",
+                "for h in 198.18.0.11 198.18.0.12 198.18.0.20 198.18.1.4 203.0.113.10 198.51.100.66; do ping -c1 -W1 $h >/dev/null 2>&1 & done; wait",
+            );
+            return;
+        }
         let _ = self.sh(
             "app",
             "for h in 198.18.0.11 198.18.0.12 198.18.0.20 203.0.113.10 203.0.113.254; do ping -c1 -W1 $h >/dev/null 2>&1 & done; wait",
@@ -433,6 +498,9 @@ impl Lab {
         fs::create_dir_all(STATE_DIR)?;
         let path = Path::new(STATE_DIR).join(format!("{}state", self.prefix));
         let mut s = format!("prefix {}\ndir {}\n", self.prefix, self.dir.display());
+        for n in &self.created {
+            let _ = writeln!(s, "ns {n}");
+        }
         for (l, c) in &self.children {
             let _ = writeln!(s, "pid {} {}", c.id(), l);
         }
@@ -506,11 +574,13 @@ pub fn down_recorded(prefix: Option<&str>) -> io::Result<Vec<String>> {
         let mut pfx = None;
         let mut dir = None;
         let mut pids = Vec::new();
+        let mut nss = Vec::new();
         for l in text.lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
                 ["prefix", p] => pfx = Some(p.to_string()),
                 ["dir", d] => dir = Some(d.to_string()),
+                ["ns", n] => nss.push(n.to_string()),
                 ["pid", p, ..] => pids.extend(p.parse::<u32>().ok()),
                 _ => {}
             }
@@ -523,9 +593,12 @@ pub fn down_recorded(prefix: Option<&str>) -> io::Result<Vec<String>> {
             term_pid(*pid);
         }
         std::thread::sleep(Duration::from_millis(500));
-        for s in NAMESPACES.iter().rev() {
+        if nss.is_empty() {
+            nss = ALL_NAMESPACES.iter().map(|s| format!("{p}{s}")).collect();
+        }
+        for n in nss.iter().rev().filter(|n| n.starts_with(&p)) {
             let _ = Command::new("ip")
-                .args(["netns", "del", &format!("{p}{s}")])
+                .args(["netns", "del", n])
                 .stderr(Stdio::null())
                 .status();
         }
@@ -555,11 +628,20 @@ pub fn status_recorded() -> String {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
                 ["prefix", p] => {
-                    let n = NAMESPACES
+                    let recorded: Vec<String> = text
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("ns "))
+                        .map(str::to_string)
+                        .collect();
+                    let n = recorded
                         .iter()
-                        .filter(|x| netns.contains(&format!("{p}{x}")))
+                        .filter(|x| {
+                            netns
+                                .lines()
+                                .any(|l| l.split_whitespace().next() == Some(x))
+                        })
                         .count();
-                    let _ = writeln!(s, "lab {p}: {n}/{} namespaces present", NAMESPACES.len());
+                    let _ = writeln!(s, "lab {p}: {n}/{} namespaces present", recorded.len());
                 }
                 ["pid", p, label] => {
                     let alive = Path::new(&format!("/proc/{p}")).exists();
@@ -652,10 +734,12 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
         ok && t.contains("peer=203.0.113.1:"),
         format!("echo server saw {}", first_line(&t)),
     );
+    let src = lab.topology.icmp_source();
     let (_, t) = out_text(&lab.sh("node1", "ping -c 1 -t 1 -W 2 203.0.113.10"));
-    let pass = t.contains("198.18.0.1") && t.to_lowercase().contains("time to live exceeded");
+    let pass =
+        t.contains(&format!("From {src} ")) && t.to_lowercase().contains("time to live exceeded");
     add(
-        "node1: TTL 1 answered with time-exceeded from 198.18.0.1",
+        &format!("node1: TTL 1 answered with time-exceeded from {src}"),
         pass,
         first_line(t.lines().nth(1).unwrap_or("")),
     );
@@ -675,6 +759,53 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
             "no answer".into()
         },
     );
+    if lab.topology == Topology::OneArm {
+        let (ok, t) = out_text(&lab.sh("pod1", "curl -s -m 5 http://203.0.113.10/"));
+        add(
+            "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
+            ok && t.contains("peer=203.0.113.1:"),
+            format!("server saw {}", first_line(&t)),
+        );
+        let probe = format!(
+            "curl -s -m 3 --interface {} -o /dev/null -w '%{{http_code}}' http://{}/healthz",
+            crate::fabric::PLATFORM,
+            lab.topology.management()
+        );
+        let (ok, t) = out_text(&lab.sh("fab", &probe));
+        add(
+            "platform: the health probe from 192.0.2.16 is answered",
+            ok && t.trim() == "200",
+            format!("HTTP {}", first_line(&t)),
+        );
+        // The NIC's IP forwarding off (a deployment without `--ip-forwarding true`): the
+        // fabric drops what the appliance forwards, and counts it; back on, traffic flows.
+        let off = crate::fabric::set_appliance_ip_forwarding(lab, false).is_ok();
+        let (failed_off, _) = out_text(&lab.sh("node1", "curl -s -m 2 http://203.0.113.10/"));
+        let (_, c) = out_text(&lab.sh(
+            "fab",
+            "nft list counter ip fabric-appliance-ipfwd dropped | grep -o 'packets [0-9]*'",
+        ));
+        let back = crate::fabric::set_appliance_ip_forwarding(lab, true).is_ok();
+        let (ok_on, t) = out_text(&lab.sh("node1", "curl -s -m 5 http://203.0.113.10/"));
+        add(
+            "fabric: without IP forwarding on its NIC the appliance's egress is dropped",
+            off && back && !failed_off && ok_on && t.contains("peer=203.0.113.1:"),
+            format!(
+                "off: no answer, fabric dropped {}; on again: served",
+                c.trim()
+            ),
+        );
+        let (ok, _) = out_text(&lab.sh("inet", "curl -s -m 3 http://203.0.113.1:9090/healthz"));
+        add(
+            "internet: the management port of the public IP is closed",
+            !ok,
+            if ok {
+                "answered".into()
+            } else {
+                "no answer".into()
+            },
+        );
+    }
     if which("openssl") {
         let (ok, t) = out_text(&lab.sh("node1", "curl -sk -m 5 -o /dev/null -w '%{http_code}' --resolve allowed.example:443:203.0.113.10 https://allowed.example/"));
         add(
@@ -724,14 +855,16 @@ pub fn format_report(checks: &[Check]) -> String {
 pub fn run_lab(
     exe: &Path,
     config: &Path,
+    topology: Topology,
     workers: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> Result<(String, bool), LabError> {
-    let mut lab = Lab::up(&new_prefix())?;
+    let mut lab = Lab::up_with(&new_prefix(), topology)?;
     let mut report = format!(
-        "lab {}: namespaces {}\n",
+        "lab {} ({topology}): namespaces {}\n",
         lab.prefix,
-        NAMESPACES
+        topology
+            .namespaces()
             .iter()
             .map(|s| lab.ns(s))
             .collect::<Vec<_>>()
@@ -825,17 +958,16 @@ pub fn operator_checks(lab: &Lab, exe: &Path) -> Vec<Check> {
         pass: ok && t.contains("decision: deny") && !by.is_empty(),
         detail: by.to_string(),
     });
-    let (ok, t) = out_text(&lab.sh("app", "curl -s -m 3 http://127.0.0.1:9090/metrics"));
-    let line = t
-        .lines()
-        .find(|l| {
-            l.starts_with(
-                "tollgate_snat_address_utilisation_ratio{address=\"203.0.113.1\",protocol=\"tcp\"}",
-            )
-        })
-        .unwrap_or("");
+    let (ok, t) = out_text(&lab.sh(
+        "app",
+        &format!("curl -s -m 3 http://{}/metrics", lab.topology.management()),
+    ));
+    let snat = lab.topology.snat_address();
+    let want =
+        format!("tollgate_snat_address_utilisation_ratio{{address=\"{snat}\",protocol=\"tcp\"}}");
+    let line = t.lines().find(|l| l.starts_with(&want)).unwrap_or("");
     v.push(Check {
-        name: "operator: /metrics reports SNAT use of 203.0.113.1".into(),
+        name: format!("operator: /metrics reports SNAT use of {snat}"),
         pass: ok && !line.is_empty(),
         detail: line.to_string(),
     });

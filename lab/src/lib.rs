@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod fabric;
 pub mod io;
 pub mod lab;
 pub mod snatbench;

@@ -20,6 +20,10 @@ pub struct LabArgs {
 pub enum LabAction {
     /// Create the namespaces and start the servers and the appliance; leave them running.
     Up {
+        /// The shape: `one-arm` (Azure's single-NIC NVA behind a UDR, in an emulated VNet
+        /// fabric with a 1:1 public IP and a platform address) or `two-arm`.
+        #[arg(long, default_value = "one-arm")]
+        topology: lab::Topology,
         #[arg(long)]
         config: Option<PathBuf>,
         /// Worker threads of the appliance (default: the configuration's).
@@ -35,6 +39,10 @@ pub enum LabAction {
     Status,
     /// Up, real traffic through the appliance, a PASS/FAIL report, down. Exit 1 if a check failed.
     Run {
+        /// The shape: `one-arm` (Azure's single-NIC NVA behind a UDR, in an emulated VNet
+        /// fabric with a 1:1 public IP and a platform address) or `two-arm`.
+        #[arg(long, default_value = "one-arm")]
+        topology: lab::Topology,
         #[arg(long)]
         config: Option<PathBuf>,
         /// Worker threads of the appliance (default: the configuration's).
@@ -43,10 +51,12 @@ pub enum LabAction {
     },
 }
 
-fn default_config(c: Option<PathBuf>) -> PathBuf {
+/// The configuration for `topology` from the repository's `config/`; the two-arm lab falls
+/// back to `tests/lab.toml`.
+fn default_config(c: Option<PathBuf>, topology: lab::Topology) -> PathBuf {
     c.unwrap_or_else(|| {
-        let main = Path::new("config/lab.toml");
-        if main.exists() {
+        let main = Path::new(topology.default_config());
+        if main.exists() || topology != lab::Topology::TwoArm {
             main.to_path_buf()
         } else {
             PathBuf::from("tests/lab.toml")
@@ -62,7 +72,11 @@ fn abs(p: PathBuf) -> PathBuf {
 pub fn main(a: LabArgs) -> ExitCode {
     let exe = crate::appliance_binary();
     match a.action {
-        LabAction::Run { config, workers } => {
+        LabAction::Run {
+            config,
+            workers,
+            topology,
+        } => {
             let stop = match tollgate::control::daemon::stop_on_signals() {
                 Ok(s) => s,
                 Err(e) => {
@@ -70,7 +84,13 @@ pub fn main(a: LabArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match lab::run_lab(&exe, &abs(default_config(config)), workers, stop) {
+            match lab::run_lab(
+                &exe,
+                &abs(default_config(config, topology)),
+                topology,
+                workers,
+                stop,
+            ) {
                 Ok((report, ok)) => {
                     print!("{report}");
                     if ok {
@@ -85,10 +105,14 @@ pub fn main(a: LabArgs) -> ExitCode {
                 }
             }
         }
-        LabAction::Up { config, workers } => {
-            let cfg = abs(default_config(config));
+        LabAction::Up {
+            config,
+            workers,
+            topology,
+        } => {
+            let cfg = abs(default_config(config, topology));
             let r = (|| -> Result<(), lab::LabError> {
-                let mut l = lab::Lab::up(&lab::new_prefix())?;
+                let mut l = lab::Lab::up_with(&lab::new_prefix(), topology)?;
                 l.start_servers()?;
                 l.warm_neighbours();
                 let log = l.dir.join("appliance.log");
