@@ -2,7 +2,8 @@
 //! (`tollgate lab run`'s default topology, lab/src/fabric.rs): nodes and a kubenet pod reach the
 //! internet as the public IP, deny rules deny, DNAT from the internet, ICMP time-exceeded from
 //! the NIC's address, the platform's health probe answered, the management port closed to the
-//! internet, and what a NIC without IP forwarding does. Needs root (skips otherwise).
+//! internet, and what a NIC without IP forwarding does; then two appliances behind the emulated
+//! internal load balancer, one killed under new connections. Needs root (skips otherwise).
 
 mod common;
 
@@ -37,6 +38,37 @@ fn one_arm_behind_a_udr_passes_every_lab_check() {
         "time-exceeded from 198.18.1.4",
         "fabric: without IP forwarding on its NIC",
         "/metrics reports SNAT use of 198.18.1.4",
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(must)),
+            "no passing check \"{must}\":\n{report}"
+        );
+    }
+}
+
+#[test]
+fn ha_pair_behind_a_load_balancer_fails_over_within_its_probe_bound() {
+    if !root_or_skip("ha_pair_behind_a_load_balancer_fails_over_within_its_probe_bound") {
+        return;
+    }
+    let exe = Path::new(env!("CARGO_BIN_EXE_tollgate"));
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab-one-arm.toml");
+    let (report, ok) = run_lab(
+        exe,
+        &cfg,
+        Topology::Ha,
+        None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect("ha lab runs");
+    println!("{report}");
+    assert!(ok, "a check failed:\n{report}");
+    for must in [
+        "ha: the balancer spreads new flows over both appliances",
+        "ha: after SIGKILL of one appliance, new connections succeed within",
+        "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
     ] {
         assert!(
             report

@@ -143,8 +143,8 @@ impl Lab {
                 "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
             );
         }
-        if self.topology == Topology::OneArm {
-            return crate::fabric::build_one_arm(self);
+        if self.topology != Topology::TwoArm {
+            return crate::fabric::build_fabric(self);
         }
         // The host may have br_netfilter: keep the lab's bridge a plain L2 switch (it would
         // otherwise validate and drop malformed IPv4 before the appliance sees it).
@@ -422,8 +422,11 @@ impl Lab {
 
     /// Lets the kernels resolve each other's MACs before the appliance starts.
     pub fn warm_neighbours(&self) {
-        if self.topology == Topology::OneArm {
+        if self.topology != Topology::TwoArm {
             let _ = self.sh("app", "ping -c1 -W1 198.18.1.1 >/dev/null 2>&1");
+            if self.topology == Topology::Ha {
+                let _ = self.sh("app2", "ping -c1 -W1 198.18.1.1 >/dev/null 2>&1");
+            }
             for s in ["node1", "node2", "srv"] {
                 let _ = self.sh(s, "ping -c1 -W1 198.18.0.1 >/dev/null 2>&1");
             }
@@ -431,7 +434,7 @@ impl Lab {
             let _ = self.sh("inet", "ping -c1 -W1 203.0.113.254 >/dev/null 2>&1");
             let _ = self.sh(
                 "fab",
-                "for h in 198.18.0.11 198.18.0.12 198.18.0.20 198.18.1.4 203.0.113.10 198.51.100.66; do ping -c1 -W1 $h >/dev/null 2>&1 & done; wait",
+                "for h in 198.18.0.11 198.18.0.12 198.18.0.20 198.18.1.4 198.18.1.5 203.0.113.10 198.51.100.66; do ping -c1 -W1 $h >/dev/null 2>&1 & done; wait",
             );
             return;
         }
@@ -466,14 +469,19 @@ impl Lab {
     /// worker runs ([`tollgate::control::notify::READY_MESSAGE`] in its log: rings open, tables built), so
     /// no test frame arrives before a ring can take it. Gives up as soon as the process exits.
     pub fn wait_spawned_appliance(&mut self, timeout: Duration) -> bool {
+        self.wait_spawned("appliance", timeout)
+    }
+
+    /// [`Lab::wait_spawned_appliance`] for the appliance spawned under `label`.
+    pub fn wait_spawned(&mut self, label: &str, timeout: Duration) -> bool {
         let log = self
             .logs
             .iter()
-            .find(|(l, _)| l == "appliance")
+            .find(|(l, _)| l == label)
             .map(|(_, p)| p.clone());
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
-            if let Some((_, c)) = self.children.iter_mut().find(|(l, _)| l == "appliance") {
+            if let Some((_, c)) = self.children.iter_mut().find(|(l, _)| l == label) {
                 if let Ok(Some(_)) = c.try_wait() {
                     return false;
                 }
@@ -695,6 +703,10 @@ fn first_line(s: &str) -> String {
 
 /// The traffic checks, from the lab's namespaces through the running appliance.
 pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
+    let ha = lab.topology == Topology::Ha;
+    // What a server sees as the client: the public IP (either appliance's, behind the balancer).
+    let snated =
+        |t: &str| t.contains("peer=203.0.113.1:") || (ha && t.contains("peer=203.0.113.2:"));
     let mut v = Vec::new();
     let mut add = |name: &str, pass: bool, detail: String| {
         v.push(Check {
@@ -705,7 +717,7 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
     };
     for node in ["node1", "node2"] {
         let (ok, t) = out_text(&lab.sh(node, "curl -s -m 5 http://203.0.113.10/"));
-        let pass = ok && t.contains("peer=203.0.113.1:");
+        let pass = ok && snated(&t);
         add(
             &format!("{node}: HTTP to 203.0.113.10 is SNATed"),
             pass,
@@ -731,24 +743,33 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
     let (ok, t) = out_text(&lab.sh("node1", "echo hello | socat -T 2 - UDP4:203.0.113.10:7"));
     add(
         "node1: UDP echo is SNATed",
-        ok && t.contains("peer=203.0.113.1:"),
+        ok && snated(&t),
         format!("echo server saw {}", first_line(&t)),
     );
     let src = lab.topology.icmp_source();
     let (_, t) = out_text(&lab.sh("node1", "ping -c 1 -t 1 -W 2 203.0.113.10"));
-    let pass =
-        t.contains(&format!("From {src} ")) && t.to_lowercase().contains("time to live exceeded");
+    let from = t.contains(&format!("From {src} "))
+        || (ha && t.contains(&format!("From {} ", crate::fabric::APPLIANCE2_NIC)));
+    let pass = from && t.to_lowercase().contains("time to live exceeded");
     add(
-        &format!("node1: TTL 1 answered with time-exceeded from {src}"),
+        &if ha {
+            "node1: TTL 1 answered with time-exceeded from an appliance's NIC".to_string()
+        } else {
+            format!("node1: TTL 1 answered with time-exceeded from {src}")
+        },
         pass,
         first_line(t.lines().nth(1).unwrap_or("")),
     );
-    let (ok, t) = out_text(&lab.sh("inet", "curl -s -m 5 http://203.0.113.1:8080/"));
-    add(
-        "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
-        ok && t.contains("peer=203.0.113.10:"),
-        format!("inside server saw {}", first_line(&t)),
-    );
+    // DNAT keeps the client's address, so the answer must come back through the same
+    // appliance: behind the balancer it may not (Azure Firewall SNATs DNATed traffic for that).
+    if !ha {
+        let (ok, t) = out_text(&lab.sh("inet", "curl -s -m 5 http://203.0.113.1:8080/"));
+        add(
+            "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
+            ok && t.contains("peer=203.0.113.10:"),
+            format!("inside server saw {}", first_line(&t)),
+        );
+    }
     let (ok, _) = out_text(&lab.sh("inet", "curl -s -m 3 http://203.0.113.1:9999/"));
     add(
         "internet: unsolicited inbound is dropped",
@@ -759,11 +780,11 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
             "no answer".into()
         },
     );
-    if lab.topology == Topology::OneArm {
+    if lab.topology != Topology::TwoArm {
         let (ok, t) = out_text(&lab.sh("pod1", "curl -s -m 5 http://203.0.113.10/"));
         add(
             "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
-            ok && t.contains("peer=203.0.113.1:"),
+            ok && snated(&t),
             format!("server saw {}", first_line(&t)),
         );
         let probe = format!(
@@ -777,6 +798,8 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
             ok && t.trim() == "200",
             format!("HTTP {}", first_line(&t)),
         );
+    }
+    if lab.topology == Topology::OneArm {
         // The NIC's IP forwarding off (a deployment without `--ip-forwarding true`): the
         // fabric drops what the appliance forwards, and counts it; back on, traffic flows.
         let off = crate::fabric::set_appliance_ip_forwarding(lab, false).is_ok();
@@ -887,8 +910,35 @@ pub fn run_lab(
     }
     let startup = fs::read_to_string(&log).unwrap_or_default();
     let _ = writeln!(report, "{}", first_line(&startup));
+    if topology == Topology::Ha {
+        // The second appliance: the same configuration with its own NIC address.
+        let text = fs::read_to_string(config)?
+            .replace(crate::fabric::APPLIANCE_NIC, crate::fabric::APPLIANCE2_NIC);
+        let cfg2 = lab.dir.join("appliance2.toml");
+        fs::write(&cfg2, text)?;
+        let log2 = lab.dir.join("appliance2.log");
+        let cfg2_s = cfg2.to_string_lossy().to_string();
+        let mut args = vec![exe_s.as_str(), "run", "--config", cfg2_s.as_str()];
+        if let Some(w) = &w {
+            args.extend(["--workers", w.as_str()]);
+        }
+        lab.spawn("appliance2", "app2", &args, &log2)?;
+        if !lab.wait_spawned("appliance2", Duration::from_secs(10)) {
+            let text = fs::read_to_string(&log2).unwrap_or_default();
+            return Err(LabError::Appliance(text.trim().to_string()));
+        }
+        let script = lab.dir.join("ilb-prober.sh");
+        fs::write(&script, crate::fabric::prober_script())?;
+        let s = script.to_string_lossy().to_string();
+        let plog = lab.dir.join("ilb-prober.log");
+        lab.spawn("ilb-prober", "fab", &["bash", &s], &plog)?;
+    }
     let checks = if stop.load(Ordering::Relaxed) {
         Vec::new()
+    } else if topology == Topology::Ha {
+        let mut c = traffic_checks(&lab);
+        c.extend(ha_checks(&mut lab, exe));
+        c
     } else {
         let mut c = traffic_checks(&lab);
         c.extend(operator_checks(&lab, exe));
@@ -910,6 +960,68 @@ pub fn run_lab(
     let all = !checks.is_empty() && checks.iter().all(|c| c.pass);
     lab.down();
     Ok((report, all))
+}
+
+/// The HA pair behind the balancer: both appliances take new flows; then one is killed
+/// (SIGKILL) under a steady stream of new connections, and the time until new connections
+/// succeed again through the survivor is measured (the balancer's probes take the dead one out).
+pub fn ha_checks(lab: &mut Lab, exe: &Path) -> Vec<Check> {
+    let exe = exe.to_string_lossy();
+    let mut v = Vec::new();
+    for _ in 0..16 {
+        let _ = lab.sh("node1", "curl -s -m 2 -o /dev/null http://203.0.113.10/");
+    }
+    let created = |ns: &str| -> u64 {
+        let (_, t) = out_text(&lab.sh(ns, &format!("{exe} stats --json 2>/dev/null")));
+        let j: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+        j["flows_created"].as_u64().unwrap_or(0)
+    };
+    let (a, b) = (created("app"), created("app2"));
+    v.push(Check {
+        name: "ha: the balancer spreads new flows over both appliances".into(),
+        pass: a > 0 && b > 0,
+        detail: format!("flows created: app {a}, app2 {b}"),
+    });
+    let pid = lab
+        .pids()
+        .into_iter()
+        .find(|(l, _)| l == "appliance")
+        .map(|(_, p)| p);
+    let killed = pid.is_some_and(|p| {
+        Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let t0 = Instant::now();
+    let (mut tries, mut failed, mut run) = (0u32, 0u32, 0u32);
+    let mut last_fail = None;
+    // New connections every ~100 ms until 20 in a row succeed (a dead backend holds half the
+    // buckets, so that many in a row means the balancer took it out), at most 40 s.
+    while run < 20 && t0.elapsed() < Duration::from_secs(40) {
+        let node = if tries % 2 == 0 { "node1" } else { "node2" };
+        let (ok, _) = out_text(&lab.sh(node, "curl -sf -m 1 -o /dev/null http://203.0.113.10/"));
+        tries += 1;
+        if ok {
+            run += 1;
+        } else {
+            failed += 1;
+            run = 0;
+            last_fail = Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let outage = last_fail.unwrap_or_default().as_secs_f64();
+    let bound =
+        f64::from(crate::fabric::PROBE_INTERVAL_S * (crate::fabric::PROBE_THRESHOLD + 1)) + 2.0;
+    v.push(Check {
+        name: format!("ha: after SIGKILL of one appliance, new connections succeed within {bound:.0} s"),
+        pass: killed && run >= 20 && outage <= bound,
+        detail: format!(
+            "new connections failed for {outage:.1} s ({failed} of {tries} failed), then 20 in a row succeeded"
+        ),
+    });
+    v
 }
 
 /// What an operator sees of that traffic through the admin socket (`tollgate stats`, `flows`,
