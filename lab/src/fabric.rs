@@ -43,6 +43,9 @@ pub enum Topology {
     /// Azure's single-NIC NVA behind a UDR, in the emulated fabric.
     #[default]
     OneArm,
+    /// Azure's two-NIC NVA: the UDR's next hop is the inside NIC (198.18.1.4, appliance
+    /// subnet); the public IP maps to the outside NIC (198.18.2.4, a public subnet).
+    TwoNic,
     /// Two one-arm appliances behind an internal load balancer with HA ports: the UDR's next
     /// hop is the frontend, the balancer hashes each new flow's 5-tuple to a healthy backend
     /// and delivers the frame unchanged; health from `/healthz` probes.
@@ -54,7 +57,9 @@ impl Topology {
     pub fn namespaces(self) -> &'static [&'static str] {
         match self {
             Topology::TwoArm => &["sw", "node1", "node2", "srv", "app", "inet"],
-            Topology::OneArm => &["fab", "node1", "node2", "srv", "pod1", "app", "inet"],
+            Topology::OneArm | Topology::TwoNic => {
+                &["fab", "node1", "node2", "srv", "pod1", "app", "inet"]
+            }
             Topology::Ha => &[
                 "fab", "node1", "node2", "srv", "pod1", "app", "app2", "inet",
             ],
@@ -64,7 +69,7 @@ impl Topology {
     pub fn icmp_source(self) -> &'static str {
         match self {
             Topology::TwoArm => "198.18.0.1",
-            Topology::OneArm | Topology::Ha => APPLIANCE_NIC,
+            Topology::OneArm | Topology::TwoNic | Topology::Ha => APPLIANCE_NIC,
         }
     }
     /// The address Tollgate SNATs to (what its metrics name).
@@ -72,13 +77,14 @@ impl Topology {
         match self {
             Topology::TwoArm => "203.0.113.1",
             Topology::OneArm | Topology::Ha => APPLIANCE_NIC,
+            Topology::TwoNic => APPLIANCE_OUT_NIC,
         }
     }
     /// Where the appliance's management endpoint listens.
     pub fn management(self) -> &'static str {
         match self {
             Topology::TwoArm => "127.0.0.1:9090",
-            Topology::OneArm | Topology::Ha => "198.18.1.4:9090",
+            Topology::OneArm | Topology::TwoNic | Topology::Ha => "198.18.1.4:9090",
         }
     }
     /// The appliance configuration `lab run` uses by default.
@@ -87,6 +93,7 @@ impl Topology {
             Topology::TwoArm => "config/lab.toml",
             // `ha`: the second appliance gets the same file with its own NIC address
             Topology::OneArm | Topology::Ha => "config/lab-one-arm.toml",
+            Topology::TwoNic => "config/lab-two-nic.toml",
         }
     }
 }
@@ -96,6 +103,7 @@ impl fmt::Display for Topology {
         f.write_str(match self {
             Topology::TwoArm => "two-arm",
             Topology::OneArm => "one-arm",
+            Topology::TwoNic => "two-nic",
             Topology::Ha => "ha",
         })
     }
@@ -107,8 +115,11 @@ impl FromStr for Topology {
         match s {
             "two-arm" => Ok(Topology::TwoArm),
             "one-arm" => Ok(Topology::OneArm),
+            "two-nic" => Ok(Topology::TwoNic),
             "ha" => Ok(Topology::Ha),
-            o => Err(format!("unknown topology \"{o}\" (two-arm, one-arm, ha)")),
+            o => Err(format!(
+                "unknown topology \"{o}\" (one-arm, two-nic, ha, two-arm)"
+            )),
         }
     }
 }
@@ -127,6 +138,8 @@ struct Nic {
 const AKS_TABLE: &str = "100";
 const APPLIANCE_TABLE: &str = "200";
 
+/// The appliance's outside NIC (`two-nic`), in the public subnet 198.18.2.0/24.
+pub const APPLIANCE_OUT_NIC: &str = "198.18.2.4";
 /// The second appliance's NIC (`ha`) and its public IP.
 pub const APPLIANCE2_NIC: &str = "198.18.1.5";
 pub const PUBLIC_IP2: &str = "203.0.113.2";
@@ -137,7 +150,7 @@ pub const PROBE_THRESHOLD: u32 = 2;
 /// Hash buckets of the balancer; each maps to a healthy backend.
 const BUCKETS: u32 = 16;
 
-const NICS: [Nic; 5] = [
+const NICS: [Nic; 6] = [
     Nic {
         vm: "node1",
         addr: "198.18.0.11",
@@ -166,6 +179,14 @@ const NICS: [Nic; 5] = [
         ip_forwarding: true,
         public: Some(PUBLIC_IP),
     },
+    // two-nic: the inside NIC is "app" above (then without a public IP), this the outside one
+    Nic {
+        vm: "app-out",
+        addr: APPLIANCE_OUT_NIC,
+        gateway: "198.18.2.1",
+        ip_forwarding: true,
+        public: Some(PUBLIC_IP),
+    },
     Nic {
         vm: "app2",
         addr: APPLIANCE2_NIC,
@@ -177,8 +198,30 @@ const NICS: [Nic; 5] = [
 
 /// The NICs of a shape's VMs.
 fn nics(topology: Topology) -> impl Iterator<Item = &'static Nic> {
-    NICS.iter()
-        .filter(move |n| n.vm != "app2" || topology == Topology::Ha)
+    NICS.iter().filter(move |n| match n.vm {
+        "app2" => topology == Topology::Ha,
+        "app-out" => topology == Topology::TwoNic,
+        _ => true,
+    })
+}
+
+impl Nic {
+    /// The VM's namespace and the NIC's device in it (`app-out` is the appliance's second NIC).
+    fn vm_dev(&self) -> (&'static str, &'static str) {
+        if self.vm == "app-out" {
+            ("app", "eth1")
+        } else {
+            (self.vm, "eth0")
+        }
+    }
+    /// The public IP mapped to this NIC in `topology` (two-nic: the outside NIC's only).
+    fn public_in(&self, topology: Topology) -> Option<&'static str> {
+        if topology == Topology::TwoNic && self.vm == "app" {
+            None
+        } else {
+            self.public
+        }
+    }
 }
 
 /// `ip -n NS WORDS...`, the words split on whitespace.
@@ -197,16 +240,24 @@ pub fn build_fabric(lab: &Lab) -> Result<(), LabError> {
     // The gateways, the platform and the public IPs are the fabric's own addresses: ARP for
     // any of them is answered on every port, and traffic to them is delivered (or DNATed)
     // before any route table applies.
-    for a in ["198.18.0.1", "198.18.1.1", PLATFORM, PUBLIC_IP, PUBLIC_IP2] {
+    for a in [
+        "198.18.0.1",
+        "198.18.1.1",
+        "198.18.2.1",
+        PLATFORM,
+        PUBLIC_IP,
+        PUBLIC_IP2,
+    ] {
         ip(lab, "fab", &format!("addr add {a}/32 dev lo"))?;
     }
     for nic in nics(topology) {
         let port = format!("n-{}", nic.vm);
-        let vm = lab.ns(nic.vm);
+        let (short, dev) = nic.vm_dev();
+        let vm = lab.ns(short);
         ip(
             lab,
             "fab",
-            &format!("link add {port} type veth peer name eth0 netns {vm}"),
+            &format!("link add {port} type veth peer name {dev} netns {vm}"),
         )?;
         ip(
             lab,
@@ -219,13 +270,15 @@ pub fn build_fabric(lab: &Lab) -> Result<(), LabError> {
                 "sysctl -qw net.ipv4.conf.{port}.proxy_arp=1 net.ipv4.conf.{port}.rp_filter=0"
             ),
         )?;
-        ip(lab, nic.vm, &format!("addr add {}/24 dev eth0", nic.addr))?;
-        ip(lab, nic.vm, "link set eth0 up")?;
-        ip(
-            lab,
-            nic.vm,
-            &format!("route add default via {}", nic.gateway),
-        )?;
+        ip(lab, short, &format!("addr add {}/24 dev {dev}", nic.addr))?;
+        ip(lab, short, &format!("link set {dev} up"))?;
+        if dev == "eth0" {
+            ip(
+                lab,
+                short,
+                &format!("route add default via {}", nic.gateway),
+            )?;
+        }
         // VNet routing: each NIC's address, in the main table and in every subnet's table.
         for table in ["main", AKS_TABLE, APPLIANCE_TABLE] {
             ip(
@@ -326,7 +379,7 @@ pub fn build_fabric(lab: &Lab) -> Result<(), LabError> {
 }",
     )?;
     // The appliances' own ephemeral ports stay below their SNAT range (as vm-image/ sets).
-    for vm in nics(topology).filter(|n| n.vm.starts_with("app")) {
+    for vm in nics(topology).filter(|n| n.vm.starts_with("app") && n.vm != "app-out") {
         lab.sh_ok(
             vm.vm,
             "sysctl -qw net.ipv4.ip_local_port_range='10000 19999'",
@@ -350,7 +403,7 @@ fn fabric_rules(topology: Topology) -> String {
                 a = nic.addr
             ));
         }
-        if let Some(p) = nic.public {
+        if let Some(p) = nic.public_in(topology) {
             pre.push_str(&format!(
                 "    iifname \"n-inet\" ip daddr {p} dnat to {}\n",
                 nic.addr

@@ -351,6 +351,22 @@ impl Lab {
             ],
             &log,
         )?;
+        if self.topology != Topology::TwoArm {
+            // The platform's DNS (Azure: 168.63.129.16), the appliance's resolver.
+            let log = self.dir.join("platform-dns.log");
+            self.spawn(
+                "platform-dns",
+                "fab",
+                &[
+                    "python3",
+                    "-u",
+                    &dns.to_string_lossy(),
+                    &zone.to_string_lossy(),
+                    crate::fabric::PLATFORM,
+                ],
+                &log,
+            )?;
+        }
         if which("iperf3") {
             let log = self.dir.join("iperf3.log");
             self.spawn("iperf3", "inet", &["iperf3", "-s", "-p", "5201"], &log)?;
@@ -847,6 +863,21 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
             },
         );
     }
+    if lab.topology != Topology::TwoArm {
+        // A network rule on an FQDN (api.example, port 8080), resolved by the appliance through
+        // the platform's DNS: its address passes, another address on the same port does not.
+        let (ok, t) = out_text(&lab.sh("node1", "curl -s -m 5 http://203.0.113.10:8080/"));
+        let (other, _) = out_text(&lab.sh("node1", "curl -s -m 2 http://203.0.113.53:8080/"));
+        add(
+            "node1: a network rule on api.example (resolved via the platform's DNS) allows it",
+            ok && snated(&t) && !other,
+            format!(
+                "203.0.113.10:8080 {}, 203.0.113.53:8080 {}",
+                if ok { "served" } else { "not served" },
+                if other { "served (wrong)" } else { "denied" }
+            ),
+        );
+    }
     v
 }
 
@@ -909,7 +940,11 @@ pub fn run_lab(
         return Err(LabError::Appliance(text.trim().to_string()));
     }
     let startup = fs::read_to_string(&log).unwrap_or_default();
-    let _ = writeln!(report, "{}", first_line(&startup));
+    let running = startup
+        .lines()
+        .find(|l| l.contains(": running "))
+        .unwrap_or_else(|| startup.lines().next().unwrap_or(""));
+    let _ = writeln!(report, "{}", first_line(running));
     if topology == Topology::Ha {
         // The second appliance: the same configuration with its own NIC address.
         let text = fs::read_to_string(config)?
@@ -1099,6 +1134,7 @@ pub const DNS_PY: &str = r#"
 import socket, struct, sys, threading
 
 zone_path = sys.argv[1]
+addr = sys.argv[2] if len(sys.argv) > 2 else "203.0.113.53"
 
 def zone():
     z, tc = {}, set()
@@ -1157,7 +1193,7 @@ def answer(q, peer, proto):
 def serve_tcp():
     t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind(("203.0.113.53", 53))
+    t.bind((addr, 53))
     t.listen(16)
     while True:
         c, peer = t.accept()
@@ -1184,7 +1220,7 @@ def serve_tcp():
 threading.Thread(target=serve_tcp, daemon=True).start()
 
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("203.0.113.53", 53))
+s.bind((addr, 53))
 while True:
     q, peer = s.recvfrom(512)
     r = answer(q, peer, "udp")
