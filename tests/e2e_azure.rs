@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::root_or_skip;
-use tollgate_lab::lab::{new_prefix, run_lab, Lab, Topology};
+use tollgate_lab::lab::{as_unit, new_prefix, run_lab, Lab, Topology};
 
 #[test]
 fn one_arm_behind_a_udr_passes_every_lab_check() {
@@ -36,6 +36,7 @@ fn one_arm_behind_a_udr_passes_every_lab_check() {
     for must in [
         "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
         "platform: the health probe from 192.0.2.16 is answered",
+        "pod1 and node2: the appliance's /metrics does not answer them",
         "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
         "time-exceeded from 198.18.1.4",
         "fabric: without IP forwarding on its NIC",
@@ -150,13 +151,10 @@ fn the_azure_deployment_config_carries_traffic_in_the_fabric() {
     let log = lab.dir.join("appliance.log");
     let exe = env!("CARGO_BIN_EXE_tollgate");
     let cfg_s = cfg.to_string_lossy().to_string();
-    lab.spawn(
-        "appliance",
-        "app",
-        &[exe, "run", "--config", &cfg_s, "--workers", "1"],
-        &log,
-    )
-    .expect("spawn");
+    // as the image's systemd unit runs it: its capabilities, no new privileges, its limits
+    let unit = as_unit(&[exe, "run", "--config", &cfg_s, "--workers", "1"]);
+    let argv: Vec<&str> = unit.iter().map(String::as_str).collect();
+    lab.spawn("appliance", "app", &argv, &log).expect("spawn");
     assert!(
         lab.wait_spawned_appliance(Duration::from_secs(10)),
         "appliance: {}",

@@ -814,6 +814,19 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
             ok && t.trim() == "200",
             format!("HTTP {}", first_line(&t)),
         );
+        // The management listener answers the platform only: not a pod, not a node.
+        let metrics = format!("curl -s -m 2 http://{}/metrics", lab.topology.management());
+        let (pod_ok, _) = out_text(&lab.sh("pod1", &metrics));
+        let (node_ok, _) = out_text(&lab.sh("node2", &metrics));
+        add(
+            "pod1 and node2: the appliance's /metrics does not answer them",
+            !pod_ok && !node_ok,
+            format!(
+                "pod1 {}, node2 {}",
+                if pod_ok { "answered" } else { "no answer" },
+                if node_ok { "answered" } else { "no answer" }
+            ),
+        );
     }
     if lab.topology == Topology::OneArm {
         // The NIC's IP forwarding off (a deployment without `--ip-forwarding true`): the
@@ -881,6 +894,92 @@ pub fn traffic_checks(lab: &Lab) -> Vec<Check> {
     v
 }
 
+/// The systemd unit the VM image ships: the lab runs the appliance as it does.
+pub const UNIT: &str = include_str!("../../vm-image/overlay/etc/systemd/system/tollgate.service");
+
+/// The capabilities a `Key=CAP_A CAP_B` line of [`UNIT`] names, lower case without `cap_`.
+fn unit_caps(key: &str) -> Vec<String> {
+    UNIT.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .flat_map(|v| v.split_whitespace())
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
+/// The unit's `key=` limit as prlimit's `SOFT:HARD`, clamped to this process's hard limit
+/// (`/proc/self/limits` line `name`): raising a hard limit needs CAP_SYS_RESOURCE, which a
+/// container may not give.
+fn limit(key: &str, name: &str) -> String {
+    let want = UNIT
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or("infinity")
+        .trim()
+        .to_string();
+    let hard = fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| {
+            l[name.len()..]
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unlimited".into());
+    let num = |v: &str| match v {
+        "infinity" | "unlimited" => None,
+        n => n.parse::<u64>().ok(),
+    };
+    let v = match (num(&want), num(&hard)) {
+        (_, None) => want.replace("infinity", "unlimited"),
+        (None, Some(h)) => h.to_string(),
+        (Some(w), Some(h)) => w.min(h).to_string(),
+    };
+    format!("{v}:{}", hard.replace("infinity", "unlimited"))
+}
+
+/// `argv` wrapped to run as the image's unit runs it: its capability bounding and ambient sets
+/// (`setpriv`, uid 0 keeping only those), `NoNewPrivileges`, and its file and memory-lock limits
+/// (`prlimit`). The rest of the unit's sandbox (read-only system, private /tmp, ...) needs
+/// systemd and is not reproduced.
+pub fn as_unit(argv: &[&str]) -> Vec<String> {
+    let set = |caps: Vec<String>| {
+        let mut v = String::from("-all");
+        for c in caps {
+            v.push_str(",+");
+            v.push_str(&c);
+        }
+        v
+    };
+    let nofile = limit("LimitNOFILE", "Max open files");
+    let memlock = limit("LimitMEMLOCK", "Max locked memory");
+    let bounding = set(unit_caps("CapabilityBoundingSet"));
+    let ambient = set(unit_caps("AmbientCapabilities"));
+    let mut v: Vec<String> = [
+        "prlimit",
+        &format!("--nofile={nofile}"),
+        &format!("--memlock={memlock}"),
+        "--",
+        "setpriv",
+        "--bounding-set",
+        &bounding,
+        "--inh-caps",
+        &ambient,
+        "--ambient-caps",
+        &ambient,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if UNIT.lines().any(|l| l.trim() == "NoNewPrivileges=yes") {
+        v.push("--no-new-privs".into());
+    }
+    v.push("--".into());
+    v.extend(argv.iter().map(|s| s.to_string()));
+    v
+}
+
 /// Formats checks as the `lab run` report.
 pub fn format_report(checks: &[Check]) -> String {
     let mut s = String::new();
@@ -934,6 +1033,8 @@ pub fn run_lab(
     if let Some(w) = &w {
         args.extend(["--workers", w.as_str()]);
     }
+    let unit = as_unit(&args);
+    let args: Vec<&str> = unit.iter().map(String::as_str).collect();
     lab.spawn("appliance", "app", &args, &log)?;
     if !lab.wait_spawned_appliance(Duration::from_secs(10)) {
         let text = fs::read_to_string(&log).unwrap_or_default();
@@ -957,6 +1058,8 @@ pub fn run_lab(
         if let Some(w) = &w {
             args.extend(["--workers", w.as_str()]);
         }
+        let unit = as_unit(&args);
+        let args: Vec<&str> = unit.iter().map(String::as_str).collect();
         lab.spawn("appliance2", "app2", &args, &log2)?;
         if !lab.wait_spawned("appliance2", Duration::from_secs(10)) {
             let text = fs::read_to_string(&log2).unwrap_or_default();

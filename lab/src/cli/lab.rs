@@ -123,6 +123,8 @@ pub fn main(a: LabArgs) -> ExitCode {
                 if let Some(w) = &w {
                     args.extend(["--workers", w.as_str()]);
                 }
+                let unit = lab::as_unit(&args);
+                let args: Vec<&str> = unit.iter().map(String::as_str).collect();
                 l.spawn("appliance", "app", &args, &log)?;
                 if !l.wait_spawned_appliance(Duration::from_secs(10)) {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
