@@ -12,6 +12,7 @@ pub mod gso;
 pub mod host;
 pub mod ipv4;
 pub mod l4;
+pub mod proto;
 pub mod quic;
 pub mod sni;
 
