@@ -1,6 +1,7 @@
 //! Tollgate: a userspace firewall and SNAT router for cloud egress behind a user-defined route.
 //!
 //! Layers, lowest first (a layer never imports one above it):
+//! - [`time`] and [`wire::proto`]: the clock type and IP protocol numbers every layer shares.
 //! - [`wire`]: zero-copy packet views and checksum arithmetic; never allocates, never panics.
 //! - [`conntrack`] and [`nat`]: the flow table, TCP tracking, timeouts, the SNAT port allocator.
 //! - [`policy`]: the compiled rule classifier and FQDN matcher, built off the packet path.
@@ -24,5 +25,6 @@ pub mod datapath;
 pub mod io;
 pub mod nat;
 pub mod policy;
+pub mod time;
 pub mod tools;
 pub mod wire;

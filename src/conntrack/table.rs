@@ -9,7 +9,7 @@ use super::index::FlowIndex;
 use super::key::FlowKey;
 use super::tcp::{Dir, TcpTrack};
 use super::Timeouts;
-use crate::datapath::Nanos;
+use crate::time::Nanos;
 
 const NIL: u32 = u32::MAX;
 const NS: u64 = 1_000_000_000;

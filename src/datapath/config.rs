@@ -63,3 +63,23 @@ pub struct EngineConfig {
     /// Address used as the source of ICMP errors the appliance originates toward the inside.
     pub icmp_source: Ipv4Addr,
 }
+
+impl EngineConfig {
+    /// One of the SNAT (public) addresses.
+    #[inline]
+    pub(super) fn is_public(&self, a: Ipv4Addr) -> bool {
+        self.nat.public_addrs.contains(&a)
+    }
+
+    /// In a protected (inside) prefix.
+    #[inline]
+    pub(super) fn is_inside(&self, a: Ipv4Addr) -> bool {
+        self.inside_prefixes.iter().any(|n| n.contains(&a))
+    }
+
+    /// In the SNAT port range (a port the allocator may hand out).
+    #[inline]
+    pub(super) fn in_snat_range(&self, port: u16) -> bool {
+        port >= self.nat.port_min && port <= self.nat.port_max
+    }
+}

@@ -25,8 +25,7 @@ use std::net::Ipv4Addr;
 
 pub use crate::wire::gso::{Gso, Offload};
 
-/// Monotonic time in nanoseconds, passed in by the caller (tests use a fake clock).
-pub type Nanos = u64;
+pub use crate::time::Nanos;
 
 /// An Ethernet frame in a caller-owned buffer.
 ///

@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::NatConfig;
-use crate::datapath::Nanos;
+use crate::time::Nanos;
 
 /// Free, with the worker whose slice holds the port.
 const HOME_FREE: u64 = 0;

@@ -22,8 +22,8 @@ use super::rng::Rng;
 use super::slice::PortSlice;
 use super::{MappingMode, NatConfig};
 use crate::conntrack::FlowKey;
-use crate::datapath::Nanos;
-use crate::policy::proto;
+use crate::time::Nanos;
+use crate::wire::proto;
 
 /// Random probes among busy ports before a reuse (APDM, or EIM with port sharing) falls back
 /// to a full scan.

@@ -1,7 +1,7 @@
 //! One worker's slice of the port space of one public address, for one protocol.
 
 use super::rng::Rng;
-use crate::datapath::Nanos;
+use crate::time::Nanos;
 
 /// How many of the oldest free ports a pick chooses among: enough that the next port cannot be
 /// guessed, few enough that the choice stays O(1) and still favours long-free ports.

@@ -13,12 +13,8 @@ mod ruleset;
 pub use fqdn::{FqdnError, FqdnPattern};
 pub use ruleset::{app_l4, reference, Action, FieldMatch, Protocols, RuleKind, RuleSpec, Ruleset};
 
-/// IP protocol numbers the classifier distinguishes.
-pub mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-}
+/// IP protocol numbers the classifier distinguishes (defined in `wire`, re-exported here).
+pub use crate::wire::proto;
 
 /// What the datapath knows about the first packet of a flow when it asks the policy.
 ///

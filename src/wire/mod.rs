@@ -6,13 +6,17 @@
 
 pub mod checksum;
 pub mod dns;
+pub mod emit;
 mod error;
 pub mod ethernet;
 pub mod gso;
 pub mod host;
 pub mod ipv4;
 pub mod l4;
+pub mod peek;
+pub mod proto;
 pub mod quic;
+pub mod quoted;
 pub mod sni;
 
 pub use error::WireError;
