@@ -67,7 +67,8 @@ priority = 100
 "#;
 
 /// Denies destination 198.51.100.66 (rule "deny-66"), leaves TCP/UDP port 25 to the default
-/// deny and allows the rest (rule "allow").
+/// deny and allows the rest (rule "allow"; port 0, which a configuration cannot name, is left
+/// to the default deny too).
 pub const DENYING_RULES: &str = r#"
 [[group]]
 name = "test"
@@ -97,7 +98,7 @@ priority = 100
     sources = ["*"]
     destinations = ["*"]
     protocols = ["any"]
-    destination_ports = ["0-24", "26-65535"]
+    destination_ports = ["1-24", "26-65535"]
 "#;
 
 /// [`PERMISSIVE_RULES`], compiled.
