@@ -10,15 +10,20 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ipnet::Ipv4Net;
-use tollgate::conntrack::{FlowKey, Timeouts};
+use tollgate::conntrack::FlowKey;
 use tollgate::datapath::query::Query;
-use tollgate::datapath::{EngineConfig, FlowHint, Iface, IfaceRole, Packet, Verdict, Worker};
+use tollgate::datapath::{EngineConfig, FlowHint, Packet, Verdict, Worker};
 use tollgate::io::prefetch::prefetch;
-use tollgate::nat::{MappingMode, NatConfig, SnatPool};
+use tollgate::nat::{NatConfig, SnatPool};
 use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
 use tollgate::wire::checksum;
 
-/// Benchmark-only policy: allows everything (the classifier has its own benchmark).
+#[path = "../tests/engine_util/kit.rs"]
+mod kit;
+use kit::WorkerKit;
+
+/// Benchmark-only policy: allows everything. Hand-written, not compiled from TOML, so that the
+/// new-flow figures are the engine's alone (the classifier has its own benchmark).
 struct AllowAll;
 impl Policy for AllowAll {
     fn decide(&self, _: &FlowQuery) -> Decision {
@@ -36,42 +41,17 @@ fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
 
+/// The lab configuration sized for the bench: every inside host of 198.18.0.0/15 on the inside
+/// link, `public` SNAT addresses from 203.0.113.100, the default SNAT exemptions.
 fn config(max_flows: u32, public: usize) -> EngineConfig {
-    EngineConfig {
-        interfaces: vec![
-            Iface {
-                name: "in".into(),
-                role: IfaceRole::Inside,
-                addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],
-                gateway: None,
-                connected: vec![net("198.18.0.0/15")],
-                mtu: 1500,
-            },
-            Iface {
-                name: "out".into(),
-                role: IfaceRole::Outside,
-                addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
-                gateway: Some(Ipv4Addr::new(203, 0, 113, 254)),
-                connected: vec![net("203.0.113.0/24")],
-                mtu: 1500,
-            },
-        ],
-        routes: vec![],
-        inside_prefixes: vec![net("198.18.0.0/15")],
-        nat: NatConfig {
-            public_addrs: (0..public)
-                .map(|i| Ipv4Addr::new(203, 0, 113, 100 + i as u8))
-                .collect(),
-            mapping: MappingMode::EndpointIndependent,
-            reuse_cooldown: 0,
-            ..NatConfig::default()
-        },
-        timeouts: Timeouts::default(),
-        max_flows_per_worker: max_flows,
-        mss_clamp: None,
-        icmp_on_exhaustion: false,
-        icmp_source: Ipv4Addr::new(198, 18, 0, 1),
-    }
+    let mut c = kit::lab_engine_config();
+    c.interfaces[0].connected = vec![net("198.18.0.0/15")];
+    c.nat.public_addrs = (0..public)
+        .map(|i| Ipv4Addr::new(203, 0, 113, 100 + i as u8))
+        .collect();
+    c.nat.exempt = NatConfig::default().exempt;
+    c.max_flows_per_worker = max_flows;
+    c
 }
 
 /// A 64-byte UDP frame from 198.18.0.11:5000 to 203.0.113.10:53 (a template to patch).
@@ -114,14 +94,11 @@ fn populated(n: u32, huge: bool) -> Worker {
     } else {
         None
     };
-    let mut w = Worker::with_advice(
-        Arc::new(config(n + 1024, public)),
-        Arc::new(AllowAll),
-        0,
-        1,
-        7,
-        advise,
-    );
+    let mut w = WorkerKit::new()
+        .config(config(n + 1024, public))
+        .policy(Arc::new(AllowAll))
+        .seed(7)
+        .build_advised(advise);
     let tpl = template();
     let mut buf = vec![0u8; 2048];
     for i in 0..n {
@@ -247,7 +224,11 @@ fn new_flows(c: &mut Criterion) {
         let tpl = template();
         let mut buf = vec![0u8; 2048];
         // Steady state: one worker; between samples its flows expire outside the timer.
-        let mut w = Worker::new(Arc::new(config(CAP, 20)), Arc::new(AllowAll), 0, 1, 9);
+        let mut w = WorkerKit::new()
+            .config(config(CAP, 20))
+            .policy(Arc::new(AllowAll))
+            .seed(9)
+            .build();
         let mut now = 0u64;
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -276,7 +257,11 @@ fn new_flows(c: &mut Criterion) {
         let tpl = template();
         let mut bufs = vec![0u8; BATCH * 2048];
         let mut hashes = [None; BATCH];
-        let mut w = Worker::new(Arc::new(config(CAP, 20)), Arc::new(AllowAll), 0, 1, 9);
+        let mut w = WorkerKit::new()
+            .config(config(CAP, 20))
+            .policy(Arc::new(AllowAll))
+            .seed(9)
+            .build();
         let mut now = 0u64;
         let per_round = (CAP - 1) / BATCH as u32;
         b.iter_custom(|iters| {
@@ -353,13 +338,11 @@ fn allocation(c: &mut Criterion) {
 fn scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("scrape");
     for &n in &[10_000u32, 1_000_000] {
-        let mut w = Worker::new(
-            Arc::new(config(1_000_000 + 1024, 17)),
-            Arc::new(AllowAll),
-            0,
-            1,
-            7,
-        );
+        let mut w = WorkerKit::new()
+            .config(config(1_000_000 + 1024, 17))
+            .policy(Arc::new(AllowAll))
+            .seed(7)
+            .build();
         let tpl = template();
         let mut buf = vec![0u8; 2048];
         for i in 0..n {

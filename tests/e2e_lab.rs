@@ -14,7 +14,7 @@ fn server_sees_the_snat_address_and_deny_rules_deny() {
         return;
     }
     let lab = lab();
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 2);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), 2);
     let (ok1, t1) = sh(&lab, "node1", "curl -s -m 5 http://203.0.113.10/");
     let (ok2, t2) = sh(&lab, "node2", "curl -s -m 5 http://203.0.113.10/");
     let (denied_ok, _) = sh(&lab, "node1", "curl -s -m 3 http://198.51.100.66/");
@@ -36,7 +36,7 @@ fn unsolicited_inbound_is_dropped() {
         return;
     }
     let lab = lab();
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 2);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), 2);
     let (unsolicited_ok, _) = sh(&lab, "inet", "curl -s -m 3 http://203.0.113.1:9999/");
     let (_, udp_answer) = sh(&lab, "inet", "echo x | socat -T 2 - UDP4:203.0.113.1:5353");
     let t = app.stop();
@@ -56,7 +56,7 @@ fn unsolicited_inbound_is_dropped() {
 
 fn dnat_reaches_the_inside_server(workers: usize) {
     let lab = lab();
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), workers);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), workers);
     let mut answers = Vec::new();
     for _ in 0..4 {
         answers.push(sh(&lab, "inet", "curl -s -m 3 http://203.0.113.1:8080/"));
@@ -96,7 +96,7 @@ fn ping_through_the_nat_and_ttl_expiry_is_answered() {
     let app = Appliance::start_with(
         &lab,
         lab_engine_config(),
-        Arc::new(LabTestPolicy),
+        lab_policy(),
         2,
         Some(pcap.clone()),
     );
@@ -132,7 +132,7 @@ fn a_long_iperf3_tcp_transfer_is_intact() {
         return;
     }
     let lab = lab();
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 2);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), 2);
     let (ok, out) = sh(&lab, "node1", "iperf3 -c 203.0.113.10 -t 8 -J");
     let t = app.stop();
     assert!(ok, "iperf3 failed: {out}");
@@ -170,7 +170,7 @@ fn port_exhaustion_drops_new_flows_under_out_of_ports() {
     cfg.nat.port_min = 40000;
     cfg.nat.port_max = 40001;
     cfg.timeouts.udp = 2;
-    let app = Appliance::start(&lab, cfg, Arc::new(LabTestPolicy), 1);
+    let app = Appliance::start(&lab, cfg, lab_policy(), 1);
     let mut answered = 0;
     for sport in [5001, 5002, 5003, 5004] {
         let (ok, out) = sh(
@@ -229,7 +229,7 @@ fn malformed_frames_are_counted_and_dropped_while_flows_keep_working() {
         return;
     }
     let lab = lab();
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 2);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), 2);
     let mac = sh(&lab, "app", "cat /sys/class/net/tg-in/address").1;
     let mac = mac.trim().to_string();
     let script = lab.dir.join("malformed.py");
@@ -269,7 +269,13 @@ fn run_refuses_a_missing_interface_and_leaves_nothing_behind() {
             &cfg,
             &Default::default(),
             |i, n| {
-                tollgate::datapath::Worker::new(engine.clone(), Arc::new(LabTestPolicy), i, n, 1)
+                WorkerKit::new()
+                    .config(engine.clone())
+                    .policy(lab_policy())
+                    .index(i)
+                    .of(n)
+                    .seed(1)
+                    .build()
             },
             stop,
         )
@@ -281,7 +287,7 @@ fn run_refuses_a_missing_interface_and_leaves_nothing_behind() {
     let err = r.expect_err("must refuse");
     assert!(err.contains("nope0"), "{err}");
     // a clean run leaves no table and restores the sysctls
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 1);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), 1);
     let (_, fwd_during) = sh(&lab, "app", "cat /proc/sys/net/ipv4/ip_forward");
     let (ingress_during, ingress_rules) = sh(&lab, "app", "nft list table netdev tollgate");
     // the ingress drop leaves the host's own traffic to the kernel: it still answers a ping to
@@ -327,7 +333,7 @@ fn run_refuses_a_missing_interface_and_leaves_nothing_behind() {
 /// address of a DNAT rule; the appliance SNATs it too, so the answer comes back through it.
 fn hairpin(workers: usize) {
     let lab = lab();
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), workers);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), workers);
     let mut answers = Vec::new();
     for _ in 0..3 {
         answers.push(sh(&lab, "node1", "curl -s -m 3 http://203.0.113.1:8080/"));
@@ -422,7 +428,7 @@ fn pmtu_frag_needed_is_translated_back_to_the_inside_client() {
         .expect("socat sink");
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let app = Appliance::start(&lab, lab_engine_config(), Arc::new(LabTestPolicy), 1);
+    let app = Appliance::start(&lab, lab_engine_config(), lab_policy(), 1);
     let (ok, text) = sh(
         &lab,
         "node1",

@@ -40,7 +40,7 @@ fn ip_options_of(frame: &[u8]) -> &[u8] {
 
 #[test]
 fn impossible_tcp_flags_open_no_flow() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     for (i, flags) in ["SF", "SR", "SFA", "SRA", "F", "FP", "", "P"]
         .iter()
         .enumerate()
@@ -81,7 +81,7 @@ fn impossible_tcp_flags_open_no_flow() {
 
 #[test]
 fn impossible_tcp_flags_are_dropped_on_an_established_flow_too() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, out) = run(
         &mut w,
         0,
@@ -153,7 +153,7 @@ const SSRR: [u8; 8] = [137, 7, 4, 198, 51, 100, 1, 0];
 
 #[test]
 fn source_routed_packets_are_dropped() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     for opts in [
         &LSRR[..],
         &SSRR[..],
@@ -181,7 +181,7 @@ fn source_routed_packets_are_dropped() {
 
 #[test]
 fn other_well_formed_options_pass_intact() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     // Record route (7) with room for two hops, a timestamp (68), router alert (148), NOPs, EOL.
     let opts: Vec<u8> = [
         &[7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0][..],
@@ -204,7 +204,7 @@ fn other_well_formed_options_pass_intact() {
 
 #[test]
 fn malformed_option_lists_are_dropped_never_a_panic() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let bad: [&[u8]; 6] = [
         // a length below 2
         &[7, 1, 0, 0],

@@ -17,7 +17,7 @@ fn fwd_out() -> Verdict {
 
 #[test]
 fn outbound_tcp_is_snated_and_the_answer_restored() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, out) = run(
         &mut w,
         0,
@@ -57,7 +57,7 @@ fn outbound_tcp_is_snated_and_the_answer_restored() {
 
 #[test]
 fn unsolicited_inbound_is_dropped_and_own_services_left_to_the_kernel() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, _) = run(
         &mut w,
         0,
@@ -91,7 +91,7 @@ fn unsolicited_inbound_is_dropped_and_own_services_left_to_the_kernel() {
 
 #[test]
 fn tcp_without_syn_does_not_open_a_flow() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, _) = run(
         &mut w,
         0,
@@ -111,7 +111,7 @@ fn tcp_without_syn_does_not_open_a_flow() {
 
 #[test]
 fn policy_denials_are_named() {
-    let mut w = Worker::new(Arc::new(lab_config()), Arc::new(DenyingTestPolicy), 0, 1, 1);
+    let mut w = WorkerKit::new().policy(denying()).seed(1).build();
     let (v, _) = run(
         &mut w,
         0,
@@ -153,7 +153,7 @@ impl NextHop for Verdict {
 
 #[test]
 fn endpoint_independent_mapping_keeps_the_public_port_across_destinations() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (_, a) = run(&mut w, 0, INSIDE_IF, &udp(NODE1, 5000, SERVER, 53, b"q"));
     let (_, b) = run(&mut w, 0, INSIDE_IF, &udp(NODE1, 5000, SERVER2, 53, b"q"));
     assert_eq!(
@@ -175,7 +175,7 @@ fn endpoint_independent_mapping_keeps_the_public_port_across_destinations() {
 
 #[test]
 fn address_and_port_dependent_mapping_reuses_ports_toward_other_destinations() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.mapping = MappingMode::AddressAndPortDependent;
     cfg.nat.port_min = 2000;
     cfg.nat.port_max = 2099; // 100 ports
@@ -207,7 +207,7 @@ fn address_and_port_dependent_mapping_reuses_ports_toward_other_destinations() {
 
 #[test]
 fn exhaustion_drops_with_out_of_ports_then_recovers_after_expiry() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 3000;
     cfg.nat.port_max = 3099; // 100 ports
     let mut w = worker(cfg);
@@ -245,7 +245,7 @@ fn exhaustion_drops_with_out_of_ports_then_recovers_after_expiry() {
 
 #[test]
 fn exhaustion_can_answer_with_icmp_admin_prohibited() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 3000;
     cfg.nat.port_max = 3000;
     cfg.icmp_on_exhaustion = true;
@@ -277,7 +277,7 @@ fn exhaustion_can_answer_with_icmp_admin_prohibited() {
 
 #[test]
 fn udp_mapping_lives_its_timeout_and_no_longer() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (_, out) = run(&mut w, 0, INSIDE_IF, &udp(NODE1, 5000, SERVER, 53, b"q"));
     let port = tuple(&out).1;
     // Inbound answers refresh the mapping too (RFC 4787 REQ-6 allows it).
@@ -307,7 +307,7 @@ fn udp_mapping_lives_its_timeout_and_no_longer() {
 
 #[test]
 fn tcp_timeouts_follow_the_state() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (_, out) = run(
         &mut w,
         0,
@@ -359,7 +359,7 @@ fn tcp_timeouts_follow_the_state() {
 
 #[test]
 fn rst_closes_quickly() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (_, out) = run(
         &mut w,
         0,
@@ -379,7 +379,7 @@ fn rst_closes_quickly() {
 
 #[test]
 fn per_host_quota_stops_one_noisy_host_only() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.per_host_quota = Some(2);
     let mut w = worker(cfg);
     for p in 0..2 {
@@ -405,7 +405,7 @@ fn per_host_quota_stops_one_noisy_host_only() {
 
 #[test]
 fn freed_ports_cool_down_before_reuse() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 4000;
     cfg.nat.port_max = 4000;
     cfg.nat.reuse_cooldown = 30;
@@ -422,7 +422,7 @@ fn freed_ports_cool_down_before_reuse() {
 
 #[test]
 fn exempt_destinations_are_routed_without_snat() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, out) = run(
         &mut w,
         0,
@@ -449,7 +449,7 @@ fn exempt_destinations_are_routed_without_snat() {
 
 #[test]
 fn dnat_reaches_the_inside_server_and_its_answer_leaves_from_the_public_port() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let client = "198.51.100.7";
     let (v, inb) = run(
         &mut w,
@@ -487,10 +487,10 @@ fn a_dnat_rules_public_port_is_never_a_snat_source_port() {
         MappingMode::AddressAndPortDependent,
         MappingMode::EndpointIndependent,
     ] {
-        let mut cfg = lab_config();
+        let mut cfg = lab_engine_config();
         cfg.nat.mapping = mapping;
         cfg.nat.port_min = 8078;
-        cfg.nat.port_max = 8081; // 8080 is the DNAT rule's (PermissiveTestPolicy)
+        cfg.nat.port_max = 8081; // 8080 is the DNAT rule's (the permissive rules)
         let mut w = worker(cfg);
         assert_eq!(w.snat().utilisation(0, 6), (1, 4), "the DNAT port is kept");
         // Four inside hosts toward each of two servers: three ports each time.
@@ -528,7 +528,7 @@ fn a_dnat_rules_public_port_is_never_a_snat_source_port() {
 
 #[test]
 fn hairpin_through_a_dnat_rule() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, a) = run(
         &mut w,
         0,
@@ -567,7 +567,7 @@ fn hairpin_through_a_dnat_rule() {
 
 #[test]
 fn icmp_echo_is_translated_by_query_id() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, out) = run(&mut w, 0, INSIDE_IF, &ping(NODE1, SERVER, 77, 1, false));
     assert_eq!(
         v,
@@ -613,7 +613,7 @@ fn icmp_error(from: &str, to: &str, typ: u8, code: u8, quoted: &[u8]) -> Vec<u8>
 
 #[test]
 fn icmp_errors_are_translated_with_their_quoted_packet_and_never_refresh() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.timeouts.udp = 100;
     let mut w = worker(cfg);
     let (_, out) = run(
@@ -664,7 +664,7 @@ fn icmp_errors_are_translated_with_their_quoted_packet_and_never_refresh() {
 
 #[test]
 fn port_unreachable_from_the_server_itself_names_the_server() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (_, out) = run(&mut w, 0, INSIDE_IF, &udp(NODE1, 5000, SERVER, 9, b"x"));
     let (v, back) = run(
         &mut w,
@@ -679,7 +679,7 @@ fn port_unreachable_from_the_server_itself_names_the_server() {
 
 #[test]
 fn ttl_expiry_is_answered_with_time_exceeded() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (v, reply) = run(
         &mut w,
         0,
@@ -703,7 +703,7 @@ fn ttl_expiry_is_answered_with_time_exceeded() {
 
 #[test]
 fn oversized_df_packets_get_frag_needed() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.interfaces[1].mtu = 1280;
     let mut w = worker(cfg);
     let mut f = udp(NODE1, 5000, SERVER, 53, &[0u8; 1300]);
@@ -728,7 +728,7 @@ fn oversized_df_packets_get_frag_needed() {
 
 #[test]
 fn mss_is_clamped_on_syn() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.mss_clamp = Some(1200);
     let mut w = worker(cfg);
     let mut v = Vec::new();
@@ -755,7 +755,7 @@ fn mss_is_clamped_on_syn() {
 
 #[test]
 fn fragments_follow_their_first_fragment() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     // A UDP datagram of 8 + 24 bytes split in two: 16 bytes of UDP, then 16 more.
     let whole = udp(NODE1, 5000, SERVER, 53, &[7u8; 24]);
     let ipb = &whole[14..];
@@ -806,7 +806,7 @@ fn fragments_follow_their_first_fragment() {
 
 #[test]
 fn malformed_frames_are_counted_under_named_reasons() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let good = tcp(NODE1, 40000, SERVER, 80, "S", b"");
     let mut cases: Vec<(Vec<u8>, DropReason)> = vec![
         (good[..10].to_vec(), DropReason::Truncated),
@@ -842,7 +842,7 @@ fn malformed_frames_are_counted_under_named_reasons() {
 
 #[test]
 fn the_flow_limit_is_a_named_drop() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.max_flows_per_worker = 3;
     let mut w = worker(cfg);
     for p in 0..3 {
@@ -861,9 +861,14 @@ fn the_flow_limit_is_a_named_drop() {
 
 #[test]
 fn workers_own_disjoint_port_slices_and_steer_returns() {
-    let cfg = Arc::new(lab_config());
-    let mut w0 = Worker::new(cfg.clone(), Arc::new(PermissiveTestPolicy), 0, 2, 1);
-    let mut w1 = Worker::new(cfg, Arc::new(PermissiveTestPolicy), 1, 2, 1);
+    let cfg = Arc::new(lab_engine_config());
+    let kit = WorkerKit::new()
+        .config(cfg)
+        .policy(permissive())
+        .of(2)
+        .seed(1);
+    let mut w0 = kit.clone().index(0).build();
+    let mut w1 = kit.index(1).build();
     let (_, a) = run(&mut w0, 0, INSIDE_IF, &udp(NODE1, 5000, SERVER, 53, b"q"));
     let (_, b) = run(&mut w1, 0, INSIDE_IF, &udp(NODE2, 5000, SERVER, 53, b"q"));
     let (pa, pb) = (tuple(&a).1, tuple(&b).1);
@@ -898,13 +903,12 @@ fn resolver_answers_on_its_port_are_left_to_the_kernel() {
     let ports = tollgate::config::DEFAULT_DNS_SOURCE_PORTS;
     for n in [1usize, 2, 4] {
         for i in 0..n {
-            let mut w = Worker::new(
-                Arc::new(lab_config()),
-                Arc::new(PermissiveTestPolicy),
-                i,
-                n,
-                7,
-            );
+            let mut w = WorkerKit::new()
+                .policy(permissive())
+                .index(i)
+                .of(n)
+                .seed(7)
+                .build();
             let (v, out) = run(&mut w, 0, INSIDE_IF, &udp(NODE1, 5353, SERVER, 53, b"q"));
             assert!(
                 matches!(

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use engine_util::*;
 use tollgate::datapath::events::{self, Action};
-use tollgate::datapath::{DropReason, Verdict, Worker};
+use tollgate::datapath::{DropReason, Verdict};
 
 #[test]
 fn every_new_flow_decision_is_an_event_naming_the_rule_and_the_snat_port() {
-    let mut w = Worker::new(Arc::new(lab_config()), Arc::new(DenyingTestPolicy), 0, 1, 1);
+    let policy = denying();
+    let mut w = WorkerKit::new().policy(policy.clone()).seed(1).build();
     let (sink, mut rx) = events::channel(16, 100);
     w.set_event_sink(sink);
     let (_, out) = run(
@@ -41,13 +42,17 @@ fn every_new_flow_decision_is_an_event_naming_the_rule_and_the_snat_port() {
 
     let a = rx.pop().unwrap();
     assert_eq!(a.action, Action::Allow);
-    assert_eq!(a.rule, Some(1));
+    assert_eq!(a.rule, Some(rule_id(&*policy, "allow")));
     assert_eq!(a.snat, Some((ip(PUBLIC), tuple(&out).1)));
     assert_eq!(a.flow.dst(), ip(SERVER));
     let d = rx.pop().unwrap();
     assert_eq!(
         (d.action, d.rule, d.reason),
-        (Action::Deny, Some(3), Some(DropReason::RuleDeny))
+        (
+            Action::Deny,
+            Some(rule_id(&*policy, "deny-66")),
+            Some(DropReason::RuleDeny)
+        )
     );
     let d = rx.pop().unwrap();
     assert_eq!(
@@ -59,7 +64,7 @@ fn every_new_flow_decision_is_an_event_naming_the_rule_and_the_snat_port() {
 
 #[test]
 fn a_flood_of_decisions_is_rate_limited_and_counted() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let (sink, mut rx) = events::channel(1024, 10);
     w.set_event_sink(sink);
     for p in 0..50 {
@@ -79,7 +84,7 @@ fn a_flood_of_decisions_is_rate_limited_and_counted() {
 
 #[test]
 fn a_reload_cuts_flows_the_new_rules_deny_and_keeps_the_others() {
-    let mut w = worker(lab_config());
+    let mut w = worker(lab_engine_config());
     let denied = "198.51.100.66";
     let (_, o1) = run(
         &mut w,
@@ -107,7 +112,7 @@ fn a_reload_cuts_flows_the_new_rules_deny_and_keeps_the_others() {
         &tcp(SERVER, 443, PUBLIC, p2, "SA", b""),
     );
 
-    assert_eq!(w.set_policy(Arc::new(DenyingTestPolicy)), 1);
+    assert_eq!(w.set_policy(denying()), 1);
     // The cut flow's next packet draws a RST back to the client...
     let (v, rst) = run(
         &mut w,
@@ -145,33 +150,31 @@ fn a_reload_cuts_flows_the_new_rules_deny_and_keeps_the_others() {
     assert_eq!(w.flow_count(), 1);
 }
 
-/// TEST ONLY: every flow hits deny rule 9, which sits in an audit-mode collection.
-#[derive(Debug)]
-struct AuditTestPolicy;
+/// Every flow hits deny rule "would-deny", which sits in an audit-mode collection.
+const AUDIT_RULES: &str = r#"
+[[group]]
+name = "g"
+priority = 100
 
-impl tollgate::policy::Policy for AuditTestPolicy {
-    fn decide(&self, _: &tollgate::policy::FlowQuery) -> tollgate::policy::Decision {
-        tollgate::policy::Decision::Deny { rule: Some(9) }
-    }
-    fn decide_app(
-        &self,
-        _: &tollgate::policy::FlowQuery,
-        _: tollgate::policy::AppProto,
-        _: Option<&str>,
-    ) -> tollgate::policy::Decision {
-        tollgate::policy::Decision::Deny { rule: Some(9) }
-    }
-    fn describe(&self, _: u32) -> Option<tollgate::policy::RuleRef<'_>> {
-        None
-    }
-    fn is_audit(&self, rule: u32) -> bool {
-        rule == 9
-    }
-}
+  [[group.collection]]
+  name = "trial"
+  priority = 100
+  kind = "network"
+  action = "deny"
+  mode = "audit"
+
+    [[group.collection.rule]]
+    name = "would-deny"
+    sources = ["*"]
+    destinations = ["*"]
+    protocols = ["any"]
+    destination_ports = ["*"]
+"#;
 
 #[test]
 fn audit_mode_logs_would_deny_and_lets_the_flow_pass() {
-    let mut w = Worker::new(Arc::new(lab_config()), Arc::new(AuditTestPolicy), 0, 1, 1);
+    let audit = policy(AUDIT_RULES);
+    let mut w = WorkerKit::new().policy(audit.clone()).seed(1).build();
     let (sink, mut rx) = events::channel(16, 100);
     w.set_event_sink(sink);
     let (v, _) = run(
@@ -182,13 +185,16 @@ fn audit_mode_logs_would_deny_and_lets_the_flow_pass() {
     );
     assert!(matches!(v, Verdict::Forward { .. }));
     let e = rx.pop().unwrap();
-    assert_eq!((e.action, e.rule), (Action::Audit, Some(9)));
+    assert_eq!(
+        (e.action, e.rule),
+        (Action::Audit, Some(rule_id(&*audit, "would-deny")))
+    );
 }
 
 #[test]
 fn housekeeping_publishes_heartbeat_flows_and_snat_utilisation() {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 5000;
     cfg.nat.port_max = 5003; // 4 UDP ports
     let mut w = worker(cfg);
@@ -205,8 +211,8 @@ fn housekeeping_publishes_heartbeat_flows_and_snat_utilisation() {
 #[test]
 fn a_published_policy_is_adopted_at_the_next_housekeeping() {
     use tollgate::datapath::updates::PolicyCell;
-    let mut w = worker(lab_config());
-    let cell = PolicyCell::new(Arc::new(PermissiveTestPolicy));
+    let mut w = worker(lab_engine_config());
+    let cell = PolicyCell::new(permissive());
     w.follow_policy(cell.clone());
     run(
         &mut w,
@@ -216,7 +222,7 @@ fn a_published_policy_is_adopted_at_the_next_housekeeping() {
     );
     w.housekeeping(NS, 8);
     assert_eq!(w.last_reload_cut, 0, "nothing published yet");
-    cell.publish(Arc::new(DenyingTestPolicy));
+    cell.publish(denying());
     w.housekeeping(2 * NS, 8);
     assert_eq!(w.last_reload_cut, 1);
     let (v, _) = run(
@@ -243,9 +249,9 @@ fn a_published_policy_is_adopted_at_the_next_housekeeping() {
 fn a_policy_published_before_the_worker_follows_is_adopted_at_once() {
     // The resolver can publish (resolved destination FQDNs) before the workers start.
     use tollgate::datapath::updates::PolicyCell;
-    let cell = PolicyCell::new(Arc::new(PermissiveTestPolicy));
-    cell.publish(Arc::new(DenyingTestPolicy));
-    let mut w = worker(lab_config());
+    let cell = PolicyCell::new(permissive());
+    cell.publish(denying());
+    let mut w = worker(lab_engine_config());
     w.follow_policy(cell.clone());
     let (v, _) = run(
         &mut w,
@@ -258,44 +264,37 @@ fn a_policy_published_before_the_worker_follows_is_adopted_at_once() {
     assert_eq!(w.last_reload_cut, 0, "adopted once, not again");
 }
 
-/// TEST ONLY: allows everything by rule 1, whose name is `name`.
-#[derive(Debug)]
-struct NamedRule {
-    name: &'static str,
-}
+/// Allows everything by one rule named `name`.
+fn named_rule(name: &str) -> Arc<tollgate::policy::Ruleset> {
+    policy(&format!(
+        r#"
+[[group]]
+name = "g"
+priority = 100
 
-impl tollgate::policy::Policy for NamedRule {
-    fn decide(&self, _: &tollgate::policy::FlowQuery) -> tollgate::policy::Decision {
-        tollgate::policy::Decision::Allow { rule: 1 }
-    }
-    fn decide_app(
-        &self,
-        _: &tollgate::policy::FlowQuery,
-        _: tollgate::policy::AppProto,
-        _: Option<&str>,
-    ) -> tollgate::policy::Decision {
-        tollgate::policy::Decision::Allow { rule: 1 }
-    }
-    fn describe(&self, id: u32) -> Option<tollgate::policy::RuleRef<'_>> {
-        (id == 1).then_some(tollgate::policy::RuleRef {
-            group: "g",
-            collection: "c",
-            rule: self.name,
-            kind: "network",
-        })
-    }
+  [[group.collection]]
+  name = "c"
+  priority = 100
+  kind = "network"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "{name}"
+    sources = ["*"]
+    destinations = ["*"]
+    protocols = ["any"]
+    destination_ports = ["*"]
+"#
+    ))
 }
 
 #[test]
 fn a_decision_logged_after_a_reload_names_the_rule_that_decided_it() {
     use tollgate::control::decision_log::write_json;
-    let mut w = Worker::new(
-        Arc::new(lab_config()),
-        Arc::new(NamedRule { name: "before" }),
-        0,
-        1,
-        1,
-    );
+    let mut w = WorkerKit::new()
+        .policy(named_rule("before"))
+        .seed(1)
+        .build();
     let (sink, mut rx) = events::channel(16, 100);
     w.set_event_sink(sink);
     run(
@@ -305,7 +304,7 @@ fn a_decision_logged_after_a_reload_names_the_rule_that_decided_it() {
         &tcp(NODE1, 40000, SERVER, 443, "S", b""),
     );
     // The reload renames rule 1 before the log thread has drained the first decision.
-    let current: Arc<dyn tollgate::policy::Policy> = Arc::new(NamedRule { name: "after" });
+    let current: Arc<dyn tollgate::policy::Policy> = named_rule("after");
     w.set_policy(current.clone());
     run(
         &mut w,

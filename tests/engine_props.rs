@@ -47,7 +47,7 @@ proptest! {
         ttl in 3u8.., payload in proptest::collection::vec(any::<u8>(), 0..300),
         apdm in any::<bool>(),
     ) {
-        let mut cfg = lab_config();
+        let mut cfg = lab_engine_config();
         if apdm {
             cfg.nat.mapping = tollgate::nat::MappingMode::AddressAndPortDependent;
         }
@@ -73,7 +73,7 @@ proptest! {
     /// Arbitrary bytes never panic the worker, on any interface.
     #[test]
     fn random_frames_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..1600), rx in 0u8..3) {
-        let mut w = worker(lab_config());
+        let mut w = worker(lab_engine_config());
         let _ = run(&mut w, 0, rx, &frame);
     }
 
@@ -84,7 +84,7 @@ proptest! {
         kind in 0u8..4, flips in proptest::collection::vec((0usize..120, any::<u8>()), 1..6),
         cut in 0usize..130,
     ) {
-        let mut w = worker(lab_config());
+        let mut w = worker(lab_engine_config());
         let base = match kind {
             0 => tcp(NODE1, 40000, SERVER, 80, "S", b"hello"),
             1 => udp(NODE1, 5000, SERVER, 53, b"query"),
@@ -139,7 +139,7 @@ proptest! {
         kind in 0u8..3, host in 2u8..250, sport in 1u16.., server in 2u8..250, dport in 1u16..,
     ) {
         use tollgate::conntrack::FlowKey;
-        let mut w = worker(lab_config());
+        let mut w = worker(lab_engine_config());
         let inside = format!("198.18.0.{host}");
         let remote = format!("203.0.113.{server}");
         prop_assume!(server != 1);
@@ -174,7 +174,7 @@ proptest! {
     /// The prefetch hooks read arbitrary bytes without panicking.
     #[test]
     fn prefetch_hooks_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let w = worker(lab_config());
+        let w = worker(lab_engine_config());
         let _ = warmed(&w, &frame);
     }
 }

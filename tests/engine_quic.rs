@@ -5,12 +5,10 @@
 
 mod engine_util;
 
-use std::sync::Arc;
-
 use engine_util::*;
 use tollgate::datapath::events::{self, Action};
 use tollgate::datapath::{DropReason, Verdict, Worker};
-use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
+use tollgate::policy::AppProto;
 use tollgate::wire::quic::{seal_initial, InitialKeys};
 
 const ALLOWED: &[u8] = include_bytes!("fixtures/quic_initial_allowed.bin");
@@ -21,31 +19,28 @@ const SPLIT: [&[u8]; 2] = [
 ];
 const HELLO_NOSNI: &[u8] = include_bytes!("fixtures/clienthello_nosni.bin");
 
-/// TEST ONLY: UDP 443 may only be allowed by name; `allowed.example` is (rule 5).
-#[derive(Debug)]
-struct QuicTestPolicy;
+/// UDP 443 may only be allowed by name: `allowed.example` is (rule "allowed"); the rest is
+/// denied by default.
+const QUIC_RULES: &str = r#"
+[[group]]
+name = "test"
+priority = 100
 
-impl Policy for QuicTestPolicy {
-    fn decide(&self, q: &FlowQuery) -> Decision {
-        if q.proto == 17 && q.dport == 443 {
-            Decision::Inspect
-        } else {
-            Decision::Deny { rule: None }
-        }
-    }
-    fn decide_app(&self, _: &FlowQuery, app: AppProto, fqdn: Option<&str>) -> Decision {
-        match (app, fqdn) {
-            (AppProto::Quic, Some("allowed.example")) => Decision::Allow { rule: 5 },
-            _ => Decision::Deny { rule: None },
-        }
-    }
-    fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
-        None
-    }
-}
+  [[group.collection]]
+  name = "quic"
+  priority = 100
+  kind = "application"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "allowed"
+    sources = ["*"]
+    fqdns = ["allowed.example"]
+    protocols = ["quic:443"]
+"#;
 
 fn quic_worker() -> (Worker, rtrb::Consumer<events::DecisionEvent>) {
-    let mut w = Worker::new(Arc::new(lab_config()), Arc::new(QuicTestPolicy), 0, 1, 3);
+    let mut w = WorkerKit::new().policy(policy(QUIC_RULES)).seed(3).build();
     let (sink, rx) = events::channel(64, 1000);
     w.set_event_sink(sink);
     (w, rx)
@@ -132,7 +127,7 @@ fn an_allowed_initial_is_held_then_released_whole_and_snated() {
     assert_eq!(tuple(&back), (ip(SERVER), 443, ip(NODE1), 50000));
     let e = rx.pop().unwrap();
     assert_eq!(e.action, Action::Allow);
-    assert_eq!(e.rule, Some(5));
+    assert_eq!(e.rule, Some(rule_id(&*policy(QUIC_RULES), "allowed")));
     assert_eq!(e.app, Some(AppProto::Quic));
     assert_eq!(e.name(), Some("allowed.example"));
     assert_eq!(e.snat, Some((ip(PUBLIC), port)));

@@ -18,7 +18,7 @@ const TCP: u8 = 6;
 
 /// `n` workers of the lab config with SNAT ports `lo..=hi`, sharing one ledger.
 fn workers(n: usize, lo: u16, hi: u16, mapping: MappingMode, sharing: bool) -> Vec<Worker> {
-    let mut cfg: EngineConfig = lab_config();
+    let mut cfg: EngineConfig = lab_engine_config();
     cfg.nat.port_min = lo;
     cfg.nat.port_max = hi;
     cfg.nat.mapping = mapping;
@@ -26,13 +26,15 @@ fn workers(n: usize, lo: u16, hi: u16, mapping: MappingMode, sharing: bool) -> V
     cfg.nat.reuse_cooldown = 2;
     let cfg = Arc::new(cfg);
     let ledger = Arc::new(PortLedger::new(&cfg.nat, n));
-    (0..n)
-        .map(|i| {
-            let mut w = Worker::new(cfg.clone(), Arc::new(PermissiveTestPolicy), i, n, 42);
-            w.share_ports(ledger.clone());
-            w
-        })
-        .collect()
+    let mut ws = WorkerKit::new()
+        .config(cfg)
+        .policy(permissive())
+        .of(n)
+        .build_all();
+    for w in &mut ws {
+        w.share_ports(ledger.clone());
+    }
+    ws
 }
 
 /// Runs a frame on the worker that owns it (as the runtime's hand-off does): `owner_of`, or
@@ -172,13 +174,14 @@ fn a_borrowed_port_given_back_serves_its_owner_again_after_the_cooldown() {
 #[test]
 fn without_a_ledger_a_worker_refuses_when_its_slice_is_dry() {
     // The behaviour before borrowing, kept for one-worker engines and tests without a ledger.
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 5000;
     cfg.nat.port_max = 5063;
-    let cfg = Arc::new(cfg);
-    let mut ws: Vec<Worker> = (0..2)
-        .map(|i| Worker::new(cfg.clone(), Arc::new(PermissiveTestPolicy), i, 2, 42))
-        .collect();
+    let mut ws = WorkerKit::new()
+        .config(cfg)
+        .policy(permissive())
+        .of(2)
+        .build_all();
     let (got, _) = fill(&mut ws, NS, 200);
     assert!(got.len() < 64, "{} held", got.len());
 }

@@ -20,7 +20,7 @@ const UDP: u8 = 17;
 
 /// The lab worker with SNAT ports `lo..=hi` and `port_sharing` as given.
 fn worker_with(lo: u16, hi: u16, sharing: bool) -> Worker {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = lo;
     cfg.nat.port_max = hi;
     cfg.nat.port_sharing = sharing;
@@ -269,7 +269,7 @@ fn a_collision_with_no_port_left_is_refused_and_the_mapping_survives() {
 
 #[test]
 fn per_host_quota_still_caps_a_noisy_host_with_sharing() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 8000;
     cfg.nat.port_max = 8003;
     cfg.nat.per_host_quota = Some(3);
@@ -308,7 +308,7 @@ fn per_host_quota_still_caps_a_noisy_host_with_sharing() {
 #[test]
 fn address_and_port_dependent_mapping_is_unchanged_by_the_setting() {
     for sharing in [true, false] {
-        let mut cfg = lab_config();
+        let mut cfg = lab_engine_config();
         cfg.nat.mapping = MappingMode::AddressAndPortDependent;
         cfg.nat.port_sharing = sharing;
         cfg.nat.port_min = 9000;
@@ -461,7 +461,7 @@ proptest! {
         two_addrs in any::<bool>(),
         time_wait_reuse in any::<bool>(),
     ) {
-        let mut cfg = lab_config();
+        let mut cfg = lab_engine_config();
         cfg.nat.port_min = 20000;
         cfg.nat.port_max = if two_addrs { 20003 } else { 20007 }; // 8 ports in all
         if two_addrs {

@@ -18,7 +18,7 @@ const TCP: u8 = 6;
 
 /// The lab worker with SNAT ports `lo..=hi` (port sharing on, no cooldown).
 fn worker_with(lo: u16, hi: u16) -> Worker {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = lo;
     cfg.nat.port_max = hi;
     worker(cfg)
@@ -313,7 +313,7 @@ fn an_endpoint_whose_mapping_port_is_closed_toward_the_server_keeps_its_port() {
 
 #[test]
 fn with_time_wait_reuse_off_closed_flows_hold_their_ports_until_they_expire() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 5000;
     cfg.nat.port_max = 5001;
     cfg.nat.time_wait_reuse = false;
@@ -340,7 +340,7 @@ fn address_and_port_dependent_mapping_and_strict_eim_take_over_too() {
         (MappingMode::AddressAndPortDependent, true),
         (MappingMode::EndpointIndependent, false),
     ] {
-        let mut cfg = lab_config();
+        let mut cfg = lab_engine_config();
         cfg.nat.port_min = 8000;
         cfg.nat.port_max = 8001;
         cfg.nat.mapping = mapping;
@@ -366,7 +366,7 @@ fn address_and_port_dependent_mapping_and_strict_eim_take_over_too() {
 
 #[test]
 fn strict_eim_does_not_take_over_a_port_its_holder_still_uses_elsewhere() {
-    let mut cfg = lab_config();
+    let mut cfg = lab_engine_config();
     cfg.nat.port_min = 8000;
     cfg.nat.port_max = 8000;
     cfg.nat.port_sharing = false;

@@ -7,11 +7,12 @@
 //! file-level messages, which are about something missing rather than something written.
 #![no_main]
 
-use std::sync::Arc;
-
 use libfuzzer_sys::fuzz_target;
 use tollgate::config::{load_str, ConfigErrors, Diagnostic, Severity};
-use tollgate::datapath::Worker;
+
+#[path = "../../tests/engine_util/kit.rs"]
+mod kit;
+use kit::WorkerKit;
 
 const ORIGIN: &str = "fuzz.toml";
 
@@ -81,7 +82,11 @@ fuzz_target!(|data: &[u8]| {
             if e.nat.public_addrs.len() <= 4 {
                 let mut cfg = e.clone();
                 cfg.max_flows_per_worker = cfg.max_flows_per_worker.min(64);
-                let w = Worker::new(Arc::new(cfg), l.policy.clone(), 0, 1, 1);
+                let w = WorkerKit::new()
+                    .config(cfg)
+                    .policy(l.policy.clone())
+                    .seed(1)
+                    .build();
                 assert_eq!(w.flow_count(), 0);
             }
         }

@@ -7,11 +7,17 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use tollgate::conntrack::Timeouts;
-use tollgate::datapath::{EngineConfig, Iface, IfaceRole, Packet, Verdict, Worker};
+use tollgate::datapath::{Packet, Verdict, Worker};
 use tollgate::nat::{MappingMode, NatConfig};
 use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
 
+#[path = "../../tests/engine_util/kit.rs"]
+mod kit;
+use kit::WorkerKit;
+
 /// FUZZ ONLY: allows odd destination ports, inspects 443, DNATs public 8080, denies the rest.
+/// Hand-written: a configuration cannot say "odd ports", and this mixes every kind of decision
+/// over the whole port space without the classifier's cost per input.
 struct FuzzPolicy;
 impl Policy for FuzzPolicy {
     fn decide(&self, q: &FlowQuery) -> Decision {
@@ -38,52 +44,33 @@ impl Policy for FuzzPolicy {
     }
 }
 
+/// The lab configuration made small and strict, so that exhaustion, quotas, expiry, MSS
+/// clamping and ICMP errors are all reached: 77 ports, 64 flows, APDM, a 1400-byte outside MTU.
 fn worker() -> Worker {
-    let net = |s: &str| s.parse().unwrap();
-    let cfg = EngineConfig {
-        interfaces: vec![
-            Iface {
-                name: "in".into(),
-                role: IfaceRole::Inside,
-                addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],
-                gateway: None,
-                connected: vec![net("198.18.0.0/24")],
-                mtu: 1500,
-            },
-            Iface {
-                name: "out".into(),
-                role: IfaceRole::Outside,
-                addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
-                gateway: Some(Ipv4Addr::new(203, 0, 113, 254)),
-                connected: vec![net("203.0.113.0/24")],
-                mtu: 1400,
-            },
-        ],
-        routes: vec![],
-        inside_prefixes: vec![net("198.18.0.0/15")],
-        nat: NatConfig {
-            public_addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
-            port_min: 1024,
-            port_max: 1100,
-            mapping: MappingMode::AddressAndPortDependent,
-            port_sharing: true,
-            per_host_quota: Some(40),
-            reuse_cooldown: 1,
-            time_wait_reuse: true,
-            exempt: vec![net("198.51.100.0/24")],
-        },
-        timeouts: Timeouts {
-            udp: 5,
-            tcp_syn: 5,
-            tcp_established: 20,
-            ..Timeouts::default()
-        },
-        max_flows_per_worker: 64,
-        mss_clamp: Some(1200),
-        icmp_on_exhaustion: true,
-        icmp_source: Ipv4Addr::new(198, 18, 0, 1),
+    let mut cfg = kit::lab_engine_config();
+    cfg.interfaces[1].mtu = 1400;
+    cfg.nat = NatConfig {
+        port_max: 1100,
+        mapping: MappingMode::AddressAndPortDependent,
+        per_host_quota: Some(40),
+        reuse_cooldown: 1,
+        exempt: vec!["198.51.100.0/24".parse().unwrap()],
+        ..cfg.nat
     };
-    Worker::new(Arc::new(cfg), Arc::new(FuzzPolicy), 0, 1, 1)
+    cfg.timeouts = Timeouts {
+        udp: 5,
+        tcp_syn: 5,
+        tcp_established: 20,
+        ..Timeouts::default()
+    };
+    cfg.max_flows_per_worker = 64;
+    cfg.mss_clamp = Some(1200);
+    cfg.icmp_on_exhaustion = true;
+    WorkerKit::new()
+        .config(cfg)
+        .policy(Arc::new(FuzzPolicy))
+        .seed(1)
+        .build()
 }
 
 // Input: a sequence of records [rx_if: u8][dt: u8][len: u16 le][frame bytes].

@@ -26,6 +26,10 @@ use tollgate::nat::MappingMode;
 use tollgate::policy::Policy;
 use tollgate::wire::checksum::{fold, pseudo_header, sum};
 
+#[path = "../../tests/engine_util/kit.rs"]
+mod kit;
+use kit::WorkerKit;
+
 const HELLO: &[u8] = include_bytes!("../../tests/fixtures/clienthello_allowed.bin");
 const HELLO_NOSNI: &[u8] = include_bytes!("../../tests/fixtures/clienthello_nosni.bin");
 const QUIC: &[u8] = include_bytes!("../../tests/fixtures/quic_initial_allowed.bin");
@@ -702,7 +706,11 @@ fuzz_target!(|data: &[u8]| {
     let mut inp = Input(data);
     let s = &setups()[usize::from(inp.u8()) % HEADS.len()];
     let cell = PolicyCell::new(s.policies[0].clone());
-    let mut w = Worker::new(s.engine.clone(), s.policies[0].clone(), 0, 1, 7);
+    let mut w = WorkerKit::new()
+        .config(s.engine.clone())
+        .policy(s.policies[0].clone())
+        .seed(7)
+        .build();
     w.follow_policy(cell.clone());
     let base: Vec<[u32; 3]> = (0..s.engine.nat.public_addrs.len())
         .map(|a| [6u8, 17, 1].map(|p| w.snat().utilisation(a, p).0))

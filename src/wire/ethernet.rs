@@ -108,6 +108,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_untagged_frame_and_its_macs() {
+        let mut f = [0u8; 14];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(
+            parse(&f),
+            Ok(EthernetInfo {
+                ethertype: ETHERTYPE_ARP,
+                l3_offset: HEADER_LEN,
+                vlan: None
+            })
+        );
+        for n in 0..HEADER_LEN {
+            assert_eq!(parse(&f[..n]), Err(WireError::Truncated));
+        }
+        swap_macs(&mut f);
+        assert_eq!(&f[..12], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+        set_macs(&mut f, [0xaa; 6], [0xbb; 6]);
+        assert_eq!(&f[..12], &[[0xaa; 6], [0xbb; 6]].concat()[..]);
+        // Too short for two MACs: left alone, no panic.
+        let mut short = [7u8; 11];
+        swap_macs(&mut short);
+        set_macs(&mut short, [0; 6], [0; 6]);
+        assert_eq!(short, [7; 11]);
+    }
+
+    #[test]
+    fn an_arp_request_reads_field_by_field() {
+        // Who has 198.18.0.1? Tell 198.18.0.11 (02:00:00:00:00:0b).
+        let req = [
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0b,
+            198, 18, 0, 11, 0, 0, 0, 0, 0, 0, 198, 18, 0, 1,
+        ];
+        assert_eq!(
+            arp::parse(&req),
+            Ok(arp::Arp {
+                op: arp::OP_REQUEST,
+                sender_mac: [2, 0, 0, 0, 0, 0x0b],
+                sender_ip: std::net::Ipv4Addr::new(198, 18, 0, 11),
+                target_mac: [0; 6],
+                target_ip: std::net::Ipv4Addr::new(198, 18, 0, 1),
+            })
+        );
+        for n in 0..28 {
+            assert_eq!(arp::parse(&req[..n]), Err(WireError::Truncated));
+        }
+        for at in 0..6 {
+            let mut m = req;
+            m[at] ^= 0x01;
+            assert_eq!(arp::parse(&m), Err(WireError::BadHeaderLength), "byte {at}");
+        }
+    }
+
+    #[test]
     fn vlan_tag_is_skipped() {
         let mut f = [0u8; 22];
         f[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());

@@ -344,6 +344,126 @@ mod tests {
         );
     }
 
+    /// 198.18.0.11 -> 203.0.113.10, TCP, 44 bytes, ident 0x1c46, DF, TTL 64; the checksum
+    /// computed independently (Python, RFC 1071).
+    const HEADER: [u8; 20] = [
+        0x45, 0x00, 0x00, 0x2c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x1c, 0x5e, 0xc6, 0x12, 0x00,
+        0x0b, 0xcb, 0x00, 0x71, 0x0a,
+    ];
+    /// [`HEADER`] from 203.0.113.1 with TTL 63.
+    const HEADER_SNAT: [u8; 20] = [
+        0x45, 0x00, 0x00, 0x2c, 0x1c, 0x46, 0x40, 0x00, 0x3f, 0x06, 0xa7, 0x79, 0xcb, 0x00, 0x71,
+        0x01, 0xcb, 0x00, 0x71, 0x0a,
+    ];
+
+    fn packet(header: &[u8], total: usize) -> Vec<u8> {
+        let mut v = header.to_vec();
+        v.extend((header.len()..total).map(|i| i as u8));
+        v
+    }
+
+    #[test]
+    fn a_header_fixture_reads_field_by_field() {
+        let b = packet(&HEADER, 44);
+        let p = Ipv4Packet::new_checked(&b[..]).unwrap();
+        assert_eq!((p.header_len(), p.total_len(), p.ident()), (20, 44, 0x1c46));
+        assert!(p.dont_frag() && !p.more_frags() && !p.is_fragment());
+        assert_eq!(p.frag_offset(), 0);
+        assert_eq!((p.ttl(), p.protocol(), p.checksum()), (64, 6, 0x1c5e));
+        assert_eq!(p.src(), Ipv4Addr::new(198, 18, 0, 11));
+        assert_eq!(p.dst(), Ipv4Addr::new(203, 0, 113, 10));
+        assert!(p.verify_checksum());
+        assert!(p.options().is_empty());
+        assert_eq!(p.payload(), &b[20..44]);
+        // Ethernet padding after the packet is not payload.
+        let mut padded = b.clone();
+        padded.extend_from_slice(&[0; 6]);
+        let p = Ipv4Packet::new_checked(&padded[..]).unwrap();
+        assert_eq!(p.payload(), &b[20..44]);
+    }
+
+    #[test]
+    fn fragments_and_options_read_as_sent() {
+        // MF, offset 185 * 8, ident 0xbeef.
+        let frag = [
+            0x45, 0x00, 0x00, 0x1c, 0xbe, 0xef, 0x20, 0xb9, 0x40, 0x11, 0x99, 0x00, 0xc6, 0x12,
+            0x00, 0x0b, 0xcb, 0x00, 0x71, 0x0a,
+        ];
+        let b = packet(&frag, 28);
+        let p = Ipv4Packet::new_checked(&b[..]).unwrap();
+        assert!(p.verify_checksum());
+        assert!(p.more_frags() && !p.dont_frag() && p.is_fragment());
+        assert_eq!((p.ident(), p.frag_offset()), (0xbeef, 1480));
+        // IHL 6: NOP, NOP, NOP, END.
+        let opts = [
+            0x46, 0x00, 0x00, 0x20, 0x00, 0x07, 0x40, 0x00, 0x40, 0x11, 0x35, 0x9d, 0xc6, 0x12,
+            0x00, 0x0b, 0xcb, 0x00, 0x71, 0x0a, 0x01, 0x01, 0x01, 0x00,
+        ];
+        let b = packet(&opts, 32);
+        let p = Ipv4Packet::new_checked(&b[..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(p.header_len(), 24);
+        assert_eq!(p.options(), &[1, 1, 1, 0]);
+        assert_eq!(scan_options(p.options()), OptionScan::Pass);
+        assert_eq!(p.payload(), &b[24..32]);
+    }
+
+    #[test]
+    fn rewrites_give_the_exact_bytes_of_a_full_recomputation() {
+        let mut b = packet(&HEADER, 44);
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        p.set_src(Ipv4Addr::new(203, 0, 113, 1));
+        p.decrement_ttl();
+        assert_eq!(&b[..20], &HEADER_SNAT);
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        p.set_dst(Ipv4Addr::new(198, 18, 0, 20));
+        p.set_dst(Ipv4Addr::new(203, 0, 113, 10));
+        assert_eq!(&b[..20], &HEADER_SNAT);
+        // A scribbled checksum is restored by a full recomputation.
+        b[10] ^= 0x5a;
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        assert!(!p.verify_checksum());
+        p.fill_checksum();
+        assert_eq!(&b[..20], &HEADER_SNAT);
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).unwrap();
+        p.payload_mut()[0] = 0xaa;
+        assert_eq!(b[20], 0xaa);
+    }
+
+    #[test]
+    fn emit_writes_the_exact_header() {
+        // DF, ident 0, UDP, 28 bytes, TTL 64.
+        let want = [
+            0x45, 0x00, 0x00, 0x1c, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x38, 0xa9, 0xc6, 0x12,
+            0x00, 0x0b, 0xcb, 0x00, 0x71, 0x0a,
+        ];
+        assert_eq!(&sample()[..20], &want);
+        assert!(
+            sample()[20..].iter().all(|&b| b == 0),
+            "nothing past the header"
+        );
+    }
+
+    #[test]
+    fn no_header_byte_panics_a_checked_view() {
+        let b = packet(&HEADER, 44);
+        for n in 0..=b.len() {
+            for at in [0usize, 2, 3, 6] {
+                for v in 0..=255u8 {
+                    let mut m = b.clone();
+                    m[at] = v;
+                    if let Ok(mut p) = Ipv4Packet::new_checked(&mut m[..n]) {
+                        let _ = (p.options().len(), p.payload().len(), p.frag_offset());
+                        p.verify_checksum();
+                        p.decrement_ttl();
+                        p.fill_checksum();
+                        let _ = p.payload_mut().len();
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn rewrites_keep_checksum_valid() {
         let mut b = sample();

@@ -2,20 +2,21 @@
 //! policy, and an in-process appliance running in the lab's `app` namespace.
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
-use tollgate::conntrack::Timeouts;
 use tollgate::control::daemon::{self, DaemonError, ServeOptions};
-use tollgate::datapath::{DropReason, EngineConfig, Iface, IfaceRole, Worker};
+use tollgate::datapath::{DropReason, EngineConfig};
 use tollgate::io::runtime::Totals;
-use tollgate::nat::{MappingMode, NatConfig};
-use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
+use tollgate::nat::NatConfig;
+use tollgate::policy::{Policy, Ruleset};
 use tollgate_lab::lab::Lab;
+
+#[path = "../engine_util/kit.rs"]
+mod kit;
+pub use kit::WorkerKit;
 
 /// True when the test may run; prints why it is skipped otherwise.
 pub fn root_or_skip(test: &str) -> bool {
@@ -27,85 +28,67 @@ pub fn root_or_skip(test: &str) -> bool {
     }
 }
 
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("ip literal")
-}
-fn net(s: &str) -> Ipv4Net {
-    s.parse().expect("net literal")
-}
-
-/// The engine configuration matching the lab topology.
+/// The engine configuration matching the lab topology: the kit's, with the daemon's defaults
+/// for the flow limit and the SNAT exemptions.
 pub fn lab_engine_config() -> EngineConfig {
-    EngineConfig {
-        interfaces: vec![
-            Iface {
-                name: "tg-in".into(),
-                role: IfaceRole::Inside,
-                addrs: vec![ip("198.18.0.1")],
-                gateway: None,
-                connected: vec![net("198.18.0.0/24")],
-                mtu: 1500,
-            },
-            Iface {
-                name: "tg-out".into(),
-                role: IfaceRole::Outside,
-                addrs: vec![ip("203.0.113.1")],
-                gateway: Some(ip("203.0.113.254")),
-                connected: vec![net("203.0.113.0/24")],
-                mtu: 1500,
-            },
-        ],
-        routes: vec![],
-        inside_prefixes: vec![net("198.18.0.0/15")],
-        nat: NatConfig {
-            public_addrs: vec![ip("203.0.113.1")],
-            port_min: 1024,
-            port_max: 65535,
-            mapping: MappingMode::EndpointIndependent,
-            per_host_quota: None,
-            reuse_cooldown: 0,
-            ..NatConfig::default()
-        },
-        timeouts: Timeouts::default(),
-        max_flows_per_worker: 65536,
-        mss_clamp: None,
-        icmp_on_exhaustion: false,
-        icmp_source: ip("198.18.0.1"),
-    }
+    let mut c = kit::lab_engine_config();
+    c.max_flows_per_worker = 65536;
+    c.nat.exempt = NatConfig::default().exempt;
+    c
 }
 
-/// TEST ONLY (until the TOML loader lands): denies 198.51.100.0/24 (rule 3), DNATs
-/// 203.0.113.1:8080/tcp to 198.18.0.20:80 (rule 7), allows other flows from 198.18.0.0/15.
-#[derive(Debug, Default)]
-pub struct LabTestPolicy;
+/// Denies 198.51.100.0/24 (rule "no-198-51-100"), DNATs 203.0.113.1:8080/tcp to
+/// 198.18.0.20:80 (rule "web"), allows other flows from 198.18.0.0/15 (rule "inside").
+pub const LAB_RULES: &str = r#"
+[[group]]
+name = "lab"
+priority = 100
 
-impl Policy for LabTestPolicy {
-    fn decide(&self, q: &FlowQuery) -> Decision {
-        if q.dst == ip("203.0.113.1") && q.proto == 6 && q.dport == 8080 {
-            return Decision::Dnat {
-                rule: 7,
-                to: ip("198.18.0.20"),
-                to_port: 80,
-            };
-        }
-        if net("198.51.100.0/24").contains(&q.dst) {
-            return Decision::Deny { rule: Some(3) };
-        }
-        if net("198.18.0.0/15").contains(&q.src) {
-            return Decision::Allow { rule: 1 };
-        }
-        Decision::Deny { rule: None }
-    }
-    fn decide_app(&self, _: &FlowQuery, _: AppProto, _: Option<&str>) -> Decision {
-        Decision::Deny { rule: None }
-    }
-    fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
-        None
-    }
-    fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
-        const TARGETS: [(Ipv4Addr, u16, u8); 1] = [(Ipv4Addr::new(198, 18, 0, 20), 80, 6)];
-        &TARGETS
-    }
+  [[group.collection]]
+  name = "inbound"
+  priority = 100
+  kind = "dnat"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "web"
+    sources = ["*"]
+    destinations = ["203.0.113.1"]
+    protocols = ["tcp"]
+    destination_ports = ["8080"]
+    translated_address = "198.18.0.20"
+    translated_port = 80
+
+  [[group.collection]]
+  name = "blocked"
+  priority = 150
+  kind = "network"
+  action = "deny"
+
+    [[group.collection.rule]]
+    name = "no-198-51-100"
+    sources = ["*"]
+    destinations = ["198.51.100.0/24"]
+    protocols = ["any"]
+    destination_ports = ["*"]
+
+  [[group.collection]]
+  name = "egress"
+  priority = 200
+  kind = "network"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "inside"
+    sources = ["198.18.0.0/15"]
+    destinations = ["*"]
+    protocols = ["any"]
+    destination_ports = ["*"]
+"#;
+
+/// [`LAB_RULES`], compiled by the config loader.
+pub fn lab_policy() -> Arc<Ruleset> {
+    kit::policy(LAB_RULES)
 }
 
 /// The appliance running in-process, in the lab's `app` namespace, on its own threads.
@@ -148,7 +131,14 @@ impl Appliance {
             daemon::serve(
                 &cfg,
                 &opts,
-                |i, n| Worker::new(engine.clone(), policy.clone(), i, n, 42),
+                |i, n| {
+                    WorkerKit::new()
+                        .config(engine.clone())
+                        .policy(policy.clone())
+                        .index(i)
+                        .of(n)
+                        .build()
+                },
                 s2,
             )
         });

@@ -1,4 +1,5 @@
-//! Byte fixtures, a fake clock and test-only policies for the engine tests.
+//! Byte fixtures, a fake clock and the lab's test policies (compiled from TOML) for the engine
+//! tests; the configuration and the worker builder are in [`kit`], shared with benches and fuzz.
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
@@ -6,10 +7,11 @@ use std::sync::Arc;
 
 use etherparse::{PacketBuilder, SlicedPacket};
 use ipnet::Ipv4Net;
-use tollgate::conntrack::Timeouts;
-use tollgate::datapath::{EngineConfig, Iface, IfaceRole, Packet, Verdict, Worker};
-use tollgate::nat::{MappingMode, NatConfig};
-use tollgate::policy::{AppProto, Decision, FlowQuery, Policy, RuleRef};
+use tollgate::datapath::{EngineConfig, Packet, Verdict, Worker};
+use tollgate::policy::Ruleset;
+
+mod kit;
+pub use kit::*;
 
 pub const INSIDE_IF: u8 = 0;
 pub const OUTSIDE_IF: u8 = 1;
@@ -29,104 +31,89 @@ pub const SERVER: &str = "203.0.113.10";
 pub const SERVER2: &str = "203.0.113.20";
 pub const DNAT_TARGET: &str = "198.18.0.20";
 
-/// The lab's two-arm topology: inside 198.18.0.1/24, outside 203.0.113.1/24, gateway .254.
-pub fn lab_config() -> EngineConfig {
-    EngineConfig {
-        interfaces: vec![
-            Iface {
-                name: "tg-in".into(),
-                role: IfaceRole::Inside,
-                addrs: vec![ip("198.18.0.1")],
-                gateway: None,
-                connected: vec![net("198.18.0.0/24")],
-                mtu: 1500,
-            },
-            Iface {
-                name: "tg-out".into(),
-                role: IfaceRole::Outside,
-                addrs: vec![ip(PUBLIC)],
-                gateway: Some(ip("203.0.113.254")),
-                connected: vec![net("203.0.113.0/24")],
-                mtu: 1500,
-            },
-        ],
-        routes: vec![],
-        inside_prefixes: vec![net("198.18.0.0/15")],
-        nat: NatConfig {
-            public_addrs: vec![ip(PUBLIC)],
-            port_min: 1024,
-            port_max: 65535,
-            mapping: MappingMode::EndpointIndependent,
-            port_sharing: true,
-            per_host_quota: None,
-            reuse_cooldown: 0,
-            time_wait_reuse: true,
-            exempt: vec![net("198.51.100.128/25")],
-        },
-        timeouts: Timeouts::default(),
-        max_flows_per_worker: 4096,
-        mss_clamp: None,
-        icmp_on_exhaustion: false,
-        icmp_source: ip("198.18.0.1"),
-    }
+/// Allows every flow (rule "any") and DNATs 203.0.113.1:8080/tcp to 198.18.0.20:80 (rule "web").
+pub const PERMISSIVE_RULES: &str = r#"
+[[group]]
+name = "test"
+priority = 100
+
+  [[group.collection]]
+  name = "inbound"
+  priority = 100
+  kind = "dnat"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "web"
+    sources = ["*"]
+    destinations = ["203.0.113.1"]
+    protocols = ["tcp"]
+    destination_ports = ["8080"]
+    translated_address = "198.18.0.20"
+    translated_port = 80
+
+  [[group.collection]]
+  name = "everything"
+  priority = 200
+  kind = "network"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "any"
+    sources = ["*"]
+    destinations = ["*"]
+    protocols = ["any"]
+    destination_ports = ["*"]
+"#;
+
+/// Denies destination 198.51.100.66 (rule "deny-66"), leaves TCP/UDP port 25 to the default
+/// deny and allows the rest (rule "allow"; port 0, which a configuration cannot name, is left
+/// to the default deny too).
+pub const DENYING_RULES: &str = r#"
+[[group]]
+name = "test"
+priority = 100
+
+  [[group.collection]]
+  name = "blocked"
+  priority = 100
+  kind = "network"
+  action = "deny"
+
+    [[group.collection.rule]]
+    name = "deny-66"
+    sources = ["*"]
+    destinations = ["198.51.100.66"]
+    protocols = ["any"]
+    destination_ports = ["*"]
+
+  [[group.collection]]
+  name = "rest"
+  priority = 200
+  kind = "network"
+  action = "allow"
+
+    [[group.collection.rule]]
+    name = "allow"
+    sources = ["*"]
+    destinations = ["*"]
+    protocols = ["any"]
+    destination_ports = ["1-24", "26-65535"]
+"#;
+
+/// [`PERMISSIVE_RULES`], compiled.
+pub fn permissive() -> Arc<Ruleset> {
+    policy(PERMISSIVE_RULES)
 }
 
-/// TEST ONLY: allows every flow, and DNATs 203.0.113.1:8080 to 198.18.0.20:80 (rule 7).
-#[derive(Debug, Default)]
-pub struct PermissiveTestPolicy;
-
-impl Policy for PermissiveTestPolicy {
-    fn decide(&self, q: &FlowQuery) -> Decision {
-        if q.dst == ip(PUBLIC) && q.dport == 8080 && q.proto == 6 {
-            return Decision::Dnat {
-                rule: 7,
-                to: ip(DNAT_TARGET),
-                to_port: 80,
-            };
-        }
-        Decision::Allow { rule: 1 }
-    }
-    fn decide_app(&self, _: &FlowQuery, _: AppProto, _: Option<&str>) -> Decision {
-        Decision::Allow { rule: 1 }
-    }
-    fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
-        None
-    }
-    fn dnat_targets(&self) -> &[(Ipv4Addr, u16, u8)] {
-        const TARGETS: [(Ipv4Addr, u16, u8); 1] = [(Ipv4Addr::new(198, 18, 0, 20), 80, 6)];
-        &TARGETS
-    }
-    fn dnat_publics(&self) -> &[(Ipv4Addr, u8, u16, u16)] {
-        const PUBLICS: [(Ipv4Addr, u8, u16, u16); 1] =
-            [(Ipv4Addr::new(203, 0, 113, 1), 6, 8080, 8080)];
-        &PUBLICS
-    }
+/// [`DENYING_RULES`], compiled.
+pub fn denying() -> Arc<Ruleset> {
+    policy(DENYING_RULES)
 }
 
-/// TEST ONLY: denies destination 198.51.100.66 by rule 3 and anything to port 25 by default.
-#[derive(Debug, Default)]
-pub struct DenyingTestPolicy;
-
-impl Policy for DenyingTestPolicy {
-    fn decide(&self, q: &FlowQuery) -> Decision {
-        if q.dst == ip("198.51.100.66") {
-            Decision::Deny { rule: Some(3) }
-        } else if q.dport == 25 {
-            Decision::Deny { rule: None }
-        } else {
-            Decision::Allow { rule: 1 }
-        }
-    }
-    fn decide_app(&self, _: &FlowQuery, _: AppProto, _: Option<&str>) -> Decision {
-        Decision::Deny { rule: None }
-    }
-    fn describe(&self, _: u32) -> Option<RuleRef<'_>> {
-        None
-    }
-}
-
+/// A worker on `cfg` under [`permissive`].
 pub fn worker(cfg: EngineConfig) -> Worker {
-    Worker::new(Arc::new(cfg), Arc::new(PermissiveTestPolicy), 0, 1, 42)
+    WorkerKit::new().config(cfg).policy(permissive()).build()
 }
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
