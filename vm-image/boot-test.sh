@@ -47,15 +47,26 @@ missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# qemu-system-x86 and qemu-utils must come from one release: installing only the first can make
-# apt remove a qemu-utils from another (e.g. a backport), and qemu-img with it.
-if [[ " ${missing[*]} " == *" qemu-system-x86 "* && " ${missing[*]} " != *" qemu-utils "* ]]; then
-  missing+=(qemu-utils)
-fi
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing: ${missing[*]}"
+# qemu-system-x86 and qemu-utils must be one version: a machine can come with qemu-utils from
+# another release (e.g. a backport whose source is no longer configured), and apt then refuses
+# qemu-system-x86 beside it ("held broken packages"). So qemu-utils is asked for at the version
+# apt would install qemu-system-x86 at, downgrading it if need be.
+pkgs=("${missing[@]}")
+if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  want=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  have=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  pkgs=()
+  for x in "${missing[@]}"; do [ "$x" = qemu-utils ] || pkgs+=("$x"); done
+  if [ -n "$want" ] && [ "$want" != "(none)" ] && [ "$have" != "$want" ]; then
+    [ -n "$have" ] && echo "qemu-utils $have does not match qemu-system-x86 $want: installing qemu-utils $want"
+    pkgs+=("qemu-utils=$want")
+  fi
+fi
+if [ "${#pkgs[@]}" -gt 0 ]; then
+  echo "installing: ${pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades "${pkgs[@]}" >/dev/null
 fi
 
 p="tgv$$"
