@@ -500,8 +500,9 @@ fn unsupported_features_are_listed_per_rule_and_never_widen() {
                 "203.0.113.80:443",
                 "tcp",
                 Some("files.example.net"),
-                "deny",
-                "deny hub-web/web-deny/no-uploads",
+                // The widened network deny decides before the application deny.
+                "deny (no-uploads, or default)",
+                "deny hub-network/net-deny/no-storage-from-lab",
             ),
             (
                 "198.18.0.9",
@@ -721,8 +722,8 @@ fn service_tags_are_carried_over_with_a_tags_file() {
                 "198.18.0.9",
                 "203.0.113.200:443",
                 "tcp",
-                None,
-                "deny (not in the tag)",
+                Some("other.example"),
+                "deny (not in the tag, no name allowed)",
                 "deny default",
             ),
         ],

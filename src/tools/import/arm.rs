@@ -136,10 +136,12 @@ fn read_value(
             Some(Value::String(s)) => eval(s, tpl)?.trim().parse().ok(),
             _ => None,
         };
+        // Rules name IP groups with expressions (`[resourceId(..., variables('x'))]`) that
+        // need this template's parameters and variables: evaluate them here.
         let collections = props
             .get("ruleCollections")
             .and_then(Value::as_array)
-            .cloned()
+            .map(|a| a.iter().map(|c| eval_deep(c, tpl)).collect())
             .unwrap_or_default();
         let index = inv.groups.len();
         inv.groups.push(GroupDoc {
@@ -222,6 +224,21 @@ fn read_value(
     Ok(())
 }
 
+/// A copy of `v` with every string that is an ARM expression evaluated (one that cannot be is
+/// kept as it is, and reported where it is used).
+fn eval_deep(v: &Value, tpl: Tpl) -> Value {
+    match v {
+        Value::String(s) => Value::String(eval(s, tpl).unwrap_or_else(|_| s.clone())),
+        Value::Array(a) => Value::Array(a.iter().map(|x| eval_deep(x, tpl)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), eval_deep(x, tpl)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// The last `/`-separated segment of a name or resource id.
 pub(super) fn last_segment(s: &str) -> &str {
     s.trim_end_matches('/').rsplit('/').next().unwrap_or(s)
@@ -252,7 +269,7 @@ fn eval(s: &str, tpl: Tpl) -> Result<String, String> {
         return Ok(s.to_string());
     }
     let mut p = Parser {
-        s: t[1..t.len() - 1].as_bytes(),
+        s: &t.as_bytes()[1..t.len() - 1],
         i: 0,
         tpl,
     };

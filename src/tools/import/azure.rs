@@ -1343,9 +1343,12 @@ fn policy_settings(ctx: &mut Ctx, pname: &str, p: &Value) {
     }
     if let Some(s) = p.get("snat") {
         let ranges = strs(s, "privateRanges");
-        if !ranges.is_empty()
-            && !(ranges.len() == 1 && ranges[0].eq_ignore_ascii_case("IANAPrivateRanges"))
-        {
+        let custom = match ranges.as_slice() {
+            [] => false,
+            [one] => !one.eq_ignore_ascii_case("IANAPrivateRanges"),
+            _ => true,
+        };
+        if custom {
             ctx.find(pname, Effect::NotEnforced, format!("snat.privateRanges ({}) are not written: set snat.exempt in the configuration (its default is the IANA private ranges, Azure's default too)", ranges.join(", ")));
         }
         if s.get("autoLearnPrivateRanges")
