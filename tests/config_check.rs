@@ -494,7 +494,7 @@ fn unknown_keys_do_not_hide_other_errors() {
     assert_eq!(
         diags(&t),
         vec![
-            "t.toml:24:5: error: unknown key \"colour\" in [group.collection.rule]; expected one of: name, sources, source_ip_groups, destinations, destination_ip_groups, destination_fqdns, protocols, destination_ports, fqdns, fqdn_tags, translated_address, translated_port",
+            "t.toml:24:5: error: unknown key \"colour\" in [group.collection.rule]; expected one of: name, sources, source_ip_groups, destinations, destination_ip_groups, destination_fqdns, destination_service_tags, protocols, destination_ports, fqdns, fqdn_tags, translated_address, translated_port",
             "t.toml:25:16: error: the prefix \"198.19.0.1/15\" has host bits set; did you mean \"198.18.0.0/15\"?",
         ]
     );

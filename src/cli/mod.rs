@@ -8,6 +8,7 @@ pub mod admin;
 pub mod check;
 pub mod explain;
 pub mod external;
+pub mod import;
 pub mod run;
 
 /// Tollgate: a userspace firewall and SNAT router for egress behind a user-defined route.
@@ -27,6 +28,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show how the configuration decides one flow, and which rules almost matched.
     Explain(explain::ExplainArgs),
+    /// Write a configuration from another firewall's policy: `import azure-policy FILE...`
+    /// (exit 1 when anything was not carried over).
+    #[command(subcommand)]
+    Import(import::ImportCmd),
     /// Run the appliance in the foreground until SIGTERM/SIGINT.
     Run(run::RunArgs),
     /// The network-namespace lab: up, down, status, run (runs the `tollgate-lab` binary).
@@ -58,6 +63,7 @@ pub fn main() -> ExitCode {
         }
         Command::Check(a) => check::run(&a),
         Command::Explain(a) => explain::run(&a),
+        Command::Import(c) => import::run(&c),
         Command::Run(a) => run::main(a),
         Command::Lab(a) => external::run("lab", a),
         Command::Bench(a) => external::run("bench", a),

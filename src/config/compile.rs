@@ -472,8 +472,12 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         let nets = list.iter().filter_map(|p| ctx.prefix(p, false)).collect();
         groups.insert(name.clone(), nets);
     }
+    // ---- service tags
+    let (tags_path, tags) = service_tags(ctx, &raw.appliance);
     // ---- rules
-    let rules = build_rules(ctx, &raw, &groups, &nat.public_addrs);
+    // None: no tags file; Some(None): it failed (already an error: no error per tag).
+    let tags_state = tags_path.as_ref().map(|_| tags.as_ref());
+    let rules = build_rules(ctx, &raw, &groups, &nat.public_addrs, tags_state);
     let dns = dns_settings(ctx, &raw.dns, &nat, &rules);
     let host = host_policy(
         ctx,
@@ -508,8 +512,48 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         dns,
         host,
         fqdn_addresses: BTreeMap::new(),
+        service_tags_file: tags_path,
         warnings: Vec::new(),
     })
+}
+
+/// Reads `appliance.service_tags_file` (relative to the configuration's directory): the path,
+/// and the tags with the file's name for messages.
+fn service_tags(
+    ctx: &mut Ctx,
+    a: &super::schema::RawAppliance,
+) -> (Option<PathBuf>, Option<(String, super::ServiceTags)>) {
+    let Some(f) = &a.service_tags_file else {
+        return (None, None);
+    };
+    let given = std::path::Path::new(f.get_ref());
+    let path = match std::path::Path::new(ctx.origin).parent() {
+        Some(dir) if given.is_relative() => dir.join(given),
+        _ => given.to_path_buf(),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.err(
+                f.span(),
+                format!(
+                    "appliance.service_tags_file \"{}\" could not be read: {e}",
+                    path.display()
+                ),
+            );
+            return (Some(path), None);
+        }
+    };
+    match super::ServiceTags::parse(&text) {
+        Ok(t) => (Some(path), Some((f.get_ref().clone(), t))),
+        Err(m) => {
+            ctx.err(
+                f.span(),
+                format!("appliance.service_tags_file \"{}\": {m}", path.display()),
+            );
+            (Some(path), None)
+        }
+    }
 }
 
 /// `busy_poll_us` (0-10000, default [`DEFAULT_BUSY_POLL_US`]) and `busy_poll_mode` ("yield",
@@ -790,6 +834,7 @@ fn build_rules(
     raw: &Raw,
     groups: &BTreeMap<String, Vec<Ipv4Net>>,
     snat: &[Ipv4Addr],
+    tags: Option<Option<&(String, super::ServiceTags)>>,
 ) -> Vec<RuleOut> {
     let mut out = Vec::new();
     let mut group_names: HashSet<&str> = HashSet::new();
@@ -832,7 +877,7 @@ fn build_rules(
                     ),
                 );
             }
-            collection(ctx, gname, gp, cp, c, groups, snat, &mut out);
+            collection(ctx, gname, gp, cp, c, groups, snat, tags, &mut out);
         }
     }
     out.sort_by_key(|r| r.order);
@@ -848,6 +893,7 @@ fn collection(
     c: &RawCollection,
     groups: &BTreeMap<String, Vec<Ipv4Net>>,
     snat: &[Ipv4Addr],
+    tags: Option<Option<&(String, super::ServiceTags)>>,
     out: &mut Vec<RuleOut>,
 ) {
     let cname = c.name.get_ref();
@@ -937,11 +983,33 @@ fn collection(
                         "a dnat rule cannot use destination_fqdns",
                     );
                 }
+                for t in &r.destination_service_tags {
+                    let name = t.get_ref();
+                    match tags {
+                        _ if kind == RuleKind::Dnat => ctx.err(
+                            t.span(),
+                            "a dnat rule cannot use destination_service_tags",
+                        ),
+                        None => ctx.err(
+                            t.span(),
+                            format!("the service tag \"{name}\" needs appliance.service_tags_file (Azure's ServiceTags_Public JSON) to be expanded"),
+                        ),
+                        Some(None) => {}
+                        Some(Some((file, st))) => match st.get(name) {
+                            Some(nets) => spec.destinations.extend_from_slice(nets),
+                            None => ctx.err(
+                                t.span(),
+                                format!("the service tag \"{name}\" is not in {file}"),
+                            ),
+                        },
+                    }
+                }
                 if r.destinations.is_empty()
                     && r.destination_ip_groups.is_empty()
                     && r.destination_fqdns.is_empty()
+                    && r.destination_service_tags.is_empty()
                 {
-                    ctx.err(r.name.span(), format!("rule \"{}\" has no destinations: give destinations, destination_ip_groups or destination_fqdns (\"*\" for any)", r.name.get_ref()));
+                    ctx.err(r.name.span(), format!("rule \"{}\" has no destinations: give destinations, destination_ip_groups, destination_service_tags or destination_fqdns (\"*\" for any)", r.name.get_ref()));
                 }
                 if !r.fqdns.is_empty() || !r.fqdn_tags.is_empty() {
                     let sp = r
@@ -1108,6 +1176,7 @@ fn app_rule(ctx: &mut Ctx, r: &RawRule, spec: &mut RuleSpec) {
         (&r.destinations, "destinations"),
         (&r.destination_ip_groups, "destination_ip_groups"),
         (&r.destination_fqdns, "destination_fqdns"),
+        (&r.destination_service_tags, "destination_service_tags"),
         (&r.destination_ports, "destination_ports"),
     ];
     for (v, key) in misplaced {

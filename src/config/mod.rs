@@ -7,6 +7,7 @@
 mod compile;
 mod keys;
 mod schema;
+mod service_tags;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::datapath::EngineConfig;
 use crate::policy::Ruleset;
 
 pub use compile::{fqdn_tag, DEFAULT_ADMIN_SOCKET};
+pub use service_tags::ServiceTags;
 
 /// A compiled configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +42,9 @@ pub struct Loaded {
     /// What each destination FQDN last resolved to, as compiled into `policy` (filled by the
     /// control plane's resolver; a name absent here was never resolved).
     pub fqdn_addresses: std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
+    /// The service tags file (`appliance.service_tags_file`), resolved against the
+    /// configuration's directory: the reload thread watches it as it watches the file.
+    pub service_tags_file: Option<std::path::PathBuf>,
     /// Problems that do not stop the load (shadowed rules, overlapping prefixes, unresolved
     /// FQDNs).
     pub warnings: Vec<Diagnostic>,

@@ -69,6 +69,8 @@ pub struct RawAppliance {
     pub decision_log: Option<bool>,
     pub busy_poll_us: Option<S<i64>>,
     pub busy_poll_mode: Option<S<String>>,
+    /// Azure's service tags JSON (ServiceTags_Public), for `destination_service_tags`.
+    pub service_tags_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +155,8 @@ pub struct RawRule {
     pub destination_ip_groups: Vec<S<String>>,
     #[serde(default)]
     pub destination_fqdns: Vec<S<String>>,
+    #[serde(default)]
+    pub destination_service_tags: Vec<S<String>>,
     #[serde(default)]
     pub protocols: Vec<S<String>>,
     #[serde(default)]

@@ -238,6 +238,9 @@ pub fn spawn(
             crate::io::caps::enter_control_thread();
             let path = live.path.clone();
             let mut seen = mtime(&path);
+            // The service tags file the configuration names: a newer one is a reload too.
+            let mut tags = live.loaded().service_tags_file.clone();
+            let mut seen_tags = tags.as_deref().and_then(mtime);
             while !stop.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
                 let changed = {
@@ -250,14 +253,29 @@ pub fn spawn(
                     }
                     c
                 };
+                let tags_changed = {
+                    let m = tags.as_deref().and_then(mtime);
+                    m.is_some() && m != seen_tags
+                };
+                if tags_changed {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 let hupped = hup.swap(false, Relaxed);
-                if hupped || changed {
+                if hupped || changed || tags_changed {
                     log::debug!(
                         "reload: {} ({})",
                         path.display(),
-                        if hupped { "SIGHUP" } else { "the file changed" }
+                        if hupped {
+                            "SIGHUP"
+                        } else if changed {
+                            "the file changed"
+                        } else {
+                            "the service tags file changed"
+                        }
                     );
                     live.reload().log("");
+                    tags = live.loaded().service_tags_file.clone();
+                    seen_tags = tags.as_deref().and_then(mtime);
                 }
             }
         })
