@@ -16,33 +16,16 @@ use std::time::Duration;
 use common::root_or_skip;
 use tollgate_lab::lab::{as_unit, new_prefix, run_lab, Lab, Topology};
 
-#[test]
-fn one_arm_behind_a_udr_passes_every_lab_check() {
-    if !root_or_skip("one_arm_behind_a_udr_passes_every_lab_check") {
-        return;
-    }
+/// Runs `lab run` in `topology` with `config` (under config/) and asserts every check passed,
+/// these among them.
+fn lab_passes(topology: Topology, config: &str, musts: &[&str]) {
     let exe = Path::new(env!("CARGO_BIN_EXE_tollgate"));
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab-one-arm.toml");
-    let (report, ok) = run_lab(
-        exe,
-        &cfg,
-        Topology::OneArm,
-        None,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("one-arm lab runs");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join(config);
+    let (report, ok) = run_lab(exe, &cfg, topology, None, Arc::new(AtomicBool::new(false)))
+        .unwrap_or_else(|e| panic!("{topology} lab runs: {e}"));
     println!("{report}");
     assert!(ok, "a check failed:\n{report}");
-    for must in [
-        "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
-        "platform: the health probe from 192.0.2.16 is answered",
-        "pod1 and node2: the appliance's /metrics does not answer them",
-        "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
-        "time-exceeded from 198.18.1.4",
-        "fabric: without IP forwarding on its NIC",
-        "/metrics reports SNAT use of 198.18.1.4",
-        "a network rule on api.example (resolved via the platform's DNS) allows it",
-    ] {
+    for must in musts {
         assert!(
             report
                 .lines()
@@ -50,6 +33,27 @@ fn one_arm_behind_a_udr_passes_every_lab_check() {
             "no passing check \"{must}\":\n{report}"
         );
     }
+}
+
+#[test]
+fn one_arm_behind_a_udr_passes_every_lab_check() {
+    if !root_or_skip("one_arm_behind_a_udr_passes_every_lab_check") {
+        return;
+    }
+    lab_passes(
+        Topology::OneArm,
+        "config/lab-one-arm.toml",
+        &[
+            "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
+            "platform: the health probe from 192.0.2.16 is answered",
+            "pod1 and node2: the appliance's /metrics does not answer them",
+            "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
+            "time-exceeded from 198.18.1.4",
+            "fabric: without IP forwarding on its NIC",
+            "/metrics reports SNAT use of 198.18.1.4",
+            "a network rule on api.example (resolved via the platform's DNS) allows it",
+        ],
+    );
 }
 
 #[test]
@@ -57,30 +61,15 @@ fn ha_pair_behind_a_load_balancer_fails_over_within_its_probe_bound() {
     if !root_or_skip("ha_pair_behind_a_load_balancer_fails_over_within_its_probe_bound") {
         return;
     }
-    let exe = Path::new(env!("CARGO_BIN_EXE_tollgate"));
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab-one-arm.toml");
-    let (report, ok) = run_lab(
-        exe,
-        &cfg,
+    lab_passes(
         Topology::Ha,
-        None,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("ha lab runs");
-    println!("{report}");
-    assert!(ok, "a check failed:\n{report}");
-    for must in [
-        "ha: the balancer spreads new flows over both appliances",
-        "ha: after SIGKILL of one appliance, new connections succeed within",
-        "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
-    ] {
-        assert!(
-            report
-                .lines()
-                .any(|l| l.starts_with("PASS") && l.contains(must)),
-            "no passing check \"{must}\":\n{report}"
-        );
-    }
+        "config/lab-one-arm.toml",
+        &[
+            "ha: the balancer spreads new flows over both appliances",
+            "ha: after SIGKILL of one appliance, new connections succeed within",
+            "pod1 (kubenet, behind node1): HTTP to 203.0.113.10 is SNATed",
+        ],
+    );
 }
 
 #[test]
@@ -88,30 +77,15 @@ fn two_nic_behind_a_udr_passes_every_lab_check() {
     if !root_or_skip("two_nic_behind_a_udr_passes_every_lab_check") {
         return;
     }
-    let exe = Path::new(env!("CARGO_BIN_EXE_tollgate"));
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab-two-nic.toml");
-    let (report, ok) = run_lab(
-        exe,
-        &cfg,
+    lab_passes(
         Topology::TwoNic,
-        None,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("two-nic lab runs");
-    println!("{report}");
-    assert!(ok, "a check failed:\n{report}");
-    for must in [
-        "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
-        "/metrics reports SNAT use of 198.18.2.4",
-        "a network rule on api.example (resolved via the platform's DNS) allows it",
-    ] {
-        assert!(
-            report
-                .lines()
-                .any(|l| l.starts_with("PASS") && l.contains(must)),
-            "no passing check \"{must}\":\n{report}"
-        );
-    }
+        "config/lab-two-nic.toml",
+        &[
+            "internet: DNAT 203.0.113.1:8080 reaches 198.18.0.20:80",
+            "/metrics reports SNAT use of 198.18.2.4",
+            "a network rule on api.example (resolved via the platform's DNS) allows it",
+        ],
+    );
 }
 
 /// The configuration `vm-image/azure/` deploys, its VNet addresses moved onto the lab's (the
