@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-need_pkgs=(iproute2 nftables iperf3 curl openssl socat tcpdump iputils-ping netcat-openbsd ethtool python3 coturn conntrack)
+need_pkgs=(iproute2 nftables iperf3 curl openssl socat tcpdump iputils-ping netcat-openbsd ethtool python3 coturn conntrack clang)
+# clang builds the XDP program of the af_xdp backend (build.rs); here its absence is an error
+export TOLLGATE_REQUIRE_XDP=1
 
 install_deps() {
   local missing=()
@@ -53,8 +55,11 @@ case "${1:-}" in
   test)
     install_deps
     cargo build --release --workspace --quiet
-    # --release: the end-to-end tests push real traffic through the appliance.
-    exec cargo test --release --workspace -- --test-threads=2
+    # --release: the end-to-end tests push real traffic through the appliance. Everything runs
+    # with the default backend (auto: AF_XDP here), then the end-to-end tests again on AF_PACKET.
+    cargo test --release --workspace -- --test-threads=2
+    echo "== the end-to-end tests again, on the af_packet backend"
+    TOLLGATE_BACKEND=af_packet cargo test --release --workspace --test 'e2e_*' -- --test-threads=2
     ;;
   *)
     echo "usage: $0 lab|test" >&2

@@ -613,3 +613,31 @@ fn host_policy_errors_and_the_unreachable_management_warning() {
         .iter()
         .all(|d| !d.message.contains("management_sources")));
 }
+
+#[test]
+fn backend_setting() {
+    use tollgate::io::Backend;
+    let l = load_str(HEAD, "t.toml").unwrap();
+    assert_eq!(l.backend, Backend::Auto, "auto by default");
+    for (name, want) in [
+        ("auto", Backend::Auto),
+        ("af_xdp", Backend::AfXdp),
+        ("af_packet", Backend::AfPacket),
+    ] {
+        let ok = HEAD.replace(
+            "inside_prefixes = [\"198.18.0.0/15\"]\n",
+            &format!("inside_prefixes = [\"198.18.0.0/15\"]\nbackend = \"{name}\"\n"),
+        );
+        assert_eq!(load_str(&ok, "t.toml").unwrap().backend, want);
+        assert_eq!(want.as_str(), name);
+    }
+    let bad = HEAD.replace(
+        "inside_prefixes = [\"198.18.0.0/15\"]\n",
+        "inside_prefixes = [\"198.18.0.0/15\"]\nbackend = \"dpdk\"\n",
+    );
+    let e = load_str(&bad, "t.toml").unwrap_err();
+    assert_eq!(
+        e.errors()[0].to_string(),
+        "t.toml:3:11: error: backend \"dpdk\" is not one of \"auto\", \"af_xdp\", \"af_packet\""
+    );
+}

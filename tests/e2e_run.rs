@@ -115,7 +115,11 @@ fn tollgate_run_serves_the_lab_config_and_stops_cleanly_on_sigterm() {
         "dnat: {dnat}"
     );
     assert!(exited_cleanly, "SIGTERM stops tollgate run");
-    assert!(text.starts_with("tollgate: running interfaces=tg-in(inside),tg-out(outside)"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tollgate: running interfaces=tg-in(inside),tg-out(outside)")),
+        "{text}"
+    );
     assert!(text.contains("drop.rule_deny"), "counters at exit:\n{text}");
     assert!(text.contains("stopped cleanly"));
     assert!(!table_left, "the nftables table is removed at exit");

@@ -1,4 +1,5 @@
-//! The steering program (`io::steer`) with the real daemon on the lab (issue 21).
+//! The steering program (`io::steer`) with the real daemon on the lab (issue 21), on the
+//! af_packet backend, whose fanout runs it.
 //!
 //! `dnat_and_snat_of_one_inside_server_meet_their_workers`: the DNAT target 198.18.0.20 serves
 //! 203.0.113.1:8080 to the internet and is a client itself; with 2 and 4 workers every DNAT
@@ -144,7 +145,21 @@ fn measure_with(lab: &mut Lab, workers: usize, traffic: impl Fn(&Lab)) -> (Vec<F
     let exe = env!("CARGO_BIN_EXE_tollgate");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab.toml");
     let w = workers.to_string();
-    let (_, log) = start_appliance(lab, &[exe, "run", "--config", config, "--workers", &w]);
+    // the steering program is AF_PACKET's fanout; AF_XDP delivers to the receiving queue's
+    // socket and hands frames over from there
+    let (_, log) = start_appliance(
+        lab,
+        &[
+            exe,
+            "run",
+            "--config",
+            config,
+            "--workers",
+            &w,
+            "--backend",
+            "af_packet",
+        ],
+    );
     traffic(lab);
     let fl = flows(lab);
     assert!(lab.stop("appliance", Duration::from_secs(5)));

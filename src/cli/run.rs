@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// (overrides `appliance.busy_poll_mode`).
     #[arg(long, value_parser = ["yield", "pause"])]
     pub busy_poll_mode: Option<String>,
+    /// Packet I/O: auto (AF_XDP where its program attaches, else AF_PACKET), af_xdp or
+    /// af_packet (overrides $TOLLGATE_BACKEND and `appliance.backend`).
+    #[arg(long, value_parser = ["auto", "af_xdp", "af_packet"])]
+    pub backend: Option<String>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -97,6 +101,7 @@ fn serve_options(a: &RunArgs) -> ServeOptions {
         "pause" => SpinMode::Pause,
         _ => SpinMode::Yield,
     });
+    opts.backend = a.backend.as_deref().and_then(crate::io::Backend::parse);
     if a.rx_ring == "v3" {
         opts.af.rx_version = crate::io::afpacket::RxRingVersion::V3;
     }

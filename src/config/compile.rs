@@ -367,6 +367,19 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         None => Some(None),
     };
     let busy_poll = busy_poll_settings(ctx, &raw.appliance);
+    let backend = match &raw.appliance.backend {
+        None => crate::io::Backend::default(),
+        Some(b) => crate::io::Backend::parse(b.get_ref()).unwrap_or_else(|| {
+            ctx.err(
+                b.span(),
+                format!(
+                    "backend \"{}\" is not one of \"auto\", \"af_xdp\", \"af_packet\"",
+                    b.get_ref()
+                ),
+            );
+            crate::io::Backend::default()
+        }),
+    };
     let workers = match raw.appliance.workers {
         Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -509,6 +522,7 @@ fn build(ctx: &mut Ctx, raw: Raw) -> Option<Loaded> {
         admin_socket: admin_socket?,
         decision_log: raw.appliance.decision_log.unwrap_or(true),
         busy_poll,
+        backend,
         dns,
         host,
         fqdn_addresses: BTreeMap::new(),

@@ -39,6 +39,7 @@ fn allowed(path: &str) -> Option<&'static [&'static str]> {
             "decision_log",
             "busy_poll_us",
             "busy_poll_mode",
+            "backend",
             "service_tags_file",
         ],
         "interface" => &["name", "role", "addresses", "gateway", "mtu"],

@@ -35,6 +35,8 @@ pub struct Loaded {
     pub decision_log: bool,
     /// How workers poll their rings before sleeping (`busy_poll_us`, `busy_poll_mode`).
     pub busy_poll: crate::io::runtime::BusyPoll,
+    /// The packet I/O backend (`backend`: "auto", "af_xdp" or "af_packet").
+    pub backend: crate::io::Backend,
     /// The resolver of network rules' destination FQDNs (`[dns]`).
     pub dns: DnsSettings,
     /// What the host's own stack answers on the data interfaces (`[host]`).

@@ -69,6 +69,7 @@ pub struct RawAppliance {
     pub decision_log: Option<bool>,
     pub busy_poll_us: Option<S<i64>>,
     pub busy_poll_mode: Option<S<String>>,
+    pub backend: Option<S<String>>,
     /// Azure's service tags JSON (ServiceTags_Public), for `destination_service_tags`.
     pub service_tags_file: Option<S<String>>,
 }

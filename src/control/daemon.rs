@@ -14,6 +14,7 @@ use crate::io::afpacket::{AfPacketIo, AfPacketOptions, RxRingVersion};
 use crate::io::neigh::Neighbours;
 use crate::io::pcap::{PcapIo, PcapWriter};
 use crate::io::runtime::{self, BusyPoll, Engine, LiveIoStats, RuntimeConfig, SpinMode, Totals};
+use crate::io::Backend;
 
 /// Options of `tollgate run` besides the configuration file.
 #[derive(Clone, Debug)]
@@ -47,6 +48,8 @@ pub struct ServeOptions {
     /// `tollgate stats`, `/metrics` and the warnings); sized for the workers and interfaces
     /// served. None: the counters are only in the totals at exit.
     pub live_io: Option<Arc<LiveIoStats>>,
+    /// The packet I/O backend; None: auto.
+    pub backend: Option<crate::io::Backend>,
 }
 
 impl Default for ServeOptions {
@@ -64,6 +67,7 @@ impl Default for ServeOptions {
             busy_poll_us: None,
             busy_poll_mode: None,
             live_io: None,
+            backend: None,
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum DaemonError {
     Io(#[from] io::Error),
     #[error("cannot load the configuration: {0}")]
     Config(String),
+    #[error("backend af_xdp: {0}")]
+    Xdp(String),
 }
 
 /// The host plan for an engine configuration.
@@ -196,14 +202,62 @@ where
     };
     let guard = host::prepare(&plan_for(cfg, opts))?;
     let ifaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
-    let backend = format!(
-        "af_packet({} rx, tpacket_v2 tx){}",
-        match opts.af.rx_version {
-            RxRingVersion::V2 => "tpacket_v2",
-            RxRingVersion::V3 => "tpacket_v3",
+    let choice = match opts.backend {
+        Some(b) => b,
+        None => backend_from_env()?.unwrap_or_default(),
+    };
+    let xsk = match choice {
+        Backend::AfPacket => None,
+        Backend::AfXdp | Backend::Auto => match attach_xdp(cfg, opts, workers) {
+            Ok(p) => Some(p),
+            Err(e) if choice == Backend::AfXdp => return Err(DaemonError::Xdp(e)),
+            Err(e) => {
+                log::info!("backend auto: AF_PACKET, because AF_XDP is not available: {e}");
+                None
+            }
         },
-        if opts.pcap.is_some() { "+pcap" } else { "" }
-    );
+    };
+    let backend = match &xsk {
+        Some(x) => {
+            let p = &x.programs;
+            let modes: Vec<String> = p
+                .iter()
+                .map(|p| format!("{}:{}/{}q", p.iface, p.mode, p.queues))
+                .collect();
+            format!(
+                "af_xdp(xdp {}, xsk rx, tpacket_v2 tx){}",
+                modes.join(","),
+                if opts.pcap.is_some() { "+pcap" } else { "" }
+            )
+        }
+        None => format!(
+            "af_packet({} rx, tpacket_v2 tx){}",
+            match opts.af.rx_version {
+                RxRingVersion::V2 => "tpacket_v2",
+                RxRingVersion::V3 => "tpacket_v3",
+            },
+            if opts.pcap.is_some() { "+pcap" } else { "" }
+        ),
+    };
+    if let (Some(x), Backend::Auto) = (&xsk, choice) {
+        log::info!(
+            "backend auto: AF_XDP, the XDP program attached to every data interface ({} mode)",
+            x.programs
+                .iter()
+                .map(|p| p.mode)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for p in xsk.iter().flat_map(|x| x.programs.iter()) {
+        if p.queues < workers as u32 {
+            log::info!(
+                "{}: {} receive queue(s) for {workers} workers: workers without a queue of it get its frames by hand-off",
+                p.iface,
+                p.queues
+            );
+        }
+    }
     if opts.verbose {
         log::info!("{}", summary(cfg, workers, &backend));
         for w in &guard.warnings {
@@ -243,6 +297,29 @@ where
     // worker, or no program fits the config).
     let mut af = opts.af.clone();
     af.fanout = workers > 1;
+    af.xsk = xsk.clone();
+    af.xsk_busy_poll = std::env::var("TOLLGATE_XSK_BUSY_POLL").is_ok_and(|v| v == "1");
+    // The host's addresses as the XDP programs know them, kept current (DHCP may change them).
+    let xdp_stop = Arc::new(AtomicBool::new(false));
+    let xdp_refresh = xsk.clone().and_then(|x| {
+        let stop = xdp_stop.clone();
+        let drop_caps = opts.drop_caps;
+        std::thread::Builder::new()
+            .name("tg-xdp-addrs".into())
+            .spawn(move || {
+                // map updates go through the maps' descriptors: no capability needed
+                if drop_caps {
+                    let _ = crate::io::caps::drop_all_on_this_thread();
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    for p in &x.programs {
+                        let _ = p.refresh();
+                    }
+                }
+            })
+            .ok()
+    });
     if af.steering.is_none() {
         af.steering = steering_program(cfg, &[], workers);
     }
@@ -252,7 +329,7 @@ where
         None => runtime::run(
             &rt,
             make_engine,
-            |_| AfPacketIo::open(&ifaces, &af),
+            |i| AfPacketIo::open_worker(&ifaces, &af, i),
             neigh,
             stop.clone(),
             epoch,
@@ -266,7 +343,10 @@ where
             let r = runtime::run(
                 &rt,
                 make_engine,
-                |_| AfPacketIo::open(&ifaces, &af).map(|io| PcapIo::new(io, shared.clone())),
+                |i| {
+                    AfPacketIo::open_worker(&ifaces, &af, i)
+                        .map(|io| PcapIo::new(io, shared.clone()))
+                },
                 neigh,
                 stop.clone(),
                 epoch,
@@ -279,9 +359,79 @@ where
     };
     neigh_stop.store(true, Ordering::Relaxed);
     let _ = neigh_thread.join();
+    xdp_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = xdp_refresh {
+        let _ = t.join();
+    }
+    // the XDP programs go (their links close) before the host's tables
+    drop(af);
+    drop(xsk);
     drop(guard);
     let reports = result?;
     Ok(runtime::totals(&reports))
+}
+
+/// `$TOLLGATE_BACKEND`, when set.
+fn backend_from_env() -> Result<Option<Backend>, DaemonError> {
+    match std::env::var("TOLLGATE_BACKEND") {
+        Ok(v) if !v.is_empty() => Backend::parse(&v).map(Some).ok_or_else(|| {
+            DaemonError::Config(format!(
+                "TOLLGATE_BACKEND=\"{v}\" is not one of \"auto\", \"af_xdp\", \"af_packet\""
+            ))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Loads and attaches the XDP program to every data interface, for `workers` workers.
+fn attach_xdp(
+    cfg: &EngineConfig,
+    opts: &ServeOptions,
+    workers: usize,
+) -> Result<crate::io::afpacket::XskPlan, String> {
+    if !crate::io::xdp::built() {
+        return Err("this binary was built without the XDP program (clang was missing)".into());
+    }
+    let mut claims = Vec::new();
+    let any: ipnet::Ipv4Net = "0.0.0.0/0".parse().expect("a prefix");
+    for c in &opts.dnat {
+        let srcs = if c.sources.is_empty() {
+            vec![any]
+        } else {
+            c.sources.clone()
+        };
+        for s in &srcs {
+            for d in &c.destinations {
+                for &(lo, hi) in &c.ports {
+                    claims.push(crate::io::xdp::Claim::new(*s, *d, c.tcp, c.udp, lo, hi));
+                }
+            }
+        }
+    }
+    let plan = crate::io::xdp::XdpPlan {
+        snat: cfg.nat.public_addrs.clone(),
+        port_min: cfg.nat.port_min,
+        port_max: cfg.nat.port_max,
+        claims,
+    };
+    // a chunk holds the kernel's XDP headroom and one frame (Ethernet, one VLAN tag, the MTU)
+    let room = crate::io::afxdp::CHUNK - 256 - 18;
+    for i in &cfg.interfaces {
+        let mtu = crate::io::afpacket::mtu(&i.name).unwrap_or(0);
+        if mtu > room {
+            return Err(format!(
+                "{} has mtu {mtu}; AF_XDP chunks take frames of mtu {room} at most",
+                i.name
+            ));
+        }
+    }
+    let mut programs = Vec::new();
+    for i in &cfg.interfaces {
+        programs.push(Arc::new(crate::io::xdp::XdpProgram::attach(
+            &i.name, &plan,
+        )?));
+    }
+    Ok(crate::io::afpacket::XskPlan { programs, workers })
 }
 
 /// The fanout's steering program ([`crate::io::steer`]) for `cfg`, `workers` workers and the
@@ -347,6 +497,10 @@ pub fn run_from_file(
         .busy_poll_us
         .or(Some(loaded.busy_poll.window_ns / 1_000));
     opts.busy_poll_mode = opts.busy_poll_mode.or(Some(loaded.busy_poll.mode));
+    // the command line's backend, then $TOLLGATE_BACKEND, then the file's
+    if opts.backend.is_none() {
+        opts.backend = Some(backend_from_env()?.unwrap_or(loaded.backend));
+    }
     let engine = Arc::new(loaded.engine.clone());
     let policy: Arc<dyn crate::policy::Policy> = loaded.policy.clone();
     let seed = std::time::SystemTime::now()

@@ -48,6 +48,20 @@ pub struct AfPacketOptions {
     pub steering: Option<Vec<super::steer::Insn>>,
     /// Where link events are told (for the control plane to log; a worker never logs).
     pub notices: super::IoNotices,
+    /// Receive through AF_XDP sockets fed by these XDP programs instead of the RX rings (the
+    /// `af_xdp` backend); None: the RX rings.
+    pub xsk: Option<XskPlan>,
+    /// With `xsk`: preferred busy polling on the AF_XDP sockets (see [`super::afxdp`]).
+    pub xsk_busy_poll: bool,
+}
+
+/// The `af_xdp` backend's receive side: the XDP program of each interface (index = IfaceId)
+/// and how many workers share its receive queues (worker `w` binds queues `w`, `w + workers`,
+/// ...).
+#[derive(Clone, Debug)]
+pub struct XskPlan {
+    pub programs: Vec<std::sync::Arc<super::xdp::XdpProgram>>,
+    pub workers: usize,
 }
 
 impl Default for AfPacketOptions {
@@ -63,6 +77,8 @@ impl Default for AfPacketOptions {
             rx_version: RxRingVersion::V2,
             steering: None,
             notices: super::IoNotices::default(),
+            xsk: None,
+            xsk_busy_poll: false,
         }
     }
 }
@@ -121,6 +137,43 @@ fn if_ioctl(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
         check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = ifreq_for(name)?;
+    // SAFETY: the SIOCGIF* reads take ifr_name and write only inside `req`, which is a valid,
+    // exclusively borrowed `ifreq`.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut req) })?;
+    Ok(req)
+}
+
+/// The receive queues of interface `name` in use (ETHTOOL_GCHANNELS: its RX plus combined
+/// channels; veth counts RX, most NICs combined), in the caller's network namespace; 1 when the
+/// driver does not say.
+pub fn rx_queues(name: &str) -> u32 {
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    // struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined, rx_count,
+    // tx_count, other_count, combined_count
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    let Ok(mut req) = ifreq_for(name) else {
+        return 1;
+    };
+    req.ifr_ifru.ifru_data = ch.as_mut_ptr().cast();
+    // SAFETY: plain socket(2) call; the result is checked and owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return 1;
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS writes one struct ethtool_channels (9 u32) at
+    // ifr_data, which points at `ch`, live and exclusively borrowed for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+    if rc < 0 {
+        return 1;
+    }
+    (ch[5] + ch[8]).max(1)
+}
+
+fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { zeroed() };
     let bytes = name.as_bytes();
@@ -132,9 +185,6 @@ fn if_ioctl(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
     for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
-    // SAFETY: the SIOCGIF* reads take ifr_name and write only inside `req`, which is a valid,
-    // exclusively borrowed `ifreq`.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut req) })?;
     Ok(req)
 }
 
@@ -872,31 +922,87 @@ impl RxRingV2 {
 enum Rx {
     V3(RxRing),
     V2(RxRingV2),
+    /// The AF_XDP sockets of the receive queues this worker owns (none: it owns no queue of
+    /// this interface and gets its frames from the other workers' hand-offs), and a watch
+    /// socket ([`watch_socket`]) that hears of the link going down or the interface going.
+    Xsk(Vec<super::afxdp::Xsk>, OwnedFd),
+}
+
+/// An AF_PACKET socket bound to `ifindex` that receives nothing (a protocol no one sends, and
+/// a filter that takes nothing): the kernel reports ENETDOWN on it when the link goes down and
+/// resets its binding when the interface is removed, as it does for the RX rings, so the
+/// AF_XDP receive side is watched the same way.
+fn watch_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    const UNUSED_ETHERTYPE: u16 = 0x88b5; // IEEE 802 local experimental
+    let fd = packet_socket(UNUSED_ETHERTYPE)?;
+    let nothing = [libc::sock_filter {
+        code: 0x06, // BPF_RET | BPF_K
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: nothing.as_ptr().cast_mut(),
+    };
+    setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &prog,
+    )?;
+    bind(fd.as_raw_fd(), ifindex, UNUSED_ETHERTYPE)?;
+    Ok(fd)
 }
 
 impl Rx {
-    fn fd(&self) -> RawFd {
+    /// The AF_PACKET socket bound to the interface (the watch socket for AF_XDP).
+    fn fd(&self) -> Option<RawFd> {
         match self {
-            Rx::V3(r) => r.fd.as_raw_fd(),
-            Rx::V2(r) => r.fd.as_raw_fd(),
+            Rx::V3(r) => Some(r.fd.as_raw_fd()),
+            Rx::V2(r) => Some(r.fd.as_raw_fd()),
+            Rx::Xsk(_, watch) => Some(watch.as_raw_fd()),
+        }
+    }
+    /// Every socket to poll.
+    fn poll_fds(&self) -> Vec<RawFd> {
+        match self {
+            Rx::Xsk(v, watch) => v
+                .iter()
+                .map(|x| x.fd())
+                .chain([watch.as_raw_fd()])
+                .collect(),
+            r => r.fd().into_iter().collect(),
         }
     }
     fn read(&mut self, iface: IfaceId, batch: &mut Batch, stats: &mut IoStats) -> usize {
         match self {
             Rx::V3(r) => r.read(iface, batch, stats),
             Rx::V2(r) => r.read(iface, batch, stats),
+            Rx::Xsk(v, _) => {
+                let mut got = 0;
+                for x in v.iter_mut() {
+                    got += x.read(iface, batch, stats);
+                    if batch.is_full() {
+                        break;
+                    }
+                }
+                got
+            }
         }
     }
     fn ready(&self) -> bool {
         match self {
             Rx::V3(r) => r.ready(),
             Rx::V2(r) => r.ready(),
+            Rx::Xsk(v, _) => v.iter().any(|x| x.ready()),
         }
     }
     fn kernel_drops(&self) -> u64 {
         match self {
             Rx::V3(r) => r.kernel_drops(),
             Rx::V2(r) => r.kernel_drops(),
+            Rx::Xsk(v, _) => v.iter().map(|x| x.kernel_drops()).sum(),
         }
     }
 }
@@ -1160,8 +1266,13 @@ pub struct AfPacketIo {
     /// each read).
     kernel_drops: Vec<Cell<u64>>,
     pollfds: Vec<libc::pollfd>,
+    /// The interface of each receive socket in `pollfds` (in order, before any extra fd).
+    poll_if: Vec<usize>,
     next_rx: usize,
     notices: super::IoNotices,
+    /// Per interface, with AF_XDP: its XDP program, when this worker reports the program's
+    /// own counters (the one owning queue 0).
+    xdp_report: Vec<Option<std::sync::Arc<super::xdp::XdpProgram>>>,
 }
 
 // SAFETY: the ring mappings are owned exclusively by this value (no other alias to them exists
@@ -1171,7 +1282,13 @@ unsafe impl Send for AfPacketIo {}
 impl AfPacketIo {
     /// Opens rings on `ifaces` (index = IfaceId) and joins each interface's fanout group.
     pub fn open(ifaces: &[String], o: &AfPacketOptions) -> io::Result<Self> {
+        Self::open_worker(ifaces, o, 0)
+    }
+
+    /// As [`AfPacketIo::open`], for worker `worker` (which AF_XDP queues it binds).
+    pub fn open_worker(ifaces: &[String], o: &AfPacketOptions, worker: usize) -> io::Result<Self> {
         let mut rx = Vec::new();
+        let mut xdp_report = Vec::new();
         let mut tx = Vec::new();
         let mut macs = Vec::new();
         let mut ifindexes = Vec::new();
@@ -1180,21 +1297,41 @@ impl AfPacketIo {
             ifindexes.push(idx);
             let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{name}: {e}"));
             let fanout = o.fanout_base.wrapping_add(i as u16);
-            rx.push(match o.rx_version {
-                RxRingVersion::V3 => Rx::V3(RxRing::open(idx, fanout, o).map_err(ctx)?),
-                RxRingVersion::V2 => Rx::V2(RxRingV2::open(idx, fanout, o).map_err(ctx)?),
+            let prog = o
+                .xsk
+                .as_ref()
+                .and_then(|x| x.programs.get(i).map(|p| (p, x.workers)));
+            xdp_report.push(prog.filter(|_| worker == 0).map(|(p, _)| p.clone()));
+            rx.push(match (prog, o.rx_version) {
+                (Some((p, workers)), _) => {
+                    let mut socks = Vec::new();
+                    let mut q = worker as u32;
+                    while q < p.queues {
+                        let x = super::afxdp::Xsk::open(idx, q, o.xsk_busy_poll).map_err(ctx)?;
+                        p.register(q, x.fd()).map_err(ctx)?;
+                        socks.push(x);
+                        q += workers.max(1) as u32;
+                    }
+                    Rx::Xsk(socks, watch_socket(idx).map_err(ctx)?)
+                }
+                (None, RxRingVersion::V3) => Rx::V3(RxRing::open(idx, fanout, o).map_err(ctx)?),
+                (None, RxRingVersion::V2) => Rx::V2(RxRingV2::open(idx, fanout, o).map_err(ctx)?),
             });
             tx.push(TxRing::open(idx, mtu(name).map_err(ctx)?, o).map_err(ctx)?);
             macs.push(hw_addr(name)?);
         }
-        let pollfds = rx
-            .iter()
-            .map(|r| libc::pollfd {
-                fd: r.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut pollfds = Vec::new();
+        let mut poll_if = Vec::new();
+        for (i, r) in rx.iter().enumerate() {
+            for fd in r.poll_fds() {
+                pollfds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                poll_if.push(i);
+            }
+        }
         Ok(AfPacketIo {
             rx,
             tx,
@@ -1206,8 +1343,10 @@ impl AfPacketIo {
             stats: vec![IoStats::default(); ifaces.len()],
             kernel_drops: vec![Cell::new(0); ifaces.len()],
             pollfds,
+            poll_if,
             next_rx: 0,
             notices: o.notices.clone(),
+            xdp_report,
         })
     }
 
@@ -1271,7 +1410,7 @@ impl AfPacketIo {
             if !self.suspect[i] {
                 continue;
             }
-            if let Some(idx) = bound_ifindex(self.rx[i].fd()) {
+            if let Some(idx) = self.rx[i].fd().and_then(bound_ifindex) {
                 if idx != self.ifindexes[i] as i32 {
                     return Err(io::Error::new(
                         io::ErrorKind::NotFound,
@@ -1338,7 +1477,7 @@ impl PacketIo for AfPacketIo {
     }
 
     fn wait(&mut self, timeout_ms: i32, extra_fd: Option<i32>) -> io::Result<()> {
-        self.pollfds.truncate(self.rx.len());
+        self.pollfds.truncate(self.poll_if.len());
         if let Some(fd) = extra_fd {
             self.pollfds.push(libc::pollfd {
                 fd,
@@ -1361,8 +1500,8 @@ impl PacketIo for AfPacketIo {
             }
             return Ok(());
         }
-        for i in 0..self.rx.len() {
-            let revents = self.pollfds[i].revents;
+        for k in 0..self.poll_if.len() {
+            let (i, revents, fd) = (self.poll_if[k], self.pollfds[k].revents, self.pollfds[k].fd);
             if revents & libc::POLLNVAL != 0 {
                 return Err(io::Error::other(format!(
                     "{}: ring socket closed",
@@ -1377,10 +1516,7 @@ impl PacketIo for AfPacketIo {
             // back up) and for the interface going away (the ring is dead), and the removal
             // completes after the wake-up: check_suspects tells them apart, now and at every
             // later wait until a frame arrives on it again.
-            if let Some(e) = super::take_socket_error(self.rx[i].fd())
-                .ok()
-                .filter(|&e| e != 0)
-            {
+            if let Some(e) = super::take_socket_error(fd).ok().filter(|&e| e != 0) {
                 self.link_event(i, &io::Error::from_raw_os_error(e).to_string());
             }
         }
@@ -1407,8 +1543,14 @@ impl PacketIo for AfPacketIo {
             return IoStats::default();
         };
         kd.set(kd.get() + rx.kernel_drops());
+        let xdp_no_socket = self
+            .xdp_report
+            .get(i)
+            .and_then(|p| p.as_ref())
+            .map_or(0, |p| p.no_socket_drops());
         IoStats {
             rx_ring_drops: kd.get(),
+            xdp_no_socket,
             ..*st
         }
     }

@@ -33,37 +33,28 @@ fn fold(mut acc: u32) -> u16 {
     !(acc as u16)
 }
 
-/// Recomputes the TCP or UDP checksum of an IPv4 frame (optionally 802.1Q-tagged) in place.
-/// Returns false (and leaves the frame) when it is not a complete unfragmented IPv4 TCP/UDP
-/// packet.
-pub fn fix_l4_checksum(frame: &mut [u8]) -> bool {
+/// Where a complete, unfragmented IPv4 TCP/UDP packet's parts are in `frame` (optionally
+/// 802.1Q-tagged): (IPv4 header, protocol, L4 header, L4 length, checksum field).
+fn l4_of(frame: &[u8]) -> Option<(usize, u8, usize, usize, usize)> {
     let mut off = 12;
-    let mut ethertype = match frame.get(off..off + 2) {
-        Some(b) => u16::from_be_bytes([b[0], b[1]]),
-        None => return false,
-    };
+    let mut ethertype = u16::from_be_bytes(frame.get(off..off + 2)?.try_into().ok()?);
     if ethertype == 0x8100 || ethertype == 0x88a8 {
         off += 4;
-        ethertype = match frame.get(off..off + 2) {
-            Some(b) => u16::from_be_bytes([b[0], b[1]]),
-            None => return false,
-        };
+        ethertype = u16::from_be_bytes(frame.get(off..off + 2)?.try_into().ok()?);
     }
     if ethertype != 0x0800 {
-        return false;
+        return None;
     }
     let ip = off + 2;
-    let Some(&vihl) = frame.get(ip) else {
-        return false;
-    };
+    let vihl = *frame.get(ip)?;
     let ihl = usize::from(vihl & 0x0f) * 4;
     if vihl >> 4 != 4 || ihl < 20 || frame.len() < ip + ihl {
-        return false;
+        return None;
     }
     let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
     let frag = u16::from_be_bytes([frame[ip + 6], frame[ip + 7]]);
     if total < ihl || frame.len() < ip + total || frag & 0x3fff != 0 {
-        return false;
+        return None;
     }
     let proto = frame[ip + 9];
     let l4 = ip + ihl;
@@ -71,7 +62,17 @@ pub fn fix_l4_checksum(frame: &mut [u8]) -> bool {
     let field = match proto {
         6 if l4_len >= 20 => l4 + 16,
         17 if l4_len >= 8 => l4 + 6,
-        _ => return false,
+        _ => return None,
+    };
+    Some((ip, proto, l4, l4_len, field))
+}
+
+/// Recomputes the TCP or UDP checksum of an IPv4 frame (optionally 802.1Q-tagged) in place.
+/// Returns false (and leaves the frame) when it is not a complete unfragmented IPv4 TCP/UDP
+/// packet.
+pub fn fix_l4_checksum(frame: &mut [u8]) -> bool {
+    let Some((ip, proto, l4, l4_len, field)) = l4_of(frame) else {
+        return false;
     };
     frame[field] = 0;
     frame[field + 1] = 0;
@@ -84,6 +85,30 @@ pub fn fix_l4_checksum(frame: &mut [u8]) -> bool {
     }
     frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
     true
+}
+
+/// Completes the TCP or UDP checksum of a frame that arrived with no word on its checksum
+/// state (AF_XDP has no CHECKSUM_PARTIAL flag), when the field holds what Linux leaves for
+/// offload: the folded pseudo-header sum, not complemented. A frame whose checksum is already
+/// right is left alone (the pseudo-header form can be a complete checksum by chance: the whole
+/// sum is checked before anything is written), and so is a wrong one in any other form: a
+/// router forwards it as it came. True when the checksum was completed.
+pub fn fix_if_partial(frame: &mut [u8]) -> bool {
+    let Some((ip, proto, l4, l4_len, field)) = l4_of(frame) else {
+        return false;
+    };
+    let stored = u16::from_be_bytes([frame[field], frame[field + 1]]);
+    if proto == 17 && stored == 0 {
+        return false; // no UDP checksum
+    }
+    let pseudo = sum16(&frame[ip + 12..ip + 20], 0) + u32::from(proto) + l4_len as u32;
+    if stored != !fold(pseudo) {
+        return false;
+    }
+    if fold(sum16(&frame[l4..l4 + l4_len], pseudo)) == 0 {
+        return false; // already complete
+    }
+    fix_l4_checksum(frame)
 }
 
 #[cfg(test)]
@@ -143,9 +168,41 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_checksum_is_completed_and_a_complete_one_left() {
+        let mut f = vec![0u8; 14];
+        f[12] = 0x08;
+        f.extend_from_slice(&[
+            0x45, 0, 0, 30, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 11, 203, 0, 113, 10,
+        ]);
+        f.extend_from_slice(&[0x03, 0xe8, 0, 7, 0, 10, 0, 0, b'h', b'i']);
+        let mut done = f.clone();
+        assert!(fix_l4_checksum(&mut done));
+        // as Linux leaves it for offload: the folded pseudo-header sum, not complemented
+        let pseudo = sum16(&f[26..34], 0) + 17 + 10;
+        let partial = !fold(pseudo);
+        f[40..42].copy_from_slice(&partial.to_be_bytes());
+        let mut p = f.clone();
+        assert!(fix_if_partial(&mut p));
+        assert_eq!(p, done);
+        // complete, wrong in another form, or absent (UDP 0): left as they are
+        let mut c = done.clone();
+        assert!(!fix_if_partial(&mut c));
+        assert_eq!(c, done);
+        let mut w = done.clone();
+        w[40] ^= 0x55;
+        let before = w.clone();
+        assert!(!fix_if_partial(&mut w));
+        assert_eq!(w, before);
+        let mut z = done.clone();
+        z[40..42].copy_from_slice(&[0, 0]);
+        assert!(!fix_if_partial(&mut z));
+    }
+
+    #[test]
     fn garbage_is_left_alone() {
         let mut f = vec![0xffu8; 30];
         assert!(!fix_l4_checksum(&mut f));
         assert!(!fix_l4_checksum(&mut []));
+        assert!(!fix_if_partial(&mut f));
     }
 }

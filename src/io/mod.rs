@@ -5,6 +5,8 @@
 //! one flush per batch. Backends:
 //! - [`afpacket`]: AF_PACKET sockets, a TPACKET_V3 mmap RX ring in a PACKET_FANOUT_HASH group per
 //!   interface and a TPACKET_V2 mmap TX ring with PACKET_QDISC_BYPASS.
+//! - the `af_xdp` backend: the same, but receiving through AF_XDP sockets ([`afxdp`]) that the
+//!   XDP program ([`xdp`]) feeds; transmission stays on the AF_PACKET TX ring.
 //! - [`memio`]: an in-memory backend for tests.
 //!
 //! [`mem`] holds memory advice for the dataplane's large tables (huge pages); [`prefetch`] the
@@ -23,6 +25,7 @@
 #![allow(unsafe_code)]
 
 pub mod afpacket;
+pub mod afxdp;
 pub mod caps;
 mod csum;
 pub mod dnssock;
@@ -35,6 +38,7 @@ pub mod pcap;
 pub mod prefetch;
 pub mod runtime;
 pub mod steer;
+pub mod xdp;
 
 use std::io;
 
@@ -42,6 +46,41 @@ pub use notices::IoNotices;
 
 use crate::datapath::IfaceId;
 use crate::wire::gso::Offload;
+
+/// Which packet I/O the workers use (`[appliance] backend`, `tollgate run --backend`,
+/// `TOLLGATE_BACKEND`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// AF_XDP where the XDP program attaches to every data interface, else AF_PACKET; the
+    /// daemon says at start which it took and why.
+    #[default]
+    Auto,
+    /// AF_XDP or nothing: the daemon fails to start when the program does not attach.
+    AfXdp,
+    /// AF_PACKET rings with the `netdev` ingress drop.
+    AfPacket,
+}
+
+impl Backend {
+    /// From its configuration name.
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s {
+            "auto" => Some(Backend::Auto),
+            "af_xdp" => Some(Backend::AfXdp),
+            "af_packet" => Some(Backend::AfPacket),
+            _ => None,
+        }
+    }
+
+    /// Its configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::AfXdp => "af_xdp",
+            Backend::AfPacket => "af_packet",
+        }
+    }
+}
 
 /// Size of one frame buffer: room for a 1518-byte tagged frame and for replies built in place.
 pub const BUF_SIZE: usize = 2048;
@@ -224,6 +263,9 @@ pub struct IoStats {
     pub tx_ring_full: u64,
     /// Frames the kernel refused (TP_STATUS_WRONG_FORMAT) or send errors.
     pub tx_errors: u64,
+    /// Frames the XDP program had for a worker but that arrived on a receive queue with no
+    /// AF_XDP socket (af_xdp backend): dropped.
+    pub xdp_no_socket: u64,
     /// Errors the kernel reported on a ring socket, link down (ENETDOWN) above all: read and
     /// cleared, so a worker sleeps again instead of spinning on them. The rings carry on when
     /// the link comes back.
@@ -233,7 +275,7 @@ pub struct IoStats {
 impl IoStats {
     /// How many counters an `IoStats` has: the length of [`IoStats::FIELDS`] and of
     /// [`IoStats::values`].
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     /// Every counter's name and a one-line description, in the order of [`IoStats::values`]:
     /// the one list the exit summary, `tollgate stats` and `/metrics`
@@ -274,6 +316,10 @@ impl IoStats {
             "Frames the kernel refused or that could not be sent (above the device MTU, send errors).",
         ),
         (
+            "xdp_no_socket",
+            "Frames for a worker that arrived on a receive queue without an AF_XDP socket (af_xdp backend), dropped by the XDP program.",
+        ),
+        (
             "link_errors",
             "Errors the kernel reported on a ring socket (the link down, above all).",
         ),
@@ -290,6 +336,7 @@ impl IoStats {
             rx_ring_drops,
             tx_ring_full,
             tx_errors,
+            xdp_no_socket,
             link_errors,
         } = *self;
         [
@@ -301,6 +348,7 @@ impl IoStats {
             rx_ring_drops,
             tx_ring_full,
             tx_errors,
+            xdp_no_socket,
             link_errors,
         ]
     }
@@ -316,7 +364,8 @@ impl IoStats {
             rx_ring_drops: v[5],
             tx_ring_full: v[6],
             tx_errors: v[7],
-            link_errors: v[8],
+            xdp_no_socket: v[8],
+            link_errors: v[9],
         }
     }
 
