@@ -307,7 +307,7 @@ if [ "${LAYOUT:-colocated}" = onecpu ]; then
   threaded_on "$S" eth0 0
   # ... and real-time (SCHED_FIFO 50): it runs the moment frames arrive, ahead of the generator
   # it shares CPU 0 with, so the sink never drops for want of CPU (its veth ring holds 256)
-  for p in "${!KT[@]}"; do chrt -f -p 50 "$p"; done
+  if [ "${SINK_FIFO:-1}" = 1 ]; then for p in "${!KT[@]}"; do chrt -f -p 50 "$p"; done; fi
   sink() { nsx "$S" ethtool -S eth0 | awk '/rx_queue_[0-9]+_xdp_drops:/ {s += $2} END {print s + 0}'; }
 
   layout() {
@@ -419,6 +419,22 @@ PY
     sleep 0.3   # what the appliance still holds reaches the sink
     d1=$(sink)
     cpu_diff "$TMP/c0" "$TMP/c1" >"$TMP/cpu.last"
+    if [ "${DIAG:-0}" = 1 ]; then
+      { echo "      diag: tg-out $(nsx "$A" ip -s link show tg-out | tr -s ' \n' ' ')"
+        echo "      diag: tg-out ethtool $(nsx "$A" ethtool -S tg-out | tr -s ' \n' ' ')"
+        echo "      diag: server eth0 $(nsx "$S" ethtool -S eth0 | grep -v ': 0$' | tr -s ' \n' ' ')"
+        echo "      diag: napi $(ps -eo pid,stat,psr,comm | grep napi/ | tr -s ' \n' ' ')"
+        if [ "$(sink)" = "$d0" ]; then
+          echo "      diag: nothing arrived; the kernel's own pings through tg-out:"
+          nsx "$A" ping -c 3 -i 0.2 -W 1 203.0.113.10 | tail -2 || true
+          echo "      diag: tg-out after $(nsx "$A" ip -s link show tg-out | tr -s ' \n' ' ' | sed 's/.*TX:/TX:/')"
+          echo "      diag: server eth0 after the pings: $(nsx "$S" ethtool -S eth0 | grep -E 'xdp_packets|xdp_drops' | tr -s ' \n' ' ')"
+          echo "      diag: server eth0 threaded 0 then 1 again"
+          threaded_off "$S" eth0; threaded_on "$S" eth0 0
+          nsx "$A" ping -c 3 -i 0.2 -W 1 203.0.113.10 | tail -2 || true
+          echo "      diag: server eth0 after: $(nsx "$S" ethtool -S eth0 | grep -E 'xdp_packets|xdp_drops' | tr -s ' \n' ' ')"
+        fi; } >&2
+    fi
     python3 -c 'import sys; s, t, a, b = sys.argv[1:]; print(round(int(s) / float(t)), round((int(b) - int(a)) / float(t)))' $out "$d0" "$d1"
   }
   # RUNS points -> median offered, median delivered
