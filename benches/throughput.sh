@@ -56,7 +56,9 @@ TMP=$(mktemp -d)
 [ "$(id -u)" = 0 ] || { echo "benches/throughput.sh needs root (network namespaces)" >&2; exit 1; }
 for t in ip nft iperf3 python3; do command -v $t >/dev/null || { echo "missing: $t" >&2; exit 1; }; done
 
+RESTORE_NICE=()
 cleanup() {
+  for pid in "${RESTORE_NICE[@]}"; do renice -n 0 -p "$pid" >/dev/null 2>&1 || true; done
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   sleep 0.5
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
@@ -269,13 +271,22 @@ if [ "${LAYOUT:-colocated}" = onecpu ]; then
   SYSTEMS=${SYSTEMS:-kernel tollgate}
   XDP_SRC=benches/xdp/count_drop.bpf.c
   TG_PIN=(taskset -c 1)
-  command -v clang >/dev/null || { echo "missing: clang (LAYOUT=onecpu compiles $XDP_SRC)" >&2; exit 1; }
+  # PRIO=-20 (on a machine others use): the appliance, the generator, the veths' NAPI threads
+  # and ksoftirqd at that nice level (back to 0 at the end), so other processes get the little
+  # CPU that weight leaves them; every point logs how much they took
+  PRIO=${PRIO:-}
+  BL_NICE=()
+  if [ -n "$PRIO" ]; then
+    TG_PIN+=(nice -n "$PRIO"); BL_NICE=(nice -n "$PRIO")
+    for p in $(pgrep -x 'ksoftirqd/[01]'); do renice -n "$PRIO" -p "$p" >/dev/null; RESTORE_NICE+=("$p"); done
+  fi
+  if [ "${SINK:-nft}" = xdp ]; then command -v clang >/dev/null || { echo "missing: clang (SINK=xdp compiles $XDP_SRC)" >&2; exit 1; }; fi
   for t in ethtool taskset curl; do command -v $t >/dev/null || { echo "missing: $t" >&2; exit 1; }; done
   [ "$(nproc)" -ge 2 ] || { echo "LAYOUT=onecpu needs 2 CPUs" >&2; exit 1; }
   if [ ! -x "$BLAST" ]; then nice -n 19 cargo build --release -p tollgate-lab --example pktblast >&2 || true; fi
   [ -x "$BLAST" ] || { echo "missing $BLAST (cargo build --release -p tollgate-lab --example pktblast)" >&2; exit 1; }
   [[ " $SYSTEMS " != *" tollgate "* ]] || [ -x "$TG" ] || { echo "no tollgate binary at $TG" >&2; exit 1; }
-  clang -O2 -target bpf -c "$XDP_SRC" -o "$TMP/count_drop.o"
+  if [ "${SINK:-nft}" = xdp ]; then clang -O2 -target bpf -c "$XDP_SRC" -o "$TMP/count_drop.o"; fi
 
   setup
   GWMAC=$(nsx "$A" cat /sys/class/net/tg-in/address)
@@ -294,6 +305,7 @@ if [ "${LAYOUT:-colocated}" = onecpu ]; then
     after=$(napi_threads)
     for p in $(comm -13 <(echo "$before") <(echo "$after")); do
       taskset -p -c "$3" "$p" >/dev/null; KT[$p]="$2@cpu$3"
+      if [ -n "$PRIO" ]; then renice -n "$PRIO" -p "$p" >/dev/null; fi
     done
   }
   threaded_off() {
@@ -302,13 +314,33 @@ if [ "${LAYOUT:-colocated}" = onecpu ]; then
     nsx "$1" sh -c "echo 0 > /sys/class/net/$2/threaded" 2>/dev/null || true
     for p in "${!KT[@]}"; do if [[ ${KT[$p]} == "$2@"* ]]; then unset "KT[$p]"; fi; done
   }
-  # the sink: XDP on the server's veth (which gives it NAPI), its NAPI thread on CPU 0
-  ip -n "$S" link set dev eth0 xdpdrv obj "$TMP/count_drop.o" sec xdp
-  threaded_on "$S" eth0 0
-  # ... and real-time (SCHED_FIFO 50): it runs the moment frames arrive, ahead of the generator
-  # it shares CPU 0 with, so the sink never drops for want of CPU (its veth ring holds 256)
-  if [ "${SINK_FIFO:-1}" = 1 ]; then for p in "${!KT[@]}"; do chrt -f -p 50 "$p"; done; fi
-  sink() { nsx "$S" ethtool -S eth0 | awk '/rx_queue_[0-9]+_xdp_drops:/ {s += $2} END {print s + 0}'; }
+  # the sink, on CPU 0. SINK=xdp: an XDP program on the server's veth (which gives it NAPI)
+  # drops IPv4, its NAPI thread pinned to CPU 0 and real-time (SCHED_FIFO 50: it runs the moment
+  # frames arrive, ahead of the generator it shares CPU 0 with; its veth ring holds 256); veth
+  # counts the drops. SINK=nft (the default): RPS of the server's veth to CPU 0 and an nftables
+  # netdev ingress drop there (before IP), counted by an nftables counter. Measured here, the XDP sink costs
+  # CPU 0 about 2 µs a frame (veth copies every skb that arrives with less than XDP's 256 bytes
+  # of headroom, which is all of them, into a new page), so the generator sharing CPU 0 could
+  # offer no more than ~290k/s; the nft sink leaves it most of CPU 0.
+  SINK=${SINK:-nft}
+  if [ "$SINK" = xdp ]; then
+    ip -n "$S" link set dev eth0 xdpdrv obj "$TMP/count_drop.o" sec xdp
+    threaded_on "$S" eth0 0
+    if [ "${SINK_FIFO:-1}" = 1 ]; then for p in "${!KT[@]}"; do chrt -f -p 50 "$p"; done; fi
+    sink() { nsx "$S" ethtool -S eth0 | awk '/rx_queue_[0-9]+_xdp_drops:/ {s += $2} END {print s + 0}'; }
+  else
+    nsx "$S" sh -c "echo 1 > /sys/class/net/eth0/queues/rx-0/rps_cpus"
+    nsx "$S" nft -f - <<'NFT'
+table netdev tgbsink0 {
+  counter rx {}
+  chain in {
+    type filter hook ingress device "eth0" priority -500; policy accept;
+    meta protocol ip counter name rx drop
+  }
+}
+NFT
+    sink() { nsx "$S" nft list counter netdev tgbsink0 rx | awk '{for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1)}'; }
+  fi
 
   layout() {
     local d
@@ -316,10 +348,16 @@ if [ "${LAYOUT:-colocated}" = onecpu ]; then
       if [ "$1" = rps ]; then
         threaded_off "$A" "$d"
         nsx "$A" ethtool -K "$d" gro off
+        if [ "$d" = tg-in ]; then nsx "$C" ethtool -K eth0 tso on; else nsx "$S" ethtool -K eth0 tso on; fi
         nsx "$A" sh -c "echo 2 > /sys/class/net/$d/queues/rx-0/rps_cpus"
       else
         nsx "$A" sh -c "echo 0 > /sys/class/net/$d/queues/rx-0/rps_cpus"
         nsx "$A" ethtool -K "$d" gro on   # veth runs NAPI when GRO is on
+        # ... but takes a frame from a peer with TSO on (the default) through NAPI only when it
+        # comes from a socket and the receiver forwards UDP GRO (veth_skb_is_eligible_for_gro);
+        # otherwise it goes to netif_rx, the backlog of the sender's CPU (CPU 0 here). TSO off on
+        # the peers (the generator sends no TSO frames anyway) puts every frame on NAPI.
+        if [ "$d" = tg-in ]; then nsx "$C" ethtool -K eth0 tso off; else nsx "$S" ethtool -K eth0 tso off; fi
         threaded_on "$A" "$d" 1
       fi
     done
@@ -408,11 +446,12 @@ PY
     local d0 d1 out f try
     for try in 1 2 3 4 5; do
     d0=$(sink); foreign_snap "$TMP/f0"; cpu_snap "$TMP/c0"
-    out=$(taskset -c 0 ip netns exec "$C" "$BLAST" eth0 "$GWMAC" 198.18.0.11 203.0.113.10:7 "$1" "$PSECS" "$2" 64 0 2>>"$TMP/blast.err") \
+    out=$(${BL_NICE[@]+"${BL_NICE[@]}"} taskset -c 0 ip netns exec "$C" "$BLAST" eth0 "$GWMAC" 198.18.0.11 203.0.113.10:7 "$1" "$PSECS" "$2" 64 0 2>>"$TMP/blast.err") \
       || { echo "pktblast failed: $(tail -2 "$TMP/blast.err")" >&2; echo "0 0"; return; }
     cpu_snap "$TMP/c1"; foreign_snap "$TMP/f1"
     f=$(foreign_pct "$TMP/f0" "$TMP/f1" "$PSECS")
-    [ "$f" -gt 3 ] || break
+    echo "$f" >"$TMP/foreign.last"
+    [ "$f" -gt "${FOREIGN_MAX:-3}" ] || break
     echo "      (other processes took ${f}% of a CPU during this point: again)" >&2
     sleep 0.3; d1=$(sink); quiet
     done
@@ -435,7 +474,10 @@ PY
           echo "      diag: server eth0 after: $(nsx "$S" ethtool -S eth0 | grep -E 'xdp_packets|xdp_drops' | tr -s ' \n' ' ')"
         fi; } >&2
     fi
-    python3 -c 'import sys; s, t, a, b = sys.argv[1:]; print(round(int(s) / float(t)), round((int(b) - int(a)) / float(t)))' $out "$d0" "$d1"
+    # offered: at a rate, what pktblast put on the appliance's veth, sent + refused (a veth
+    # refuses a frame at once when the appliance's receive ring is full, the drop a NIC's ring
+    # makes); flat out, what the veth took (refusals there are retries as fast as they fail)
+    python3 -c 'import sys; s, t, x, a, b, r = sys.argv[1:]; print(round((int(s) + (int(x) if int(r) else 0)) / float(t)), round((int(b) - int(a)) / float(t)))' $out "$d0" "$d1" "$2"
   }
   # RUNS points -> median offered, median delivered
   mpoint() {
@@ -447,6 +489,7 @@ rows = [[float(x) for x in l.split()] for l in sys.stdin if l.strip()]
 print(*(round(statistics.median(c)) for c in zip(*rows)))'
   }
   passes() { python3 -c 'import sys; o, d, r, loss = map(float, sys.argv[1:]); sys.exit(0 if o >= 0.97 * r and d >= loss * o else 1)' "$@" "$LOSS"; }
+  lossy() { python3 -c 'import sys; o, d, loss = map(float, sys.argv[1:]); sys.exit(0 if d < loss * o else 1)' "$@" "$LOSS"; }
   genlimited() { python3 -c 'import sys; o, r = map(float, sys.argv[1:]); sys.exit(0 if o < 0.97 * r else 1)' "$@"; }
 
   # Tollgate's own counters (/metrics) of the interfaces, summed: "name=value ..."
@@ -478,15 +521,15 @@ PY
     quiet; point "$2" 100000 >/dev/null   # warm-up: every flow set up (50,000 flows at 100k/s: 1 s)
     while :; do
       read -r o d <<<"$(mpoint "$2" "$r")"
-      echo "    $3 $2 flows: offered $o (asked $r) delivered $d   [$(cat "$TMP/cpu.last")]" >&2
+      echo "    $3 $2 flows: offered $o (asked $r) delivered $d   [$(cat "$TMP/cpu.last"); others $(cat "$TMP/foreign.last")%]" >&2
       if passes "$o" "$d" "$r"; then R[$key/at$r]="$o $d"; lo=$r; r=$((r + STEP))
-      elif genlimited "$o" "$r"; then gl=1; break
+      elif ! lossy "$o" "$d" && genlimited "$o" "$r"; then gl=1; break   # no loss, the generator's most
       else hi=$r; break; fi
     done
     while [ "$hi" -gt 0 ] && [ $((hi - lo)) -gt "$RES" ]; do
       mid=$(((lo + hi) / 2))
       read -r o d <<<"$(mpoint "$2" "$mid")"
-      echo "    $3 $2 flows: offered $o (asked $mid) delivered $d   [$(cat "$TMP/cpu.last")]" >&2
+      echo "    $3 $2 flows: offered $o (asked $mid) delivered $d   [$(cat "$TMP/cpu.last"); others $(cat "$TMP/foreign.last")%]" >&2
       if passes "$o" "$d" "$mid"; then R[$key/at$mid]="$o $d"; lo=$mid; else hi=$mid; fi
     done
     R[$key/rate]=$lo; R[$key/genlimited]=$gl
@@ -497,37 +540,19 @@ PY
       if [ "$3" = tollgate ]; then c0=$(tg_counters); else c0=$(k_counters); fi
       read -r o d <<<"$(mpoint "$2" "$r")"
       R[$key/$t]="$o $d"; R[$key/cpu$t]=$(cat "$TMP/cpu.last")
-      echo "    $3 $2 flows, $t: offered $o (asked $r) delivered $d   [$(cat "$TMP/cpu.last")]" >&2
+      echo "    $3 $2 flows, $t: offered $o (asked $r) delivered $d   [$(cat "$TMP/cpu.last"); others $(cat "$TMP/foreign.last")%]" >&2
       if [ "$3" = tollgate ]; then sleep 1.2; c1=$(tg_counters); else c1=$(k_counters); fi
       R[$key/drops$t]=$(counters_delta "$c0" "$c1")
       echo "      drops counted over the $RUNS run(s): ${R[$key/drops$t]}" >&2
     done
   }
 
-  echo "LAYOUT=onecpu: appliance on CPU 1, pktblast + XDP sink on CPU 0; flows $FLOWS_LIST; $PSECS s per point, RUNS=$RUNS; no loss = delivered >= $LOSS x offered" >&2
-  for mode in $NAPI_MODES; do
-    layout "$mode"
-    echo "== $mode: $(for d in tg-in tg-out; do echo -n "$d rps_cpus=$(nsx "$A" cat /sys/class/net/$d/queues/rx-0/rps_cpus) threaded=$(nsx "$A" cat /sys/class/net/$d/threaded) "; done); napi threads: $(for p in "${!KT[@]}"; do echo -n "$p ${KT[$p]} "; done)" >&2
-    for f in $FLOWS_LIST; do
-      for sys in $SYSTEMS; do
-        if [ "$sys" = kernel ]; then
-          conntrack -F >/dev/null 2>&1 || true
-          kernel_on; sweep "$mode" "$f" kernel; kernel_off
-        else
-          tollgate_on || exit 1
-          taskset -a -p -c 1 "$TGPID" >/dev/null
-          sweep "$mode" "$f" tollgate
-          tollgate_off; TGPID=
-        fi
-      done
-    done
-  done
-
+  echo "LAYOUT=onecpu: appliance on CPU 1, pktblast + $SINK sink on CPU 0; flows $FLOWS_LIST; $PSECS s per point, RUNS=$RUNS; no loss = delivered >= $LOSS x offered" >&2
   pct() { python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print("%d%%" % round(100 * a / b) if b else "n/a")' "$@"; }
   ratio() { python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print("%.2f" % (a / b) if b else "n/a")' "$@"; }
-  echo
-  echo "Layout onecpu: appliance on CPU 1 (${BACKEND:+backend $BACKEND, }1 worker), pktblast + XDP sink on CPU 0; 60-byte frames (64 on a wire); $PSECS s per point, median of $RUNS; no loss = delivered >= $LOSS x offered; packets/s, offered -> delivered"
-  for mode in $NAPI_MODES; do
+  echo "Layout onecpu: appliance on CPU 1 (${BACKEND:+backend $BACKEND, }1 worker), pktblast + $SINK sink on CPU 0; 60-byte frames (64 on a wire); $PSECS s per point, median of $RUNS; no loss = delivered >= $LOSS x offered; packets/s, offered -> delivered"
+  report_mode() {
+    local mode=$1 f sys k cells t o d d2 gl kr tr kf tf t2
     echo
     echo "| veth receive on CPU 1 via | flows | system | no-loss rate | at 1.5x | at 2x | flat out | 2x delivered / no-loss rate |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -560,7 +585,26 @@ PY
         done
       done
     done
+  }
+  for mode in $NAPI_MODES; do
+    layout "$mode"
+    echo "== $mode: $(for d in tg-in tg-out; do echo -n "$d rps_cpus=$(nsx "$A" cat /sys/class/net/$d/queues/rx-0/rps_cpus) threaded=$(nsx "$A" cat /sys/class/net/$d/threaded) "; done); napi threads: $(for p in "${!KT[@]}"; do echo -n "$p ${KT[$p]} "; done)" >&2
+    for f in $FLOWS_LIST; do
+      for sys in $SYSTEMS; do
+        if [ "$sys" = kernel ]; then
+          conntrack -F >/dev/null 2>&1 || true
+          kernel_on; sweep "$mode" "$f" kernel; kernel_off
+        else
+          tollgate_on || exit 1
+          taskset -a -p -c 1 "$TGPID" >/dev/null
+          sweep "$mode" "$f" tollgate
+          tollgate_off; TGPID=
+        fi
+      done
+    done
+    report_mode "$mode"
   done
+
   grep -h 'pktblast:' "$TMP/blast.err" | grep -v ' 0 refused' | tail -3 >&2 || true
   exit 0
 fi
