@@ -102,7 +102,13 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// One frame per flow, back to back (`FRAME_LEN` bytes each).
-fn build_frames(own: [u8; 6], gw: [u8; 6], src: Ipv4Addr, dst: SocketAddrV4, flows: usize) -> Vec<u8> {
+fn build_frames(
+    own: [u8; 6],
+    gw: [u8; 6],
+    src: Ipv4Addr,
+    dst: SocketAddrV4,
+    flows: usize,
+) -> Vec<u8> {
     let mut out = vec![0u8; flows * FRAME_LEN];
     for (i, f) in out.chunks_exact_mut(FRAME_LEN).enumerate() {
         let saddr = Ipv4Addr::from(u32::from(src).wrapping_add((i / PORTS_PER_ADDR) as u32));
@@ -146,7 +152,10 @@ fn ipv4_checksum(hdr: &[u8]) -> u16 {
 fn blast(sock: &Sock, frames: &[u8], batch: usize, rate: u64, window: Duration) -> (u64, u64, f64) {
     let n = frames.len() / FRAME_LEN;
     let mut iovs: Vec<libc::iovec> = (0..batch)
-        .map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: FRAME_LEN })
+        .map(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: FRAME_LEN,
+        })
         .collect();
     // SAFETY: mmsghdr is plain old data; all-zero is a message with no name and no control data.
     let mut msgs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
@@ -172,10 +181,10 @@ fn blast(sock: &Sock, frames: &[u8], batch: usize, rate: u64, window: Duration) 
             }
             want = want.min((allowed - attempted) as usize);
         }
-        for k in 0..want {
-            iovs[k].iov_base = frames[next * FRAME_LEN..].as_ptr() as *mut libc::c_void;
-            msgs[k].msg_hdr.msg_iov = &mut iovs[k];
-            msgs[k].msg_hdr.msg_iovlen = 1;
+        for (iov, msg) in iovs.iter_mut().zip(msgs.iter_mut()).take(want) {
+            iov.iov_base = frames[next * FRAME_LEN..].as_ptr() as *mut libc::c_void;
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
             next = if next + 1 == n { 0 } else { next + 1 };
         }
         // SAFETY: `msgs[..want]` are valid mmsghdrs, each pointing at one iovec of `iovs` that
