@@ -26,7 +26,16 @@
 #   ONLY="udp1 cps": a subset of the metrics (udp1 udpN udpM tcp tcpN tcpR cps cps1)
 #   TG_RUN=path: an alternative appliance binary taking the same `run --config F --workers N`
 #   arguments (an older build, for a before/after comparison)
+#   BACKEND=af_packet|af_xdp|auto: passed as --backend to `tollgate run` (empty: its default)
+#   LAYOUT=onecpu: instead of the rows above, the appliance alone on CPU 1 (1 worker, pinned;
+#   its veths' receive processing there too: NAPI="rps threaded", both by default), the
+#   generator lab/examples/pktblast (64-byte frames) and the sink on CPU 0; a rate sweep per
+#   system and flow count: no-loss rate, 1.5x, 2x, flat out (docs/benchmarks.md, issue 22)
+#   env: FLOWS_LIST="1 1000 50000" RUNS PSECS=2 STEP=100000 RES=25000 LOSS=0.995
+#   SYSTEMS="kernel tollgate" SINK=nft|xdp PRIO=-20 QUIET_WAIT=900 FOREIGN_MAX=3 DIAG=1 BLAST=path
 # Only namespaces this script creates (prefix tgb<pid>-), only 198.18.0.0/15 and 203.0.113.0/24;
+# LAYOUT=onecpu changes the CPU affinity and nice level of the NAPI threads of its own veths and,
+# with PRIO, the nice level of ksoftirqd/0-1 (restored on exit);
 # everything is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
