@@ -1176,6 +1176,13 @@ impl TxRing {
             stats.tx_errors += 1;
         } else if status != libc::TP_STATUS_AVAILABLE {
             stats.tx_ring_full += 1;
+            // SEND_REQUEST: a frame the kernel handed back after a failed transmit (the device
+            // dropped it, ENOBUFS) waits for the next send() call; without one the ring would
+            // stay full for good (issue 22: a veth peer's full ring wedged forwarding). Make
+            // sure the next flush makes that call.
+            if status & libc::TP_STATUS_SEND_REQUEST != 0 {
+                self.pending = self.pending.max(1);
+            }
             return false;
         }
         // SAFETY: the slot is available (the kernel does not touch it until we set
@@ -1223,6 +1230,10 @@ impl TxRing {
             let e = last_err().raw_os_error();
             if e != Some(libc::EAGAIN) && e != Some(libc::ENOBUFS) {
                 stats.tx_errors += 1;
+            } else {
+                // the kernel stopped at a frame it could not send and left it (and those after
+                // it) as SEND_REQUEST: the next flush asks again
+                self.pending = 1;
             }
             return matches!(e, Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV));
         }
