@@ -56,10 +56,11 @@ case "${1:-}" in
     install_deps
     cargo build --release --workspace --quiet
     # --release: the end-to-end tests push real traffic through the appliance. Everything runs
-    # with the default backend (auto: AF_XDP here), then the end-to-end tests again on AF_PACKET.
+    # with the default backend (auto: AF_PACKET on veth, whose AF_XDP is copy mode only), then
+    # the end-to-end tests again on AF_XDP.
     cargo test --release --workspace -- --test-threads=2
-    echo "== the end-to-end tests again, on the af_packet backend"
-    TOLLGATE_BACKEND=af_packet cargo test --release --workspace --test 'e2e_*' -- --test-threads=2
+    echo "== the end-to-end tests again, on the af_xdp backend"
+    TOLLGATE_BACKEND=af_xdp cargo test --release --workspace --test 'e2e_*' -- --test-threads=2
     ;;
   *)
     echo "usage: $0 lab|test" >&2

@@ -1,6 +1,7 @@
 //! The af_xdp backend's XDP program on the lab's interfaces: attached while the daemon runs,
 //! gone after it, also after SIGKILL; a stale one removed at start; another program left alone
-//! (auto takes AF_PACKET, af_xdp refuses to start). Needs root and clang (skips otherwise).
+//! (auto takes AF_PACKET, af_xdp refuses to start); auto on veth, whose AF_XDP is copy mode
+//! only, takes AF_PACKET. Needs root and clang (skips otherwise).
 
 mod common;
 
@@ -123,7 +124,24 @@ fn a_stale_program_attached_the_old_way_is_replaced_at_start() {
     assert!(ok, "{out}");
     assert_eq!(program(&lab, "tg-in"), "tollgate_xdp");
     assert!(!http_ok(&lab), "the stale program drops transit traffic");
-    // auto (named: $TOLLGATE_BACKEND may say otherwise for the rest of the suite)
+    let argv = [
+        EXE,
+        "run",
+        "--config",
+        CONFIG,
+        "--workers",
+        "1",
+        "--backend",
+        "af_xdp",
+    ];
+    let (_, log) = start_appliance(&mut lab, &argv);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("backend=af_xdp("), "{text}");
+    assert!(http_ok(&lab), "served once the stale program is replaced");
+    assert!(lab.stop("appliance", Duration::from_secs(5)));
+    assert_eq!(program(&lab, "tg-in"), "", "nothing left at exit");
+    // auto on veth (copy mode only): AF_PACKET, saying why, and no program left behind
+    let log = lab.dir.join("auto.log");
     let argv = [
         EXE,
         "run",
@@ -134,12 +152,18 @@ fn a_stale_program_attached_the_old_way_is_replaced_at_start() {
         "--backend",
         "auto",
     ];
-    let (_, log) = start_appliance(&mut lab, &argv);
+    lab.spawn("auto", "app", &argv, &log).expect("spawn");
+    assert!(lab.wait_spawned("auto", Duration::from_secs(10)));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(text.contains("backend=af_xdp("), "{text}");
-    assert!(http_ok(&lab), "served once the stale program is replaced");
-    assert!(lab.stop("appliance", Duration::from_secs(5)));
-    assert_eq!(program(&lab, "tg-in"), "", "nothing left at exit");
+    assert!(
+        text.contains("backend auto: AF_PACKET, because")
+            && text.contains("offers AF_XDP in copy mode only"),
+        "{text}"
+    );
+    assert!(text.contains("backend=af_packet("), "{text}");
+    assert_eq!(program(&lab, "tg-in"), "", "the probe's programs are gone");
+    assert!(http_ok(&lab), "served on AF_PACKET");
+    assert!(lab.stop("auto", Duration::from_secs(5)));
 }
 
 #[test]

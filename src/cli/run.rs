@@ -48,7 +48,7 @@ pub struct RunArgs {
     /// (overrides `appliance.busy_poll_mode`).
     #[arg(long, value_parser = ["yield", "pause"])]
     pub busy_poll_mode: Option<String>,
-    /// Packet I/O: auto (AF_XDP where its program attaches, else AF_PACKET), af_xdp or
+    /// Packet I/O: auto (AF_XDP where its program attaches with zero-copy, else AF_PACKET), af_xdp or
     /// af_packet (overrides $TOLLGATE_BACKEND and `appliance.backend`).
     #[arg(long, value_parser = ["auto", "af_xdp", "af_packet"])]
     pub backend: Option<String>,

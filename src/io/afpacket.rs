@@ -51,8 +51,6 @@ pub struct AfPacketOptions {
     /// Receive through AF_XDP sockets fed by these XDP programs instead of the RX rings (the
     /// `af_xdp` backend); None: the RX rings.
     pub xsk: Option<XskPlan>,
-    /// With `xsk`: preferred busy polling on the AF_XDP sockets (see [`super::afxdp`]).
-    pub xsk_busy_poll: bool,
 }
 
 /// The `af_xdp` backend's receive side: the XDP program of each interface (index = IfaceId)
@@ -78,7 +76,6 @@ impl Default for AfPacketOptions {
             steering: None,
             notices: super::IoNotices::default(),
             xsk: None,
-            xsk_busy_poll: false,
         }
     }
 }
@@ -1318,7 +1315,7 @@ impl AfPacketIo {
                     let mut socks = Vec::new();
                     let mut q = worker as u32;
                     while q < p.queues {
-                        let x = super::afxdp::Xsk::open(idx, q, o.xsk_busy_poll).map_err(ctx)?;
+                        let x = super::afxdp::Xsk::open(idx, q).map_err(ctx)?;
                         p.register(q, x.fd()).map_err(ctx)?;
                         socks.push(x);
                         q += workers.max(1) as u32;

@@ -198,9 +198,6 @@ pub struct Xsk {
     /// True when the driver moves frames into the UMEM itself (zero-copy).
     pub zerocopy: bool,
     drops_seen: std::cell::Cell<u64>,
-    /// Preferred busy polling: the worker drives the queue's NAPI itself (one non-blocking
-    /// `recvfrom` per read), so the kernel's receive work never outruns the worker.
-    busy_poll: bool,
 }
 
 // SAFETY: the mappings are owned by this value alone; moving it moves that ownership.
@@ -208,7 +205,7 @@ unsafe impl Send for Xsk {}
 
 impl Xsk {
     /// A socket bound to `queue` of interface `ifindex`, its fill ring full.
-    pub fn open(ifindex: u32, queue: u32, busy_poll: bool) -> io::Result<Xsk> {
+    pub fn open(ifindex: u32, queue: u32) -> io::Result<Xsk> {
         // SAFETY: plain socket(2); the result is checked and owned below.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -253,30 +250,7 @@ impl Xsk {
             queue,
             zerocopy: false,
             drops_seen: std::cell::Cell::new(0),
-            busy_poll,
         };
-        if busy_poll {
-            // SO_PREFER_BUSY_POLL, SO_BUSY_POLL (µs), SO_BUSY_POLL_BUDGET (frames per poll)
-            for (opt, v) in [(69, 1i32), (libc::SO_BUSY_POLL, 20), (70, 64)] {
-                // SAFETY: an int option, its exact size passed; the kernel only reads it.
-                let rc = unsafe {
-                    libc::setsockopt(
-                        raw,
-                        libc::SOL_SOCKET,
-                        opt,
-                        (&v as *const i32).cast(),
-                        size_of::<i32>() as libc::socklen_t,
-                    )
-                };
-                if rc < 0 {
-                    let e = last_err();
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("busy poll option {opt}: {e}"),
-                    ));
-                }
-            }
-        }
         x.rx_cons = x.rx.consumer().load(Ordering::Relaxed);
         x.fill_prod = x.fill.producer().load(Ordering::Relaxed);
         for i in 0..FRAMES {
@@ -331,9 +305,6 @@ impl Xsk {
     /// Copies received frames into `batch` (as interface `iface`) until it is full or the
     /// ring is empty, and hands their chunks back to the kernel. Returns how many.
     pub fn read(&mut self, iface: IfaceId, batch: &mut Batch, stats: &mut IoStats) -> usize {
-        if self.busy_poll {
-            self.kick();
-        }
         let prod = self.rx.producer().load(Ordering::Acquire);
         let avail = prod.wrapping_sub(self.rx_cons);
         let mut got = 0;
@@ -373,15 +344,14 @@ impl Xsk {
             self.fill
                 .producer()
                 .store(self.fill_prod, Ordering::Release);
-            if !self.busy_poll && self.fill.needs_wakeup() {
+            if self.fill.needs_wakeup() {
                 self.kick();
             }
         }
         got
     }
 
-    /// A zero-length, non-blocking `recvfrom`: the wakeup need_wakeup asks for, and with busy
-    /// polling one NAPI poll of the queue in this thread.
+    /// A zero-length, non-blocking `recvfrom`: the wakeup need_wakeup asks for.
     fn kick(&self) {
         // SAFETY: a zero-length, non-blocking recvfrom on our own socket; it reads nothing
         // into memory.

@@ -51,8 +51,9 @@ use crate::wire::gso::Offload;
 /// `TOLLGATE_BACKEND`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
-    /// AF_XDP where the XDP program attaches to every data interface, else AF_PACKET; the
-    /// daemon says at start which it took and why.
+    /// AF_XDP where the XDP program attaches to every data interface and their drivers give
+    /// AF_XDP sockets zero-copy, else AF_PACKET; the daemon says at start which it took and
+    /// why.
     #[default]
     Auto,
     /// AF_XDP or nothing: the daemon fails to start when the program does not attach.
