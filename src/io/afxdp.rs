@@ -152,21 +152,9 @@ impl Ring {
     }
 }
 
+/// An XDP socket option (the AF_PACKET backend's setter at level SOL_XDP).
 fn sockopt<T>(fd: RawFd, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` is a live `T` whose exact size is passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_XDP,
-            name,
-            (val as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(last_err());
-    }
-    Ok(())
+    super::afpacket::setsockopt(fd, libc::SOL_XDP, name, val)
 }
 
 fn getsockopt<T>(fd: RawFd, name: libc::c_int) -> io::Result<T> {
